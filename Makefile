@@ -1,0 +1,29 @@
+# The two quick-start commands: `make demo` and `make test`. Each installs what it needs into .venv.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+REF    ?= reference
+WEIGHTS ?= weights
+
+.PHONY: install demo test clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Build a reference release, convert it, verify it, print the report.
+demo: install
+	$(PY) cli.py make-reference --out $(REF)
+	$(PY) cli.py convert --tf-ckpt $(REF)/mobilenet.savedmodel.zip --out $(WEIGHTS)/mobilenet.safetensors
+	$(PY) cli.py verify --tf-ckpt $(REF)/mobilenet.savedmodel.zip --weights $(WEIGHTS)/mobilenet.safetensors \
+		--json $(WEIGHTS)/mobilenet.verify.json
+
+test: install
+	$(PY) -m pytest parity_tests/ -q
+
+clean:
+	rm -rf $(REF) $(WEIGHTS)/*.safetensors $(WEIGHTS)/*.json .pytest_cache

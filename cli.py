@@ -1,0 +1,146 @@
+"""Command line: make a reference release, inspect, convert and verify StylEx checkpoints.
+
+    python cli.py make-reference --out reference
+    python cli.py inspect --tf-ckpt reference/mobilenet.savedmodel.zip
+    python cli.py convert --tf-ckpt reference/mobilenet.savedmodel.zip
+    python cli.py verify  --tf-ckpt reference/mobilenet.savedmodel.zip --weights weights/mobilenet.safetensors
+
+Bad input ends with one line on stderr and exit code 2; a failed verification with exit code 1.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter hides our output
+
+import click  # noqa: E402
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def user_errors(fn):
+    """Turn the errors a user can act on into one line on stderr and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from models_pt import WeightsError
+        from porting.errors import USER_ERRORS
+
+        try:
+            return fn(*args, **kwargs)
+        except (*USER_ERRORS, WeightsError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    return wrapper
+
+
+def existing(path: str) -> Path:
+    p = Path(path)
+    if not p.exists() and not Path(path + ".index").exists():
+        from porting.errors import ReaderError
+        raise ReaderError(f"{path}: no such file or folder")
+    return p
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Bring the released TensorFlow StylEx models into PyTorch, and prove the port exact."""
+
+
+@main.command("make-reference")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the reference release into.")
+@click.option("--seed", default=0, show_default=True, help="Seed of every weight.")
+@click.option("--resolution", default=256, show_default=True, help="Image size of the models.")
+@user_errors
+def make_reference(out_dir, seed, resolution):
+    """Write seeded TF models in the released file layout (a 'reference release')."""
+    from models_tf.release import make_reference as make
+
+    info = make(Path(out_dir), seed=seed, resolution=resolution,
+                progress=lambda msg: click.echo(f"  {msg}", err=True))
+    for name, f in info["files"].items():
+        click.echo(f"wrote {Path(out_dir) / f}")
+    click.echo(f"wrote {Path(out_dir) / 'reference.json'}")
+
+
+@main.command()
+@click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
+@click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+              help="Force the model kind instead of detecting it from the variables.")
+@user_errors
+def inspect(tf_ckpt, model):
+    """List every variable, its shape and the PyTorch parameter it maps to (or 'unused')."""
+    from porting import kinds, mapping
+    from porting.readers import open_checkpoint
+    import models_pt
+
+    with open_checkpoint(existing(tf_ckpt)) as ck:
+        kind = kinds.detect(ck.names, tf_ckpt, forced=model)
+        config = kind.infer_config(ck.shapes)
+        module = models_pt.model_class(kind.name)(**config)
+        pt_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        mplan = mapping.plan(kind.rules(config), pt_shapes, ck.names, where=tf_ckpt)
+        targets = mplan.tf_to_pt()
+        rule_of = {a.tf_name: a.rule for a in mplan.assignments if a.tf_name}
+        click.echo(f"{tf_ckpt}: {ck.fmt}, {len(ck.names)} variables, model kind {kind.name}, config {config}")
+        width = max(len(n) for n in ck.names)
+        for name in ck.names:
+            target = ", ".join(targets.get(name, [])) or "unused"
+            how = f"  [{rule_of[name].describe_transform()}]" if name in rule_of else ""
+            click.echo(f"{name:<{width}}  {str(list(ck.shapes[name])):<20} -> {target}{how}")
+        derived = [a.pt_key for a in mplan.assignments if a.tf_name is None]
+        if derived:
+            click.echo(f"derived in PyTorch (not loaded): {len(derived)} buffers, e.g. {derived[0]}")
+        click.echo(f"{len(ck.names) - len(mplan.unused)} used, {len(mplan.unused)} unused")
+
+
+@main.command()
+@click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Output .safetensors file [default: weights/<name>.safetensors].")
+@click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+              help="Force the model kind instead of detecting it from the variables.")
+@click.option("--allow-nonfinite", is_flag=True, help="Convert even if a weight holds NaN or Inf.")
+@user_errors
+def convert(tf_ckpt, out, model, allow_nonfinite):
+    """Convert a TF checkpoint into a PyTorch safetensors file (with the config to rebuild it)."""
+    from porting.convert import convert_path
+
+    path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite)
+    click.echo(f"{conv.kind}: {len(conv.state)} tensors from {conv.header['tf_variables']} TF variables "
+               f"({len(conv.plan.unused)} unused) -> {path}")
+    for name in conv.plan.unused:
+        click.echo(f"  unused: {name}")
+
+
+@main.command()
+@click.option("--tf-ckpt", required=True, help="The TF checkpoint the weights were converted from.")
+@click.option("--weights", required=True, help="The converted .safetensors file.")
+@click.option("--float64", "use_float64", is_flag=True, help="Run both frameworks in float64.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--num-images", default=4, show_default=True, help="Batch size of the test inputs.")
+@click.option("--size", type=int, help="Input image size [default: the model's].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the test inputs.")
+@user_errors
+def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
+    """Compare every activation of TF and PyTorch on the same inputs; exit 1 if any is off."""
+    from porting.readers import open_checkpoint
+    from porting.verify import format_table, verify_checkpoint, write_json_atomic
+
+    if num_images < 2:
+        raise click.BadParameter("need at least 2 images", param_hint="--num-images")
+    weights_path = existing(weights)
+    with open_checkpoint(existing(tf_ckpt)) as ck:
+        report = verify_checkpoint(ck, weights_path, dtype="float64" if use_float64 else "float32",
+                                   num_images=num_images, size=size, seed=seed)
+    click.echo(format_table(report))
+    if json_path:
+        write_json_atomic(Path(json_path), report.to_json())
+    sys.exit(0 if report.passed else EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""MobileNetV1, as the released StylEx age classifier computes it.
+
+Takes NCHW images in [-1, 1] and returns logits ``[N, num_classes]`` (no softmax), like the TF
+model does from NHWC images. What makes it TensorFlow's MobileNet and not torchvision-style:
+
+* ``conv1`` (3x3, stride 2) uses TF 'same' padding: 0 before and 1 after on even inputs.
+* Strided depthwise convs are preceded by ``ZeroPad2d((0, 1, 0, 1))`` and are 'valid'
+  (keras.applications' layout; ``strided_padding='same'`` switches to TF 'same' instead).
+* BatchNorm epsilon is TF's 1e-3, not PyTorch's 1e-5.
+* The head is global average pooling, dropout (inactive at inference) and a 1x1 conv with bias.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from models_pt.padding import Conv2dSame
+
+# (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
+BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+          (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, depth_multiplier: int, eps: float,
+                 strided_padding: str):
+        super().__init__()
+        cmid = cin * depth_multiplier
+        if stride == 2 and strided_padding == "explicit":
+            self.pad = nn.ZeroPad2d((0, 1, 0, 1))  # left, right, top, bottom
+            self.dw = nn.Conv2d(cin, cmid, 3, stride, padding=0, groups=cin, bias=False)
+        else:
+            self.pad = nn.Identity()
+            self.dw = Conv2dSame(cin, cmid, 3, stride, groups=cin, bias=False)
+        self.dw_bn = nn.BatchNorm2d(cmid, eps=eps)
+        self.dw_act = nn.ReLU6()
+        self.pw = nn.Conv2d(cmid, cout, 1, bias=False)
+        self.pw_bn = nn.BatchNorm2d(cout, eps=eps)
+        self.pw_act = nn.ReLU6()
+
+    def forward(self, x):
+        x = self.dw_act(self.dw_bn(self.dw(self.pad(x))))
+        return self.pw_act(self.pw_bn(self.pw(x)))
+
+
+class Head(nn.Module):
+    def __init__(self, cin: int, num_classes: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(1e-3)
+        self.conv = nn.Conv2d(cin, num_classes, 1, bias=True)
+        self.flatten = nn.Flatten(1)
+
+    def forward(self, x):
+        return self.flatten(self.conv(self.dropout(self.pool(x))))
+
+
+class MobileNetV1(nn.Module):
+    kind = "classifier"
+
+    def __init__(self, *, alpha: float, depth_multiplier: int, num_classes: int, bn_epsilon: float,
+                 strided_padding: str, input_size: int):
+        """All fields come from the converted weights' header (``models_pt.load``); for the
+        release they are alpha 1.0, depth_multiplier 1, num_classes 2, bn_epsilon 1e-3 (TF's),
+        strided_padding 'explicit', input_size 256 (informational: any size works)."""
+        super().__init__()
+        if strided_padding not in ("explicit", "same"):
+            raise ValueError(f"strided_padding must be 'explicit' or 'same', got {strided_padding!r}")
+        self.config = dict(alpha=alpha, depth_multiplier=depth_multiplier, num_classes=num_classes,
+                           bn_epsilon=bn_epsilon, strided_padding=strided_padding,
+                           input_size=input_size)
+        c = int(32 * alpha)
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", Conv2dSame(3, c, 3, stride=2, bias=False))
+        self.stem.add_module("bn", nn.BatchNorm2d(c, eps=bn_epsilon))
+        self.stem.add_module("act", nn.ReLU6())
+        blocks = []
+        for filters, stride in BLOCKS:
+            cout = int(filters * alpha)
+            blocks.append(DepthwiseSeparable(c, cout, stride, depth_multiplier, bn_epsilon, strided_padding))
+            c = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = Head(c, num_classes)
+
+    def forward(self, x):
+        """x: NCHW images in [-1, 1] -> logits [N, num_classes]."""
+        return self.head(self.blocks(self.stem(x)))

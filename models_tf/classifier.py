@@ -1,0 +1,168 @@
+"""Reference MobileNetV1 classifier, laid out as release-format.md assumes the released one is.
+
+The released classifier is a Keras MobileNetV1 (width 1.0, 256x256x3 input, 2 classes, logits
+out). We build the same layer sequence and variable names with the Keras 2 API (``tf_keras``):
+``conv1``/``conv1_bn``/``conv1_relu``, then for k = 1..13 ``conv_pad_k`` (strided blocks only),
+``conv_dw_k``, ``conv_dw_k_bn``, ``conv_dw_k_relu``, ``conv_pw_k``, ``conv_pw_k_bn``,
+``conv_pw_k_relu``, and the head ``global_average_pooling2d``, ``dropout``, ``conv_preds``,
+``reshape_2``, ``predictions``.
+
+``seeded_classifier`` gives it weights that exercise every conversion hazard while keeping the
+signal alive through all 27 conv layers (see its docstring).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+# (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
+BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+          (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+
+
+def default_config(input_size: int = 256) -> dict:
+    """The release configuration. What a checkpoint cannot show is assumed in one place,
+    ``porting.kinds.classifier.ASSUMED``: ``strided_padding='explicit'`` is keras.applications'
+    ZeroPadding2D(((0, 1), (0, 1))) + 'valid' before each strided depthwise conv ('same' would be
+    TF 'same' padding on the conv itself; they agree on even sizes, differ on odd ones)."""
+    from porting.kinds.classifier import ASSUMED
+
+    return {"alpha": 1.0, "depth_multiplier": 1, "num_classes": 2, **ASSUMED, "input_size": input_size}
+
+
+def build_classifier(config: dict, dtype: str = "float32", input_size=None) -> keras.Model:
+    """Functional MobileNetV1 taking NHWC images in [-1, 1], returning logits [N, classes].
+
+    ``input_size`` overrides the config's (``0`` or ``None`` in the config: any size)."""
+    size = input_size if input_size is not None else config.get("input_size")
+    shape = (size, size, 3) if size else (None, None, 3)
+    eps, alpha, mult = config["bn_epsilon"], config["alpha"], config["depth_multiplier"]
+    kw = {"dtype": dtype}
+
+    def bn(name):
+        return keras.layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.99, name=name, **kw)
+
+    inputs = keras.Input(shape=shape, dtype=dtype, name="input_1")
+    x = keras.layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False,
+                            name="conv1", **kw)(inputs)
+    x = bn("conv1_bn")(x)
+    x = keras.layers.ReLU(6.0, name="conv1_relu", **kw)(x)
+    for k, (filters, stride) in enumerate(BLOCKS, start=1):
+        padding = "same"
+        if stride == 2 and config["strided_padding"] == "explicit":
+            x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{k}", **kw)(x)
+            padding = "valid"
+        x = keras.layers.DepthwiseConv2D(3, strides=stride, padding=padding, depth_multiplier=mult,
+                                         use_bias=False, name=f"conv_dw_{k}", **kw)(x)
+        x = bn(f"conv_dw_{k}_bn")(x)
+        x = keras.layers.ReLU(6.0, name=f"conv_dw_{k}_relu", **kw)(x)
+        x = keras.layers.Conv2D(int(filters * alpha), 1, use_bias=False, name=f"conv_pw_{k}", **kw)(x)
+        x = bn(f"conv_pw_{k}_bn")(x)
+        x = keras.layers.ReLU(6.0, name=f"conv_pw_{k}_relu", **kw)(x)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d", **kw)(x)
+    x = keras.layers.Dropout(1e-3, name="dropout", **kw)(x)
+    x = keras.layers.Conv2D(config["num_classes"], 1, padding="same", name="conv_preds", **kw)(x)
+    x = keras.layers.Reshape((config["num_classes"],), name="reshape_2", **kw)(x)
+    x = keras.layers.Activation("linear", name="predictions", **kw)(x)  # logits: no softmax
+    return keras.Model(inputs, x, name="mobilenet_1.00_256")
+
+
+def sample_images(n: int, size: int, seed: int = 0, channels_last: bool = True) -> np.ndarray:
+    """Smooth random colour images in [-1, 1] (a few blobs and gradients; few pixels clamped)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    out = np.zeros((n, size, size, 3))
+    for i in range(n):
+        img = rng.normal(0, 0.2, 3)[None, None, :] + rng.normal(0, 0.3, 3) * xx[..., None] \
+            + rng.normal(0, 0.3, 3) * yy[..., None]
+        for _ in range(6):
+            cy, cx = rng.uniform(-1, 1, 2)
+            r = rng.uniform(0.1, 0.6)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            img = img + blob[..., None] * rng.normal(0, 0.5, 3)
+        img = img + 0.05 * rng.normal(size=img.shape)  # texture for the first convs
+        out[i] = np.tanh(img)
+    out = out.astype(np.float32)
+    return out if channels_last else out.transpose(0, 3, 1, 2)
+
+
+def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | None = None) -> keras.Model:
+    """A classifier whose weights exercise every conversion hazard, with a live signal.
+
+    Random conv kernels, then, BatchNorm by BatchNorm in network order, the moving statistics
+    are set from the activations that layer actually sees on calibration images and perturbed:
+    means shifted, variances scaled, and about one channel in eight driven to a variance near
+    1e-3 (its kernel scaled down and its moving variance set to match), so BatchNorm epsilon
+    (1e-3 in TF, 1e-5 PyTorch's default) changes the output visibly. gamma and beta are drawn
+    away from 1 and 0. The head is fitted so logits spread across images by O(1), with a
+    non-zero bias. Uncalibrated statistics would let the input's influence fade ~10x per block
+    until the logits no longer depend on the input.
+    """
+    rng = np.random.default_rng(seed)
+    model = build_classifier(config)
+    if calib_images is None:
+        calib_images = sample_images(16, config.get("input_size") or 256, seed=seed + 1)
+
+    for layer in model.layers:  # random kernels, He-style scale
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            k = layer.depthwise_kernel
+            k.assign(rng.normal(0, np.sqrt(2.0 / 9), k.shape).astype(np.float32))
+        elif isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel
+            fan_in = int(np.prod(k.shape[:3]))
+            k.assign(rng.normal(0, np.sqrt(2.0 / fan_in), k.shape).astype(np.float32))
+
+    layers = model.layers
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        conv = layers[i - 1]
+        kernel = conv.depthwise_kernel if isinstance(conv, keras.layers.DepthwiseConv2D) else conv.kernel
+        c = kernel.shape[-1] if not isinstance(conv, keras.layers.DepthwiseConv2D) else \
+            kernel.shape[2] * kernel.shape[3]
+        # Channels driven to a tiny variance: scale their kernel so var ~ 1e-3.
+        small = rng.random(c) < 0.125
+        feats = keras.Model(model.input, conv.output)(calib_images, training=False).numpy()
+        var = feats.reshape(-1, c).var(axis=0) + 1e-12
+        scale = np.where(small, np.sqrt(1e-3 / var), 1.0).astype(np.float32)
+        kv = kernel.numpy()
+        if isinstance(conv, keras.layers.DepthwiseConv2D):
+            kv = kv * scale.reshape(1, 1, kv.shape[2], kv.shape[3])
+        else:
+            kv = kv * scale.reshape(1, 1, 1, c)
+        kernel.assign(kv)
+        feats = feats * scale
+        mean, var = feats.reshape(-1, c).mean(axis=0), feats.reshape(-1, c).var(axis=0)
+        moving_mean = mean + 0.1 * np.sqrt(var) * rng.normal(size=c)
+        moving_var = var * rng.uniform(0.7, 1.3, c)
+        gamma = rng.uniform(0.6, 1.4, c) * np.where(rng.random(c) < 0.1, -1.0, 1.0)
+        beta = rng.normal(0.4, 0.3, c)
+        layer.set_weights([a.astype(np.float32) for a in (gamma, beta, moving_mean, moving_var)])
+
+    head = model.get_layer("conv_preds")
+    pooled = keras.Model(model.input, model.get_layer("global_average_pooling2d").output)(
+        calib_images, training=False).numpy().reshape(len(calib_images), -1)
+    # Features that barely vary across images get no large weight: a head that cancels a big
+    # common mean would amplify float32 rounding of the features into the logits.
+    mu, sd = pooled.mean(axis=0), pooled.std(axis=0)
+    sd = np.sqrt(sd ** 2 + np.median(np.abs(pooled), axis=0).mean() ** 2)
+    w = rng.normal(0, 1, (pooled.shape[1], config["num_classes"])) / (sd[:, None] * np.sqrt(pooled.shape[1]))
+    b = -(mu @ w) + rng.normal(0, 0.3, config["num_classes"])
+    head.set_weights([w.reshape(head.kernel.shape).astype(np.float32), b.astype(np.float32)])
+    return model
+
+
+def assign_by_name(model: keras.Model, variables: dict[str, np.ndarray], source: str = "checkpoint") -> None:
+    """Load {TF variable name: array} into a built model; every model variable must be found."""
+    from porting.mapping import NameIndex, MappingError
+
+    index = NameIndex(list(variables))
+    for v in model.variables:
+        found = index.find(v.name)
+        if found is None:
+            raise MappingError(f"{source}: variable {v.name!r} of the TF model is not in the checkpoint")
+        value = np.asarray(variables[found])
+        if tuple(value.shape) != tuple(v.shape):
+            raise MappingError(f"{source}: variable {found!r}: expected shape {list(v.shape)}, "
+                               f"found {list(value.shape)}")
+        v.assign(value.astype(v.dtype.as_numpy_dtype))

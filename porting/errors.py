@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints them on one line and exits with code 2."""
+from porting.mapping import MappingError
+
+
+class PortError(Exception):
+    """Bad input: the message names the file, the variable and what was expected."""
+
+
+class ReaderError(PortError):
+    """A checkpoint that cannot be read (missing, not a checkpoint, unsafe, corrupted)."""
+
+
+USER_ERRORS = (PortError, MappingError)

@@ -1,0 +1,74 @@
+"""The MobileNetV1 classifier: config inference and the mapping table (TF -> models_pt)."""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+from porting.kinds import ModelKind
+from porting.mapping import MappingError, NameIndex, Rule
+
+NUM_BLOCKS = 13
+# What a checkpoint cannot show (padding layers and epsilon have no variables). These are the
+# release-format.md ASSUMPTIONS; this dict is their one home (models_tf reads it too).
+ASSUMED = {"bn_epsilon": 1e-3, "strided_padding": "explicit", "input_size": 256}
+
+BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+BN_PARAM = "(?P<p>weight|bias|running_mean|running_var)"
+
+
+def _block(m: re.Match) -> int:
+    """PyTorch blocks are numbered from 0, Keras' conv_dw_k / conv_pw_k from 1."""
+    return int(m["i"]) + 1
+
+
+RULES = [
+    Rule(r"stem\.conv\.weight", "conv1/kernel:0", ["conv_kernel"], note="[kh,kw,in,out] -> [out,in,kh,kw]"),
+    Rule(rf"stem\.bn\.{BN_PARAM}", lambda m: f"conv1_bn/{BN[m['p']]}:0"),
+    Rule(r"blocks\.(?P<i>\d+)\.dw\.weight", lambda m: f"conv_dw_{_block(m)}/depthwise_kernel:0",
+         ["depthwise_kernel"], note="[kh,kw,in,mult] -> [in*mult,1,kh,kw]"),
+    Rule(r"blocks\.(?P<i>\d+)\.pw\.weight", lambda m: f"conv_pw_{_block(m)}/kernel:0", ["conv_kernel"]),
+    Rule(rf"blocks\.(?P<i>\d+)\.(?P<part>dw|pw)_bn\.{BN_PARAM}",
+         lambda m: f"conv_{m['part']}_{_block(m)}_bn/{BN[m['p']]}:0"),
+    Rule(r"head\.conv\.weight", "conv_preds/kernel:0", ["conv_kernel"]),
+    Rule(r"head\.conv\.bias", "conv_preds/bias:0"),
+    Rule(r".*\.num_batches_tracked", derived=True, note="PyTorch-only training counter"),
+]
+
+
+def infer_config(shapes: Mapping[str, tuple]) -> dict:
+    """Width, depth multiplier and classes from the kernels' shapes; the rest is TF's layout.
+
+    What the checkpoint cannot show comes from ``ASSUMED`` (BatchNorm epsilon 1e-3 as in
+    Keras; keras.applications' explicit (0, 1) padding before strided depthwise convs)."""
+    index = NameIndex(list(shapes))
+
+    def shape(name: str) -> tuple:
+        found = index.find(name)
+        if found is None:
+            near = index.nearest(name)
+            raise MappingError(f"classifier variable {name!r} not found"
+                               + (f"; nearest names: {', '.join(near)}" if near else ""))
+        return shapes[found]
+
+    conv1 = shape("conv1/kernel:0")
+    if len(conv1) != 4 or conv1[:3] != (3, 3, 3):
+        raise MappingError(f"classifier variable 'conv1/kernel:0': expected shape [3, 3, 3, C], found {list(conv1)}")
+    dw1 = shape("conv_dw_1/depthwise_kernel:0")
+    preds = shape("conv_preds/kernel:0")
+    for k in range(1, NUM_BLOCKS + 1):
+        shape(f"conv_dw_{k}/depthwise_kernel:0")
+        shape(f"conv_pw_{k}/kernel:0")
+    if index.find(f"conv_dw_{NUM_BLOCKS + 1}/depthwise_kernel:0") is not None:
+        raise MappingError(f"classifier has more than {NUM_BLOCKS} depthwise blocks; MobileNetV1 has {NUM_BLOCKS}")
+    return {"alpha": conv1[3] / 32, "depth_multiplier": int(dw1[3]), "num_classes": int(preds[3]),
+            **ASSUMED}
+
+
+KIND = ModelKind(
+    name="classifier",
+    release_stem="mobilenet",
+    signature=r"(^|/)conv_dw_\d+/depthwise_kernel:0$",
+    infer_config=infer_config,
+    rules=lambda config: RULES,
+    verifier="porting.verify_classifier:HOOKS",
+)

@@ -1,0 +1,255 @@
+"""Read TensorFlow variables without running any model.
+
+``open_checkpoint(path)`` accepts, and tells apart by looking at the path:
+
+* a SavedModel folder (holds ``saved_model.pb`` and ``variables/``);
+* a zip holding one SavedModel folder, as the StylEx release ships them;
+* a TF checkpoint, given as its prefix (``ckpt``) or its ``.index`` file;
+* a Keras ``.h5`` weights (or whole-model) file.
+
+It returns a ``Checkpoint``: variable names as TensorFlow reports them (``conv1/kernel:0``),
+shapes and dtypes up front, values read on demand. TF2 object-based checkpoints (every
+SavedModel and every ``save_weights`` checkpoint) store values under object-graph keys such as
+``layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE``; the object graph stored beside them
+gives each key's variable name, which is what the mapping rules use.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from porting.errors import ReaderError
+from porting.mapping import normalize_name
+
+# Bookkeeping a checkpoint may carry beside the model's variables.
+_BOOKKEEPING = {"save_counter:0", "_CHECKPOINTABLE_OBJECT_GRAPH:0"}
+
+
+@dataclass
+class Checkpoint:
+    source: Path                      # what the user named
+    fmt: str                          # "savedmodel-zip" | "savedmodel" | "checkpoint" | "h5"
+    shapes: dict[str, tuple]          # variable name -> shape
+    dtypes: dict[str, str]            # variable name -> numpy dtype name
+    _read: Callable[[str], np.ndarray] = field(repr=False)
+    root: Path | None = None          # the (unpacked) SavedModel folder, when there is one
+
+    def read(self, name: str) -> np.ndarray:
+        try:
+            return self._read(name)
+        except ReaderError:
+            raise
+        except Exception as e:  # the TF / h5py error says little about which file
+            raise ReaderError(f"{self.source}: cannot read variable {name!r} "
+                              f"(expected shape {list(self.shapes[name])}): {_first_line(e)}") from None
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        return {n: self.read(n) for n in self.shapes}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.shapes)
+
+    def sha256(self) -> str:
+        return sha256_path(self.source)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file; of a folder, over its sorted relative paths and contents."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+            _hash_file(p, h)
+    else:
+        if not path.exists() and Path(str(path) + ".index").exists():  # a checkpoint prefix
+            for p in sorted(path.parent.glob(path.name + ".*")):
+                h.update(p.name.encode() + b"\0")
+                _hash_file(p, h)
+        else:
+            _hash_file(path, h)
+    return h.hexdigest()
+
+
+def _hash_file(p: Path, h) -> None:
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+@contextlib.contextmanager
+def open_checkpoint(path: str | os.PathLike) -> Iterator[Checkpoint]:
+    """Open any supported checkpoint; temporary files (an unpacked zip) go when the block ends."""
+    p = Path(path)
+    if p.suffix == ".index":
+        p = p.with_suffix("")
+    if p.is_dir():
+        if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
+            yield _read_savedmodel_dir(p, Path(path), "savedmodel")
+            return
+        raise ReaderError(f"{path}: folder is not a SavedModel (no saved_model.pb inside)")
+    if p.is_file() and zipfile.is_zipfile(p):
+        with tempfile.TemporaryDirectory(prefix="stylex-unzip-") as tmp:
+            root = safe_extract(p, Path(tmp))
+            yield _read_savedmodel_dir(root, p, "savedmodel-zip")
+        return
+    if p.is_file() and p.suffix in (".h5", ".hdf5", ".keras"):
+        import h5py
+
+        try:
+            f = h5py.File(p, "r")
+        except OSError as e:
+            raise ReaderError(f"{path}: not a readable HDF5 file (truncated or corrupted?): "
+                              f"{_first_line(e)}") from None
+        with f:
+            yield _read_h5(p, f)
+        return
+    if Path(str(p) + ".index").is_file():
+        yield _read_tf_checkpoint(str(p), Path(path), "checkpoint")
+        return
+    if not p.exists():
+        raise ReaderError(f"{path}: no such file or folder")
+    if p.suffix == ".zip":
+        raise ReaderError(f"{path}: not a valid zip file (truncated or corrupted?)")
+    raise ReaderError(f"{path}: not a SavedModel folder, SavedModel zip, TF checkpoint "
+                      "(prefix or .index) or Keras .h5 file")
+
+
+# --------------------------------------------------------------------------- zip
+
+def safe_extract(zip_path: Path, dest: Path) -> Path:
+    """Extract a zip holding a SavedModel into ``dest``; return the SavedModel folder.
+
+    Every entry is checked before anything is written: no absolute paths, no ``..``, no
+    symbolic links, no names that resolve outside ``dest``.
+    """
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ReaderError(f"{zip_path}: not a valid zip file: {e}") from None
+    with zf:
+        infos = zf.infolist()
+        dest_real = os.path.realpath(dest)
+        for info in infos:
+            name = info.filename
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} is a symbolic link")
+            if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+                raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} is an absolute path")
+            if ".." in Path(name.replace("\\", "/")).parts:
+                raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} escapes the "
+                                  "target folder ('..')")
+            target = os.path.realpath(os.path.join(dest_real, name))
+            if os.path.commonpath([dest_real, target]) != dest_real:
+                raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} resolves "
+                                  "outside the target folder")
+        try:
+            zf.extractall(dest)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ReaderError(f"{zip_path}: corrupted zip: {e}") from None
+    roots = sorted({p.parent for p in dest.rglob("saved_model.pb")}, key=lambda q: len(q.parts))
+    if not roots:
+        raise ReaderError(f"{zip_path}: zip holds no SavedModel (no saved_model.pb inside)")
+    if len(roots) > 1:
+        raise ReaderError(f"{zip_path}: zip holds several SavedModels: "
+                          + ", ".join(str(r.relative_to(dest)) for r in roots))
+    return roots[0]
+
+
+# --------------------------------------------------------------------------- TF formats
+
+def _read_savedmodel_dir(root: Path, source: Path, fmt: str) -> Checkpoint:
+    prefix = root / "variables" / "variables"
+    if not Path(str(prefix) + ".index").exists():
+        raise ReaderError(f"{source}: SavedModel has no variables/variables.index")
+    ck = _read_tf_checkpoint(str(prefix), source, fmt)
+    ck.root = root
+    return ck
+
+
+def _read_tf_checkpoint(prefix: str, source: Path, fmt: str) -> Checkpoint:
+    import tensorflow as tf  # only here: reading TF files needs TF, PyTorch users do not
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        key_shapes = reader.get_variable_to_shape_map()
+        key_dtypes = reader.get_variable_to_dtype_map()
+    except Exception as e:
+        raise ReaderError(f"{source}: cannot read TF checkpoint (truncated or corrupted?): "
+                          f"{_first_line(e)}") from None
+
+    key_of: dict[str, str] = {}
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" in key_shapes:
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        try:
+            graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        except Exception as e:
+            raise ReaderError(f"{source}: corrupted object graph: {_first_line(e)}") from None
+        for node in graph.nodes:
+            for attr in node.attributes:
+                if attr.name != "VARIABLE_VALUE" or attr.checkpoint_key not in key_shapes:
+                    continue
+                name = normalize_name(attr.full_name or attr.checkpoint_key)
+                if name in key_of and key_of[name] != attr.checkpoint_key:
+                    raise ReaderError(f"{source}: two variables are named {name!r}; cannot tell "
+                                      "them apart")
+                key_of[name] = attr.checkpoint_key
+    else:  # TF1 name-based checkpoint: the keys are the names
+        key_of = {normalize_name(k): k for k in key_shapes}
+    key_of = {n: k for n, k in key_of.items() if n not in _BOOKKEEPING}
+    if not key_of:
+        raise ReaderError(f"{source}: checkpoint holds no variables")
+
+    shapes = {n: tuple(int(d) for d in key_shapes[k]) for n, k in key_of.items()}
+    dtypes = {n: key_dtypes[k].as_numpy_dtype.__name__ for n, k in key_of.items()}
+
+    def read(name: str) -> np.ndarray:
+        try:
+            value = reader.get_tensor(key_of[name])
+        except Exception as e:
+            raise ReaderError(f"{source}: cannot read variable {name!r} (truncated or corrupted "
+                              f"checkpoint?): {_first_line(e)}") from None
+        return np.asarray(value)
+
+    return Checkpoint(source, fmt, shapes, dtypes, read)
+
+
+def _read_h5(path: Path, f) -> Checkpoint:
+    group = f["model_weights"] if "model_weights" in f else f
+    if "layer_names" not in group.attrs:
+        raise ReaderError(f"{path}: HDF5 file is not a Keras weights file (no 'layer_names')")
+    datasets: dict[str, object] = {}
+    for layer in group.attrs["layer_names"]:
+        layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+        g = group[layer]
+        for wn in g.attrs.get("weight_names", []):
+            wn = wn.decode() if isinstance(wn, bytes) else str(wn)
+            name = normalize_name(wn)
+            if name in datasets:
+                raise ReaderError(f"{path}: two weights are named {name!r}")
+            datasets[name] = g[wn]
+    if not datasets:
+        raise ReaderError(f"{path}: Keras weights file holds no weights")
+    shapes = {n: tuple(d.shape) for n, d in datasets.items()}
+    dtypes = {n: np.dtype(d.dtype).name for n, d in datasets.items()}
+    return Checkpoint(path, "h5", shapes, dtypes, lambda n: np.asarray(datasets[n][()]))
