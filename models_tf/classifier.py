@@ -147,7 +147,9 @@ def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | No
     mu, sd = pooled.mean(axis=0), pooled.std(axis=0)
     sd = np.sqrt(sd ** 2 + np.median(np.abs(pooled), axis=0).mean() ** 2)
     w = rng.normal(0, 1, (pooled.shape[1], config["num_classes"])) / (sd[:, None] * np.sqrt(pooled.shape[1]))
-    b = -(mu @ w) + rng.normal(0, 0.3, config["num_classes"])
+    # Centred logits (so both classes occur) plus a common non-zero offset (softmax ignores it,
+    # a dropped bias would not).
+    b = -(mu @ w) + rng.uniform(0.2, 0.5) + rng.normal(0, 0.02, config["num_classes"])
     head.set_weights([w.reshape(head.kernel.shape).astype(np.float32), b.astype(np.float32)])
     return model
 

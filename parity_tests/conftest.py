@@ -1,0 +1,58 @@
+"""Shared fixtures: reference checkpoints are built once per test session, in temp folders."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference_release(tmp_path_factory) -> Path:
+    """A reference release folder at the release configuration (256 px), as make-reference writes it."""
+    from models_tf.release import make_reference
+
+    out = tmp_path_factory.mktemp("reference")
+    make_reference(out, seed=0, resolution=256)
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_zip(reference_release) -> Path:
+    return reference_release / "mobilenet.savedmodel.zip"
+
+
+@pytest.fixture(scope="session")
+def classifier_weights(classifier_zip, tmp_path_factory) -> Path:
+    from porting.convert import convert_path
+
+    out, _ = convert_path(classifier_zip, tmp_path_factory.mktemp("weights") / "mobilenet.safetensors")
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_classifier(tmp_path_factory):
+    """A 32 px seeded classifier saved in every format the readers accept (fast to build)."""
+    from models_tf.classifier import default_config, seeded_classifier
+
+    d = tmp_path_factory.mktemp("small")
+    config = default_config(input_size=32)
+    model = seeded_classifier(config, seed=3)
+    paths = {
+        "savedmodel": d / "mobilenet.savedmodel",
+        "h5": d / "weights.h5",
+        "checkpoint": d / "ckpt" / "model",
+    }
+    model.save(str(paths["savedmodel"]), save_format="tf", include_optimizer=False)
+    model.save_weights(str(paths["h5"]))
+    model.save_weights(str(paths["checkpoint"]))
+    from models_tf.release import save_savedmodel_zip
+
+    paths["zip"] = save_savedmodel_zip(model, d / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
+    return model, config, paths

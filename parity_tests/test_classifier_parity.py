@@ -1,0 +1,174 @@
+"""MobileNetV1: per-layer and end-to-end parity with TF, float32 and float64, many input sizes,
+and negative controls proving each check bites."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import models_pt
+from models_tf.classifier import sample_images
+from porting import mapping
+from porting.kinds import classifier as kind
+from porting.readers import open_checkpoint
+from porting.verify import verify_checkpoint
+from porting.verify_classifier import HOOKS, check_inputs, tf_rebuild
+
+TOL32, TOL64 = HOOKS.output_tol["float32"], HOOKS.output_tol["float64"]
+
+
+@pytest.fixture(scope="module")
+def variables(classifier_zip):
+    with open_checkpoint(classifier_zip) as ck:
+        return ck.read_all()
+
+
+@pytest.fixture(scope="module")
+def tf_any_size(variables):
+    """The TF reference rebuilt with an unconstrained input size, float32 and float64."""
+    config = kind.infer_config({n: v.shape for n, v in variables.items()})
+    return {dt: tf_rebuild(config, dt, variables) for dt in ("float32", "float64")}
+
+
+def tf_logits(model, x: np.ndarray) -> np.ndarray:
+    return model(x.astype(model.dtype), training=False).numpy()
+
+
+def pt_logits(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    p = next(module.parameters())
+    with torch.no_grad():
+        return module(torch.from_numpy(x.transpose(0, 3, 1, 2)).to(p.dtype)).numpy()
+
+
+# ----------------------------------------------------------------- the inputs are not degenerate
+
+def test_reference_weights_exercise_every_hazard(variables):
+    bn = [n[: -len("/moving_variance:0")] for n in variables if n.endswith("/moving_variance:0")]
+    assert len(bn) == 27
+    var = np.concatenate([variables[f"{b}/moving_variance:0"] for b in bn])
+    mean = np.concatenate([variables[f"{b}/moving_mean:0"] for b in bn])
+    gamma = np.concatenate([variables[f"{b}/gamma:0"] for b in bn])
+    beta = np.concatenate([variables[f"{b}/beta:0"] for b in bn])
+    assert np.mean(var < 5e-3) > 0.05, "too few channels with variance near 1e-3: a wrong epsilon would hide"
+    assert np.mean(np.abs(var - 1) > 0.2) > 0.5, "moving variances near 1"
+    assert np.mean(np.abs(mean) > 0.05) > 0.5, "moving means near 0"
+    assert np.std(gamma) > 0.2 and np.mean(np.abs(beta) > 0.05) > 0.5, "gamma/beta near 1/0"
+    assert np.all(np.abs(variables["conv_preds/bias:0"]) > 1e-3), "head bias is zero"
+
+
+def test_logits_vary_across_inputs(classifier_weights):
+    module = models_pt.load(classifier_weights)
+    x = sample_images(8, 256, seed=11)
+    check_inputs(x)
+    logits = pt_logits(module, x)
+    spread = float(logits.std(axis=0).min())
+    assert spread > 1e3 * TOL32, f"logits spread {spread:.2e} across images: parity on them proves little"
+    assert np.unique(logits.argmax(1)).size == 2, "every image gets the same class"
+
+
+# ----------------------------------------------------------------- parity
+
+def test_per_layer_parity_float32(classifier_zip, classifier_weights):
+    with open_checkpoint(classifier_zip) as ck:
+        report = verify_checkpoint(ck, classifier_weights, "float32", num_images=4)
+    assert len(report.layers) >= 80, "every activation must be compared, not only the output"
+    failed = [(r.name, r.max_abs_diff) for r in report.layers if not r.passed]
+    assert not failed, f"layers over tolerance: {failed[:5]}"
+    assert report.output["max_abs_diff"] <= TOL32
+    assert report.savedmodel is not None and report.savedmodel["passed"], \
+        "the rebuilt TF model must equal the SavedModel the notebook loads"
+    assert report.passed
+
+
+def test_per_layer_parity_float64(classifier_zip, classifier_weights):
+    with open_checkpoint(classifier_zip) as ck:
+        report = verify_checkpoint(ck, classifier_weights, "float64", num_images=3)
+    assert report.passed, [(r.name, r.max_abs_diff) for r in report.layers if not r.passed][:5]
+    assert report.output["max_abs_diff"] <= TOL64
+
+
+@pytest.mark.parametrize("size", [256, 255, 224, 97, 64, 33, 32])
+def test_end_to_end_any_input_size(size, tf_any_size, classifier_weights):
+    """TF 'same' padding must be reproduced for every size, odd ones included."""
+    x = sample_images(3, size, seed=size)
+    check_inputs(x)
+    module = models_pt.load(classifier_weights)
+    d32 = np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(module, x)).max()
+    d64 = np.abs(tf_logits(tf_any_size["float64"], x.astype(np.float64))
+                 - pt_logits(module.double(), x.astype(np.float64))).max()
+    assert d32 <= 2 * TOL32, f"{size}px float32: {d32:.2e}"
+    assert d64 <= TOL64, f"{size}px float64: {d64:.2e}"
+
+
+# ----------------------------------------------------------------- negative controls
+# Each deliberately wrong port must be caught by the same comparison, by a wide margin.
+
+def _wrong_port_diff(tf_any_size, classifier_weights, break_it, size=256) -> float:
+    module = models_pt.load(classifier_weights)
+    break_it(module)
+    x = sample_images(3, size, seed=7)
+    return float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(module, x)).max())
+
+
+def test_control_pytorch_default_batchnorm_epsilon(tf_any_size, classifier_weights):
+    def pytorch_eps(m):
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.eps = 1e-5
+    assert _wrong_port_diff(tf_any_size, classifier_weights, pytorch_eps) > 100 * TOL32
+
+
+def test_control_symmetric_padding(tf_any_size, classifier_weights):
+    def symmetric(m):
+        old = m.stem.conv
+        sym = nn.Conv2d(3, old.out_channels, 3, stride=2, padding=1, bias=False)
+        sym.weight = old.weight
+        m.stem.conv = sym
+    assert _wrong_port_diff(tf_any_size, classifier_weights, symmetric) > 100 * TOL32
+
+
+def test_control_symmetric_padding_in_strided_depthwise(tf_any_size, classifier_weights):
+    def symmetric(m):
+        for block in m.blocks:
+            if isinstance(block.pad, nn.ZeroPad2d):
+                block.pad = nn.ZeroPad2d((1, 0, 1, 0))  # same amount, wrong side
+    assert _wrong_port_diff(tf_any_size, classifier_weights, symmetric) > 100 * TOL32
+
+
+def test_control_transposed_wrong_kernel(classifier_zip, tf_any_size):
+    """A rule that swaps the kernel's spatial axes ([out, in, kw, kh]) still fits every shape;
+    only the comparison can catch it."""
+    wrong = [mapping.Rule(r.target, r.source, [lambda a: a.transpose(3, 2, 1, 0)], note="wrong")
+             if r.transform == ["conv_kernel"] else r for r in kind.RULES]
+    with open_checkpoint(classifier_zip) as ck:
+        config = kind.infer_config(ck.shapes)
+        module = models_pt.model_class("classifier")(**config)
+        shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        plan = mapping.plan(wrong, shapes, ck.names)
+        state = mapping.apply(plan, {a.tf_name: ck.read(a.tf_name) for a in plan.assignments if a.tf_name},
+                              shapes)
+    own = module.state_dict()
+    module.load_state_dict({k: torch.from_numpy(state.get(k, own[k].numpy())) for k in own})
+    module.eval()
+    x = sample_images(3, 256, seed=7)
+    diff = float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(module, x)).max())
+    assert diff > 100 * TOL32
+
+
+def test_control_corrupted_tensor_fails_verify(classifier_zip, classifier_weights, tmp_path):
+    """verify itself (not only these tests) must report a failure for a wrong weight."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(classifier_weights), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(classifier_weights))
+    state["blocks.6.pw.weight"] = state["blocks.6.pw.weight"] * 1.01
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad), metadata=meta)
+    with open_checkpoint(classifier_zip) as ck:
+        report = verify_checkpoint(ck, bad, "float32", num_images=2)
+    assert not report.passed
+    first_bad = next(r.name for r in report.layers if not r.passed)
+    assert first_bad == "conv_pw_7", f"the first failing layer should be the corrupted one, got {first_bad}"
