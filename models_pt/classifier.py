@@ -58,16 +58,15 @@ class MobileNetV1(nn.Module):
     kind = "classifier"
 
     def __init__(self, *, alpha: float, depth_multiplier: int, num_classes: int, bn_epsilon: float,
-                 strided_padding: str, input_size: int):
+                 strided_padding: str):
         """All fields come from the converted weights' header (``models_pt.load``); for the
         release they are alpha 1.0, depth_multiplier 1, num_classes 2, bn_epsilon 1e-3 (TF's),
-        strided_padding 'explicit', input_size 256 (informational: any size works)."""
+        strided_padding 'explicit'. Any input size works (the release uses 256)."""
         super().__init__()
         if strided_padding not in ("explicit", "same"):
             raise ValueError(f"strided_padding must be 'explicit' or 'same', got {strided_padding!r}")
         self.config = dict(alpha=alpha, depth_multiplier=depth_multiplier, num_classes=num_classes,
-                           bn_epsilon=bn_epsilon, strided_padding=strided_padding,
-                           input_size=input_size)
+                           bn_epsilon=bn_epsilon, strided_padding=strided_padding)
         c = int(32 * alpha)
         self.stem = nn.Sequential()
         self.stem.add_module("conv", Conv2dSame(3, c, 3, stride=2, bias=False))

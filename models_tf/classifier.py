@@ -30,11 +30,16 @@ def default_config(input_size: int = 256) -> dict:
     return {"alpha": 1.0, "depth_multiplier": 1, "num_classes": 2, **ASSUMED, "input_size": input_size}
 
 
-def build_classifier(config: dict, dtype: str = "float32", input_size=None) -> keras.Model:
+def pt_config(config: dict) -> dict:
+    """The config fields the PyTorch module takes (it works at any input size)."""
+    return {k: v for k, v in config.items() if k != "input_size"}
+
+
+def build_classifier(config: dict, dtype: str = "float32") -> keras.Model:
     """Functional MobileNetV1 taking NHWC images in [-1, 1], returning logits [N, classes].
 
-    ``input_size`` overrides the config's (``0`` or ``None`` in the config: any size)."""
-    size = input_size if input_size is not None else config.get("input_size")
+    ``config["input_size"]`` fixes the input size; 0 or absent: any size."""
+    size = config.get("input_size")
     shape = (size, size, 3) if size else (None, None, 3)
     eps, alpha, mult = config["bn_epsilon"], config["alpha"], config["depth_multiplier"]
     kw = {"dtype": dtype}

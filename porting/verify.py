@@ -36,8 +36,10 @@ class Hooks:
     tf_rebuild: Callable[[dict, str, Mapping[str, np.ndarray]], object]
     tf_trace: Callable[[object, object, str], "dict[str, np.ndarray]"]   # last entry = output
     pt_trace: Callable[[object, object, str], "dict[str, np.ndarray]"]   # same labels, TF layout
-    savedmodel_output: Callable[[Path, object], np.ndarray] | None = None
-    default_size: Callable[[dict], int] = lambda config: 256
+    load_savedmodel: Callable[[Path], object] | None = None       # as the notebook loads it
+    savedmodel_size: Callable[[object], int | None] = lambda model: None  # its declared input size
+    savedmodel_output: Callable[[object, object], np.ndarray] | None = None
+    default_size: int = 256
 
 
 @dataclass
@@ -93,7 +95,9 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
     kind = kinds.get(header["kind"])
     hooks = kind.hooks()
     config = header["config"]
-    size = size or hooks.default_size(config)
+    saved = hooks.load_savedmodel(ck.root) if hooks.load_savedmodel and ck.root is not None else None
+    native = hooks.savedmodel_size(saved) if saved is not None else None
+    size = size or native or hooks.default_size
     inputs = hooks.make_inputs(config, num_images, size, seed)
     hooks.check_inputs(inputs)
     tol, layer_tol = hooks.output_tol[dtype], hooks.layer_tol[dtype]
@@ -116,9 +120,8 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
     report.output = asdict(out)
     report.passed = all(r.passed for r in report.layers)
 
-    if (hooks.savedmodel_output is not None and ck.root is not None and dtype == "float32"
-            and size == hooks.default_size(config)):  # the SavedModel's own dtype and input size
-        sm = hooks.savedmodel_output(ck.root, inputs)
+    if saved is not None and dtype == "float32" and native in (None, size):  # its own dtype and size
+        sm = hooks.savedmodel_output(saved, inputs)
         row = compare("savedmodel vs rebuilt TF", sm, ref[labels[-1]], tol, scale_free=True)
         report.savedmodel = asdict(row)
         report.passed = report.passed and row.passed

@@ -44,7 +44,7 @@ def check_inputs(x: np.ndarray) -> None:
 def tf_rebuild(config: dict, dtype: str, variables):
     from models_tf.classifier import assign_by_name, build_classifier
 
-    model = build_classifier(config, dtype=dtype, input_size=0)
+    model = build_classifier({**config, "input_size": 0}, dtype=dtype)
     assign_by_name(model, variables)
     return model
 
@@ -80,11 +80,19 @@ def pt_trace(model, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
     return {label: captured[label] for label in names.values()}
 
 
-def savedmodel_output(root: Path, x: np.ndarray) -> np.ndarray:
+def load_savedmodel(root: Path):
     """The checkpoint's own SavedModel, loaded as the notebook loads it."""
     import tf_keras as keras
 
-    model = keras.models.load_model(str(root), compile=False)
+    return keras.models.load_model(str(root), compile=False)
+
+
+def savedmodel_size(model) -> int | None:
+    shape = getattr(model, "input_shape", None)
+    return shape[1] if shape and len(shape) == 4 else None
+
+
+def savedmodel_output(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model(x.astype(np.float32), training=False))
 
 
@@ -96,6 +104,7 @@ HOOKS = Hooks(
     tf_rebuild=tf_rebuild,
     tf_trace=tf_trace,
     pt_trace=pt_trace,
+    load_savedmodel=load_savedmodel,
+    savedmodel_size=savedmodel_size,
     savedmodel_output=savedmodel_output,
-    default_size=lambda config: config.get("input_size") or 256,
 )

@@ -10,7 +10,7 @@ from porting.mapping import MappingError, NameIndex, Rule
 NUM_BLOCKS = 13
 # What a checkpoint cannot show (padding layers and epsilon have no variables). These are the
 # release-format.md ASSUMPTIONS; this dict is their one home (models_tf reads it too).
-ASSUMED = {"bn_epsilon": 1e-3, "strided_padding": "explicit", "input_size": 256}
+ASSUMED = {"bn_epsilon": 1e-3, "strided_padding": "explicit"}
 
 BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 BN_PARAM = "(?P<p>weight|bias|running_mean|running_var)"

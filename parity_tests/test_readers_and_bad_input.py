@@ -1,0 +1,269 @@
+"""Readers agree across formats; bad input gets one clear line, exit code 2, nothing half-written."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from porting.readers import open_checkpoint
+
+
+def run(*args):
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_bad_input(result, *words):
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, f"want one line, got: {err!r}"
+    for w in words:
+        assert w in err, f"{w!r} not in {err!r}"
+
+
+def no_output_written(folder: Path):
+    leftovers = [p.name for p in folder.iterdir()] if folder.exists() else []
+    assert not leftovers, f"half-written output left behind: {leftovers}"
+
+
+# ----------------------------------------------------------------- formats
+
+def test_every_format_reads_the_same_variables(small_classifier):
+    model, _, paths = small_classifier
+    expected = {v.name: v.numpy() for v in model.variables}
+    for fmt in ("savedmodel", "zip", "h5", "checkpoint"):
+        with open_checkpoint(paths[fmt]) as ck:
+            assert set(ck.names) == set(expected), fmt
+            for name, value in expected.items():
+                np.testing.assert_array_equal(ck.read(name), value, err_msg=f"{fmt}: {name}")
+    with open_checkpoint(str(paths["checkpoint"]) + ".index") as ck:  # the .index path works too
+        assert set(ck.names) == set(expected)
+
+
+def test_every_format_converts_to_identical_weights(small_classifier, tmp_path):
+    from safetensors.numpy import load_file
+
+    _, _, paths = small_classifier
+    states = {}
+    for fmt in ("savedmodel", "zip", "h5", "checkpoint"):
+        out = tmp_path / f"{fmt}.safetensors"
+        result = run("convert", "--tf-ckpt", paths[fmt], "--out", out)
+        assert result.exit_code == 0, result.output
+        assert "0 unused" in result.output
+        states[fmt] = load_file(str(out))
+    for fmt, state in states.items():
+        assert state.keys() == states["zip"].keys()
+        for k in state:
+            np.testing.assert_array_equal(state[k], states["zip"][k], err_msg=f"{fmt}: {k}")
+
+
+def test_inspect_lists_every_variable_with_its_target(small_classifier):
+    _, _, paths = small_classifier
+    result = run("inspect", "--tf-ckpt", paths["zip"])
+    assert result.exit_code == 0, result.output
+    assert "conv_dw_13/depthwise_kernel:0" in result.output
+    assert "-> blocks.12.dw.weight  [depthwise_kernel]" in result.output
+    assert "137 used, 0 unused" in result.output
+
+
+def test_weights_rebuild_from_the_file_alone(small_classifier, tmp_path):
+    import models_pt
+
+    _, config, paths = small_classifier
+    out = tmp_path / "m.safetensors"
+    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    header = models_pt.read_header(out)
+    from models_tf.classifier import pt_config
+
+    assert header["kind"] == "classifier" and header["config"] == pt_config(config)
+    assert len(header["source_sha256"]) == 64 and header["converter_version"]
+    module = models_pt.load(out)
+    assert not module.training
+
+
+# ----------------------------------------------------------------- bad input
+
+def test_missing_path(tmp_path):
+    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "nope.zip"), "nope.zip", "no such file")
+    assert_bad_input(run("inspect", "--tf-ckpt", tmp_path / "nope"), "no such file")
+
+
+def test_folder_that_is_not_a_savedmodel(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "README").write_text("hello")
+    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "x", "--out", tmp_path / "o" / "w.safetensors"),
+                     "not a SavedModel")
+    no_output_written(tmp_path / "o")
+
+
+def _zip_with(path: Path, name: str, data: bytes = b"x", symlink: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mobilenet.savedmodel/saved_model.pb", b"")
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("entry,symlink,words", [
+    ("../escaped.txt", False, "escapes the target folder"),
+    ("mobilenet.savedmodel/../../escaped.txt", False, "escapes the target folder"),
+    ("/tmp/stylex-absolute-escape.txt", False, "absolute path"),
+    ("mobilenet.savedmodel/link", True, "symbolic link"),
+])
+def test_zip_entries_escaping_the_folder_are_refused_before_extraction(tmp_path, entry, symlink, words):
+    z = _zip_with(tmp_path / "evil.zip", entry, b"/etc/passwd" if symlink else b"pwned", symlink)
+    result = run("convert", "--tf-ckpt", z, "--out", tmp_path / "o" / "w.safetensors")
+    assert_bad_input(result, "evil.zip", entry, words)
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/stylex-absolute-escape.txt").exists()
+    no_output_written(tmp_path / "o")
+
+
+def test_truncated_zip(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    data = paths["zip"].read_bytes()
+    bad = tmp_path / "mobilenet.savedmodel.zip"
+    bad.write_bytes(data[: len(data) // 2])
+    assert_bad_input(run("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors"),
+                     "mobilenet.savedmodel.zip")
+    no_output_written(tmp_path / "o")
+
+
+def _copy_checkpoint(paths, tmp_path) -> Path:
+    src = paths["checkpoint"]
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src.parent, dst)
+    return dst / src.name
+
+
+def test_truncated_checkpoint_data(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    prefix = _copy_checkpoint(paths, tmp_path)
+    data = next(prefix.parent.glob(prefix.name + ".data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    assert_bad_input(run("convert", "--tf-ckpt", prefix, "--out", tmp_path / "o" / "w.safetensors"),
+                     str(prefix))
+    no_output_written(tmp_path / "o")
+
+
+def test_corrupted_checkpoint_index(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    prefix = _copy_checkpoint(paths, tmp_path)
+    index = Path(str(prefix) + ".index")
+    raw = bytearray(index.read_bytes())
+    for i in range(40, len(raw) - 60, 7):
+        raw[i] ^= 0x5A
+    index.write_bytes(bytes(raw))
+    assert_bad_input(run("convert", "--tf-ckpt", index, "--out", tmp_path / "o" / "w.safetensors"),
+                     "ckpt")
+    no_output_written(tmp_path / "o")
+
+
+def _edited_h5(paths, tmp_path, name: str, edit) -> Path:
+    dst = tmp_path / "edited.h5"
+    shutil.copy(paths["h5"], dst)
+    with h5py.File(dst, "r+") as f:
+        layer = name.split("/")[0]
+        ds_name = f"{layer}/{name}"
+        value = edit(f[ds_name][()])
+        del f[ds_name]
+        f[ds_name] = value
+    return dst
+
+
+def test_shape_mismatch_names_variable_and_shapes(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    bad = _edited_h5(paths, tmp_path, "conv_pw_3/kernel:0", lambda a: a[..., :-1])
+    result = run("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors")
+    assert_bad_input(result, "conv_pw_3/kernel:0", "blocks.2.pw.weight", "expected", "found")
+    no_output_written(tmp_path / "o")
+
+
+def test_nonfinite_weight_refused_unless_allowed(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+
+    def poison(a):
+        a = a.copy()
+        a.flat[3] = np.nan
+        return a
+    bad = _edited_h5(paths, tmp_path, "conv_dw_5_bn/gamma:0", poison)
+    out = tmp_path / "o" / "w.safetensors"
+    assert_bad_input(run("convert", "--tf-ckpt", bad, "--out", out), "conv_dw_5_bn/gamma:0", "NaN",
+                     "--allow-nonfinite")
+    no_output_written(tmp_path / "o")
+    assert run("convert", "--tf-ckpt", bad, "--out", out, "--allow-nonfinite").exit_code == 0
+    assert out.exists()
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    import tf_keras as keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense_head")])
+    other.save_weights(str(tmp_path / "other.h5"))
+    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "other.h5", "--out", tmp_path / "o" / "w.safetensors"),
+                     "other.h5", "cannot tell which model")
+    no_output_written(tmp_path / "o")
+
+
+def test_forced_kind_that_does_not_match(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    assert_bad_input(run("convert", "--tf-ckpt", paths["zip"], "--model", "generator",
+                         "--out", tmp_path / "o" / "w.safetensors"), "--model generator", "classifier")
+    no_output_written(tmp_path / "o")
+
+
+def test_failed_conversion_keeps_the_previous_output(small_classifier, tmp_path):
+    _, _, paths = small_classifier
+    out = tmp_path / "w.safetensors"
+    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    before = out.read_bytes()
+    bad = _edited_h5(paths, tmp_path, "conv1/kernel:0", lambda a: a[..., :-2])
+    assert run("convert", "--tf-ckpt", bad, "--out", out).exit_code == 2
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_verify_exits_1_and_writes_json_when_a_weight_is_wrong(small_classifier, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    _, _, paths = small_classifier
+    good = tmp_path / "good.safetensors"
+    assert run("convert", "--tf-ckpt", paths["zip"], "--out", good).exit_code == 0
+    ok = run("verify", "--tf-ckpt", paths["zip"], "--weights", good, "--json", tmp_path / "ok.json")
+    assert ok.exit_code == 0, ok.output
+    report = json.loads((tmp_path / "ok.json").read_text())
+    assert report["passed"] and report["model"] == "classifier" and report["dtype"] == "float32"
+    assert len(report["layers"]) >= 80 and {"name", "max_abs_diff"} <= set(report["layers"][0])
+    assert report["output"]["max_abs_diff"] <= 1e-5
+
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(good))
+    state["head.conv.bias"] = state["head.conv.bias"] + 0.01
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad), metadata=meta)
+    result = run("verify", "--tf-ckpt", paths["zip"], "--weights", bad, "--json", tmp_path / "bad.json")
+    assert result.exit_code == 1
+    assert "FAILED" in result.output
+    assert json.loads((tmp_path / "bad.json").read_text())["passed"] is False
+
+
+def test_weights_that_are_not_ours(tmp_path, small_classifier):
+    _, _, paths = small_classifier
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    assert_bad_input(run("verify", "--tf-ckpt", paths["zip"], "--weights", junk), "junk.safetensors")
