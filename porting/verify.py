@@ -64,6 +64,7 @@ class Report:
     layers: list[LayerRow] = field(default_factory=list)
     output: dict = field(default_factory=dict)
     savedmodel: dict | None = None
+    same_source: bool = True          # the weights' recorded source sha256 is this checkpoint's
     passed: bool = False
 
     def to_json(self) -> dict:
@@ -109,6 +110,7 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
     got = hooks.pt_trace(pt_model, inputs, dtype)
 
     report = Report(kind.name, dtype, str(ck.source), str(weights), f"{num_images} x {size}px", tol, layer_tol)
+    report.same_source = header.get("source_sha256") == ck.sha256()
     missing = [k for k in ref if k not in got]
     if missing:
         raise AssertionError(f"PyTorch trace lacks layers {missing[:5]}")
@@ -129,7 +131,9 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
 
 
 def format_table(report: Report) -> str:
-    lines = [f"{report.model} ({report.dtype}, {report.inputs}; output tolerance {report.tolerance:g}, "
+    lines = [] if report.same_source else [
+        f"warning: {report.weights} was converted from another file than {report.source} (sha256 differs)"]
+    lines += [f"{report.model} ({report.dtype}, {report.inputs}; output tolerance {report.tolerance:g}, "
              f"layer tolerance {report.layer_tolerance:g} x max(1, |ref|))",
              f"{'layer':<36} {'shape':<22} {'max abs diff':>13} {'max rel diff':>13}  ok"]
     for r in report.layers:
