@@ -98,17 +98,35 @@ def inspect(tf_ckpt, model):
 
 
 @main.command()
-@click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Output .safetensors file [default: weights/<name>.safetensors].")
+@click.option("--tf-ckpt", required=True,
+              help="SavedModel folder or zip, TF checkpoint, Keras .h5, or a release folder of *.savedmodel.zip.")
+@click.option("--out", type=click.Path(),
+              help="Output .safetensors file [default: weights/<name>.safetensors]; for a release "
+                   "folder, an output folder [default: weights/<release folder name>].")
 @click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
               help="Force the model kind instead of detecting it from the variables.")
 @click.option("--allow-nonfinite", is_flag=True, help="Convert even if a weight holds NaN or Inf.")
 @user_errors
 def convert(tf_ckpt, out, model, allow_nonfinite):
-    """Convert a TF checkpoint into a PyTorch safetensors file (with the config to rebuild it)."""
+    """Convert a TF checkpoint (or every model of a release folder) into PyTorch safetensors."""
     from porting.convert import convert_path
+    from porting.release import convert_release, is_release_folder
 
+    if is_release_folder(existing(tf_ckpt)):
+        if model:
+            raise click.BadParameter("a release folder holds several models; --model applies to one",
+                                     param_hint="--model")
+        result = convert_release(Path(tf_ckpt), out, allow_nonfinite=allow_nonfinite)
+        for stem, entry in result.models.items():
+            click.echo(f"{stem:<14} {entry['kind']:<14} -> {result.out_dir / entry['weights']}"
+                       f" ({len(entry['unused_tf_variables'])} unused TF variables)")
+        for stem in result.missing:
+            click.echo(f"{stem:<14} missing: no {stem}.savedmodel.zip in {tf_ckpt}")
+        for stem, why in result.failed.items():
+            click.echo(f"{stem:<14} FAILED: {why}", err=True)
+        if result.models:
+            click.echo(f"manifest: {result.out_dir / 'manifest.json'}")
+        sys.exit(EXIT_BAD_INPUT if result.failed or not result.models else 0)
     path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite)
     click.echo(f"{conv.kind}: {len(conv.state)} tensors from {conv.header['tf_variables']} TF variables "
                f"({len(conv.plan.unused)} unused) -> {path}")
