@@ -91,7 +91,8 @@ def sample_images(n: int, size: int, seed: int = 0, channels_last: bool = True) 
     return out if channels_last else out.transpose(0, 3, 1, 2)
 
 
-def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | None = None) -> keras.Model:
+def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | None = None,
+                      progress: bool = False) -> keras.Model:
     """A classifier whose weights exercise every conversion hazard, with a live signal.
 
     Random conv kernels, then, BatchNorm by BatchNorm in network order, the moving statistics
@@ -117,10 +118,12 @@ def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | No
             fan_in = int(np.prod(k.shape[:3]))
             k.assign(rng.normal(0, np.sqrt(2.0 / fan_in), k.shape).astype(np.float32))
 
+    from tqdm import tqdm
+
     layers = model.layers
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
+    bn_layers = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.BatchNormalization)]
+    for i in tqdm(bn_layers, desc="calibrating BatchNorm", unit="layer", disable=not progress, leave=False):
+        layer = layers[i]
         conv = layers[i - 1]
         kernel = conv.depthwise_kernel if isinstance(conv, keras.layers.DepthwiseConv2D) else conv.kernel
         c = kernel.shape[-1] if not isinstance(conv, keras.layers.DepthwiseConv2D) else \

@@ -59,7 +59,7 @@ def make_reference(out_dir: Path, seed: int = 0, resolution: int = 256, progress
 
     step("classifier (MobileNetV1): seeding and calibrating BatchNorm statistics")
     config = classifier.default_config(input_size=resolution)
-    model = classifier.seeded_classifier(config, seed=seed)
+    model = classifier.seeded_classifier(config, seed=seed, progress=progress is not None)
     written["mobilenet"] = save_savedmodel_zip(model, out_dir / "mobilenet.savedmodel.zip",
                                                "mobilenet.savedmodel").name
 
