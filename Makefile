@@ -18,12 +18,11 @@ install: $(STAMP)
 # Build a reference release, convert it, verify it, print the report.
 demo: install
 	$(PY) cli.py make-reference --out $(REF)
-	$(PY) cli.py convert --tf-ckpt $(REF)/mobilenet.savedmodel.zip --out $(WEIGHTS)/mobilenet.safetensors
-	$(PY) cli.py verify --tf-ckpt $(REF)/mobilenet.savedmodel.zip --weights $(WEIGHTS)/mobilenet.safetensors \
-		--json $(WEIGHTS)/mobilenet.verify.json
+	$(PY) cli.py convert --tf-ckpt $(REF) --out $(WEIGHTS)/$(REF)
+	$(PY) cli.py verify --tf-ckpt $(REF) --weights $(WEIGHTS)/$(REF) --json $(WEIGHTS)/$(REF)/verify.json
 
 test: install
 	$(PY) -m pytest parity_tests/ -q
 
 clean:
-	rm -rf $(REF) $(WEIGHTS)/*.safetensors $(WEIGHTS)/*.json .pytest_cache
+	rm -rf $(REF) $(WEIGHTS)/$(REF) .pytest_cache

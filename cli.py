@@ -144,16 +144,29 @@ def convert(tf_ckpt, out, model, allow_nonfinite):
 @click.option("--seed", default=0, show_default=True, help="Seed of the test inputs.")
 @user_errors
 def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
-    """Compare every activation of TF and PyTorch on the same inputs; exit 1 if any is off."""
+    """Compare every activation of TF and PyTorch on the same inputs; exit 1 if any is off.
+
+    With a release folder and a converted release folder, verifies every model and prints one
+    summary table."""
     from porting.readers import open_checkpoint
+    from porting.release import format_summary, is_release_folder, verify_release
     from porting.verify import format_table, verify_checkpoint, write_json_atomic
 
     if num_images < 2:
         raise click.BadParameter("need at least 2 images", param_hint="--num-images")
+    dtype = "float64" if use_float64 else "float32"
+    if is_release_folder(existing(tf_ckpt)):
+        reports = verify_release(Path(tf_ckpt), existing(weights), dtype, num_images)
+        for r in reports:
+            click.echo(format_table(r) + "\n")
+        click.echo(format_summary(reports))
+        passed = all(r.passed for r in reports)
+        if json_path:
+            write_json_atomic(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
+        sys.exit(0 if passed else EXIT_FAILED)
     weights_path = existing(weights)
     with open_checkpoint(existing(tf_ckpt)) as ck:
-        report = verify_checkpoint(ck, weights_path, dtype="float64" if use_float64 else "float32",
-                                   num_images=num_images, size=size, seed=seed)
+        report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed)
     click.echo(format_table(report))
     if json_path:
         write_json_atomic(Path(json_path), report.to_json())

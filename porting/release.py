@@ -88,3 +88,34 @@ def write_manifest(out_dir: Path, src: Path, result: ReleaseConversion) -> Path:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
     return path
+
+
+def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_images: int = 4,
+                   progress: bool = True) -> list:
+    """Verify every model the manifest lists against its release zip; one Report per model."""
+    from tqdm import tqdm
+
+    from porting.readers import open_checkpoint
+    from porting.verify import verify_checkpoint
+
+    manifest_path = Path(weights_dir) / "manifest.json"
+    if not manifest_path.exists():
+        from porting.errors import PortError
+        raise PortError(f"{weights_dir}: no manifest.json; convert the release folder first")
+    manifest = json.loads(manifest_path.read_text())
+    reports = []
+    bar = tqdm(list(manifest["models"].items()), desc="verifying", unit="model", disable=not progress)
+    for stem, entry in bar:
+        bar.set_postfix_str(stem)
+        with open_checkpoint(Path(src) / entry["source"]) as ck:
+            reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images))
+    return reports
+
+
+def format_summary(reports) -> str:
+    lines = [f"{'model':<14} {'layers':>6}  {'worst layer':<36} {'output max abs diff':>19}  result"]
+    for r in reports:
+        worst = r.worst()
+        lines.append(f"{r.model:<14} {len(r.layers):>6}  {worst.name if worst else '-':<36} "
+                     f"{r.output['max_abs_diff']:>19.3e}  {'pass' if r.passed else 'FAIL'}")
+    return "\n".join(lines)
