@@ -108,6 +108,7 @@ def _wrong_port_diff(tf_any_size, classifier_weights, break_it, size=256) -> flo
     module = models_pt.load(classifier_weights)
     break_it(module)
     x = sample_images(3, size, seed=7)
+    check_inputs(x)
     return float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(module, x)).max())
 
 
@@ -172,3 +173,17 @@ def test_control_corrupted_tensor_fails_verify(classifier_zip, classifier_weight
     assert not report.passed
     first_bad = next(r.name for r in report.layers if not r.passed)
     assert first_bad == "conv_pw_7", f"the first failing layer should be the corrupted one, got {first_bad}"
+
+
+def test_optimized_for_inference_still_matches_tf(tf_any_size, classifier_weights):
+    """The deployment form (BatchNorm folded, channels-last) meets the same output bar."""
+    from models_pt.inference import optimize_for_inference
+
+    module = models_pt.load(classifier_weights)
+    fast = optimize_for_inference(module)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules()), "original left untouched"
+    x = sample_images(4, 256, seed=21)
+    check_inputs(x)
+    diff = float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(fast, x)).max())
+    assert diff <= TOL32, f"optimized module: {diff:.2e}"
