@@ -150,7 +150,8 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
     summary table."""
     from porting.readers import open_checkpoint
     from porting.release import format_summary, is_release_folder, verify_release
-    from porting.verify import format_table, verify_checkpoint, write_json_atomic
+    from porting.atomic import write_json
+    from porting.verify import format_table, verify_checkpoint
 
     if num_images < 2:
         raise click.BadParameter("need at least 2 images", param_hint="--num-images")
@@ -162,14 +163,14 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
         click.echo(format_summary(reports))
         passed = all(r.passed for r in reports)
         if json_path:
-            write_json_atomic(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
+            write_json(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
         sys.exit(0 if passed else EXIT_FAILED)
     weights_path = existing(weights)
     with open_checkpoint(existing(tf_ckpt)) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed)
     click.echo(format_table(report))
     if json_path:
-        write_json_atomic(Path(json_path), report.to_json())
+        write_json(Path(json_path), report.to_json())
     sys.exit(0 if report.passed else EXIT_FAILED)
 
 

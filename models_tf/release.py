@@ -7,12 +7,12 @@ code path a user with the real files takes. ``reference.json`` records how it wa
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+
+from porting.atomic import atomic_path, write_json
 
 
 def save_savedmodel_zip(model, out_zip: Path, folder_name: str) -> Path:
@@ -21,28 +21,13 @@ def save_savedmodel_zip(model, out_zip: Path, folder_name: str) -> Path:
     Written atomically: the zip is built under a temporary name beside ``out_zip`` and renamed.
     """
     out_zip = Path(out_zip)
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stylex-sm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="stylex-sm-") as tmp, atomic_path(out_zip) as tmp_zip:
         folder = Path(tmp) / folder_name
         model.save(str(folder), save_format="tf", include_optimizer=False)
-        fd, tmp_zip = tempfile.mkstemp(prefix=f".{out_zip.name}.", suffix=".tmp", dir=out_zip.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as zf:
-                for p in sorted(folder.rglob("*")):
-                    zf.write(p, p.relative_to(tmp))
-            os.replace(tmp_zip, out_zip)
-        except BaseException:
-            Path(tmp_zip).unlink(missing_ok=True)
-            raise
+        with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(folder.rglob("*")):
+                zf.write(p, p.relative_to(tmp))
     return out_zip
-
-
-def write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def make_reference(out_dir: Path, seed: int = 0, resolution: int = 256, progress=None) -> dict:

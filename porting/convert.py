@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 
 import porting
 from porting import kinds, mapping
+from porting.atomic import atomic_path
 from porting.errors import PortError
 from porting.readers import Checkpoint, open_checkpoint
 
@@ -71,17 +70,9 @@ def write_safetensors(path: Path, state: dict[str, np.ndarray], header: dict) ->
 
     import models_pt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={models_pt.METADATA_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={models_pt.METADATA_KEY: json.dumps(header)})
 
 
 def convert_path(src: str | Path, out: str | Path | None = None, model: str | None = None,

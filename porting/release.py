@@ -8,11 +8,10 @@ a released name is reported, not converted into the wrong slot.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from porting.atomic import write_json
 from porting.readers import sha256_path
 
 # File stem in the release -> model kind, in the order they are converted.
@@ -83,10 +82,7 @@ def write_manifest(out_dir: Path, src: Path, result: ReleaseConversion) -> Path:
     data = {"release": str(src), "converter_version": porting.__version__, "models": result.models,
             "missing": result.missing, "failed": result.failed}
     path = out_dir / "manifest.json"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, data)
     return path
 
 

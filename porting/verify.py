@@ -15,9 +15,6 @@ float64 run, where both frameworks agree to ~1e-14, is what separates mapping er
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -147,16 +144,3 @@ def format_table(report: Report) -> str:
     lines.append(f"{len(report.layers)} layers; output max abs diff {report.output['max_abs_diff']:.3e}; "
                  f"worst layer {worst.name if worst else '-'}; {'PASSED' if report.passed else 'FAILED'}")
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
