@@ -116,7 +116,7 @@ class Rule:
         for t in self.transform:
             fn = TRANSFORMS[t] if isinstance(t, str) else t
             a = fn(a)
-        return np.ascontiguousarray(a)
+        return np.array(a, order="C", copy=True)  # (ascontiguousarray would make a scalar 1-d)
 
     def describe_transform(self) -> str:
         names = [t if isinstance(t, str) else getattr(t, "__name__", "fn") for t in self.transform]

@@ -36,7 +36,7 @@ class Hooks:
     load_savedmodel: Callable[[Path], object] | None = None       # as the notebook loads it
     savedmodel_size: Callable[[object], int | None] = lambda model: None  # its declared input size
     savedmodel_output: Callable[[object, object], np.ndarray] | None = None
-    default_size: int = 256
+    default_size: Callable[[dict], int] = lambda config: 256
 
 
 @dataclass
@@ -95,7 +95,7 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
     config = header["config"]
     saved = hooks.load_savedmodel(ck.root) if hooks.load_savedmodel and ck.root is not None else None
     native = hooks.savedmodel_size(saved) if saved is not None else None
-    size = size or native or hooks.default_size
+    size = size or native or hooks.default_size(config)
     inputs = hooks.make_inputs(config, num_images, size, seed)
     hooks.check_inputs(inputs)
     tol, layer_tol = hooks.output_tol[dtype], hooks.layer_tol[dtype]

@@ -33,15 +33,9 @@ class ModelKind:
 
 
 def _registry() -> dict[str, ModelKind]:
-    from porting.kinds import classifier
+    from porting.kinds import classifier, generator
 
-    kinds = [classifier.KIND]
-    try:  # the generator's rules live in their own module
-        from porting.kinds import generator
-        kinds.append(generator.KIND)
-    except ImportError:
-        pass
-    return {k.name: k for k in kinds}
+    return {k.name: k for k in (generator.KIND, classifier.KIND)}
 
 
 KINDS = _registry()

@@ -1,0 +1,394 @@
+"""Reference StylEx generator (StyleGAN2 config-f, skip architecture), with the release's names.
+
+Object API as the authors' notebook uses it (release-format.md):
+
+    styles = generator.style_vector_calculator(w, training=False)   # (conv styles, ToRGB styles)
+    generator.style_vector_calculator.style_dense_blocks[i].dense_bias.weights[0]   # [1, C_i]
+    images = generator.g_synthesis(styles, training=False)          # NCHW, ~[-1, 1]
+
+Variable names come out of Keras 2's name scoping exactly as in the release: the style
+calculator and synthesis are built by calling them directly (no model scope), the mapping
+network inside the model's own call (``generator/generator_mapping/...``), and the noise
+constants and ``dlatent_avg`` are created unscoped in ``__init__``.
+
+The math (run-time equalized learning rate, modulation, demodulation, FIR resampling) is
+written out in ``fir_*`` and ``modulated_conv`` below; ``models_pt/generator.py`` computes the
+same, step for step.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+SQRT2 = math.sqrt(2.0)
+FIR = [1.0, 3.0, 3.0, 1.0]
+
+# ASSUMPTIONS (not visible in the released variables' names; shapes are): the mapping network
+# normalises z (pixel norm), runs `mapping_layers` dense layers with leaky ReLU, then appends the
+# label probabilities: w = concat(mapping(z), labels). `dlatent_avg` has the dlatent's size.
+
+
+def release_config(resolution: int = 256) -> dict:
+    return {"resolution": resolution, "channel_base": 32768, "channel_max": 512, "label_size": 2,
+            "z_dim": 512, "mapping_layers": 8, "mapping_lr_mul": 0.01}
+
+
+def small_config(resolution: int = 32, channel_max: int = 32, label_size: int = 2) -> dict:
+    """A fast configuration for tests: same structure, few channels."""
+    return {"resolution": resolution, "channel_base": 32768, "channel_max": channel_max,
+            "label_size": label_size, "z_dim": 32, "mapping_layers": 2, "mapping_lr_mul": 0.01}
+
+
+def channels(config: dict) -> dict[int, int]:
+    """Channels at each resolution 4 .. resolution: from ``channel_base``/``channel_max``, or the
+    explicit ``channels`` list a converted checkpoint's config carries."""
+    res = [2 ** i for i in range(2, int(math.log2(config["resolution"])) + 1)]
+    if "channels" in config:
+        return dict(zip(res, config["channels"]))
+    return {r: min(config["channel_base"] // r, config["channel_max"]) for r in res}
+
+
+def w_dim(config: dict) -> int:
+    return config.get("w_dim", config["z_dim"] + config["label_size"])
+
+
+def num_layers(resolution: int) -> int:
+    return 2 * int(math.log2(resolution)) - 2
+
+
+# --------------------------------------------------------------------------- FIR resampling (NCHW)
+
+def _fir_kernel(gain: float, dtype) -> tf.Tensor:
+    k = np.outer(FIR, FIR)
+    return tf.constant(k / k.sum() * gain, dtype=dtype)
+
+
+def fir_filter(x: tf.Tensor, pad0: int, pad1: int, gain: float) -> tf.Tensor:
+    """Pad (pad0 before, pad1 after, both spatial axes), then a depthwise 4x4 FIR filter."""
+    c = x.shape[1]
+    x = tf.pad(x, [[0, 0], [0, 0], [pad0, pad1], [pad0, pad1]])
+    k = tf.tile(_fir_kernel(gain, x.dtype)[:, :, None, None], [1, 1, c, 1])
+    y = tf.nn.depthwise_conv2d(tf.transpose(x, [0, 2, 3, 1]), k, [1, 1, 1, 1], "VALID")
+    return tf.transpose(y, [0, 3, 1, 2])
+
+
+def zero_upsample(x: tf.Tensor) -> tf.Tensor:
+    """[N, C, H, W] -> [N, C, 2H, 2W] with each sample at (2i, 2j) and zeros between."""
+    n, c, h, w = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    x = tf.reshape(x, [n, c, h, 1, w, 1])
+    x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, 1], [0, 0], [0, 1]])
+    return tf.reshape(x, [n, c, 2 * h, 2 * w])
+
+
+def fir_upsample(x: tf.Tensor) -> tf.Tensor:
+    """2x up-sampling of the skip RGB: zeros inserted, padded (2, 1), FIR with gain 4."""
+    return fir_filter(zero_upsample(x), 2, 1, gain=4.0)
+
+
+def lrelu(x: tf.Tensor) -> tf.Tensor:
+    """Leaky ReLU 0.2 with gain sqrt(2). Written out: tf.nn.leaky_relu keeps its alpha as a 32-bit
+    attribute (0.2000000030), which float64 parity would see."""
+    return tf.where(x >= 0, x, x * 0.2) * SQRT2
+
+
+# --------------------------------------------------------------------------- layers
+
+class EqualizedDense(keras.layers.Layer):
+    """y = x @ (weight * lr_mul / sqrt(fan_in)); the stored weight is unscaled."""
+
+    def __init__(self, units: int, weight_name: str = "weight", lr_mul: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.units, self.weight_name, self.lr_mul = units, weight_name, lr_mul
+
+    def build(self, shape):
+        self.weight = self.add_weight(name=self.weight_name, shape=(int(shape[-1]), self.units),
+                                      initializer=keras.initializers.RandomNormal(0, 1 / self.lr_mul))
+        self.scale = self.lr_mul / math.sqrt(int(shape[-1]))
+
+    def call(self, x):
+        return tf.matmul(x, self.weight * self.scale)
+
+
+class Bias(keras.layers.Layer):
+    """Adds a stored bias of shape ``shape`` (times lr_mul), then optionally leaky ReLU * sqrt(2)."""
+
+    def __init__(self, shape, weight_name: str, act: bool, lr_mul: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.bias_shape, self.weight_name, self.act, self.lr_mul = tuple(shape), weight_name, act, lr_mul
+
+    def build(self, _):
+        self.bias = self.add_weight(name=self.weight_name, shape=self.bias_shape, initializer="zeros")
+
+    def call(self, x):
+        x = x + self.bias * self.lr_mul
+        return lrelu(x) if self.act else x
+
+
+class StyleDenseBlock(keras.layers.Layer):
+    """One style layer: style = dense(w) + bias + 1. The +1 is added at run time (ASSUMPTION of
+    release-format.md), so the stored bias is centred on 0 and ``dense_bias`` shifts a style
+    coordinate one for one, which is how the notebook edits StyleSpace."""
+
+    def __init__(self, channels: int, **kw):
+        super().__init__(**kw)
+        self.dense = EqualizedDense(channels, name="StyleGAN2Dense")
+        self.dense_bias = Bias((1, channels), "bias", act=False, name="FusedBiasActivation")
+
+    def call(self, w):
+        return self.dense_bias(self.dense(w)) + 1.0
+
+
+class StyleVectorCalculator(keras.layers.Layer):
+    """w [N, D] or [N, num_layers, D] -> (conv styles, ToRGB styles), two lists of [N, C_in]."""
+
+    def __init__(self, config: dict, **kw):
+        super().__init__(**kw)
+        ch = channels(config)
+        self.resolutions = sorted(ch)
+        self.style_dense_blocks = [StyleDenseBlock(ch[4], name="StyleVectorConst")]
+        self.torgb_dense_blocks = [StyleDenseBlock(ch[4], name="StyleVectorConstRGB")]
+        for r in self.resolutions[1:]:
+            i = int(math.log2(r)) - 3
+            self.style_dense_blocks.append(StyleDenseBlock(ch[r // 2], name=f"StyleVector{i}_0"))
+            self.style_dense_blocks.append(StyleDenseBlock(ch[r], name=f"StyleVector{i}_1"))
+            self.torgb_dense_blocks.append(StyleDenseBlock(ch[r], name=f"StyleVectorRGB{i}"))
+
+    def call(self, w, training=None):
+        def w_at(layer):  # which w-layer feeds which style layer (as StyleGAN2 assigns them)
+            return w[:, layer] if len(w.shape) == 3 else w
+        conv = [self.style_dense_blocks[0](w_at(0))]
+        rgb = [self.torgb_dense_blocks[0](w_at(1))]
+        for k, _ in enumerate(self.resolutions[1:]):
+            conv.append(self.style_dense_blocks[1 + 2 * k](w_at(1 + 2 * k)))
+            conv.append(self.style_dense_blocks[2 + 2 * k](w_at(2 + 2 * k)))
+            rgb.append(self.torgb_dense_blocks[1 + k](w_at(3 + 2 * k)))
+        return conv, rgb
+
+
+def modulated_conv(x, weight, style, demodulate: bool, up: bool):
+    """StyleGAN2's modulated conv, NCHW, written as modulate-activations / conv / demodulate.
+
+    weight: stored [kh, kw, in, out], scaled at run time by 1/sqrt(fan_in). ``up``: a stride-2
+    transposed convolution with the stored kernel as it is (that orientation is why a plain-conv
+    port must flip it), then a FIR blur with gain 4 and padding (1, 1)."""
+    kh, kw, cin, cout = weight.shape
+    w = weight * (1.0 / math.sqrt(kh * kw * cin))
+    x = x * style[:, :, None, None]
+    xh = tf.transpose(x, [0, 2, 3, 1])
+    if up:
+        n, h, wd = tf.shape(xh)[0], xh.shape[1], xh.shape[2]
+        y = tf.nn.conv2d_transpose(xh, tf.transpose(w, [0, 1, 3, 2]), [n, 2 * h + 1, 2 * wd + 1, cout],
+                                   strides=2, padding="VALID")
+    else:
+        y = tf.nn.conv2d(xh, w, 1, "SAME")
+    y = tf.transpose(y, [0, 3, 1, 2])
+    if up:
+        y = fir_filter(y, 1, 1, gain=4.0)
+    if demodulate:
+        # d[n, out] = 1 / sqrt(sum over kh, kw, in of (w * style[n, in])^2 + 1e-8)
+        wsq = tf.reduce_sum(tf.square(w), axis=[0, 1])                      # [in, out]
+        d = tf.math.rsqrt(tf.matmul(tf.square(style), wsq) + 1e-8)          # [N, out]
+        y = y * d[:, :, None, None]
+    return y
+
+
+class ModulatedConv2D(keras.layers.Layer):
+    def __init__(self, cout: int, kernel: int, demodulate: bool = True, up: bool = False, **kw):
+        super().__init__(**kw)
+        self.cout, self.kernel, self.demodulate, self.up = cout, kernel, demodulate, up
+
+    def build(self, shapes):
+        cin = int(shapes[0][1])
+        self.weight = self.add_weight(name="weight", shape=(self.kernel, self.kernel, cin, self.cout),
+                                      initializer=keras.initializers.RandomNormal(0, 1))
+
+    def call(self, inputs):
+        x, style = inputs
+        return modulated_conv(x, self.weight, style, self.demodulate, self.up)
+
+
+class GeneratorLayer(keras.layers.Layer):
+    """Modulated 3x3 conv (optionally up-sampling), + noise constant * strength, + bias, lrelu."""
+
+    def __init__(self, cout: int, noise: tf.Variable, up: bool, **kw):
+        super().__init__(**kw)
+        self.conv = ModulatedConv2D(cout, 3, up=up, name="ModulatedConv2D")
+        self.bias_act = Bias((1, cout, 1, 1), "BiasAct", act=True, name="FusedBiasAct")
+        self.noise = noise
+
+    def build(self, shapes):
+        self.noise_strength = self.add_weight(name="NoiseStrength", shape=(1,), initializer="zeros")
+
+    def call(self, inputs):
+        y = self.conv(inputs)
+        return self.bias_act(y + self.noise * self.noise_strength)
+
+
+class ToRGB(keras.layers.Layer):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.conv = ModulatedConv2D(3, 1, demodulate=False, name="ModulatedConv2D")
+        self.bias = Bias((1, 3, 1, 1), "ToRGBBiasAct", act=False, name="FusedBiasActivation")
+
+    def call(self, inputs):
+        return self.bias(self.conv(inputs))
+
+
+class ConstBlock(keras.layers.Layer):
+    def __init__(self, cout: int, noise, **kw):
+        super().__init__(**kw)
+        self.cout = cout
+        self.layer = GeneratorLayer(cout, noise, up=False, name="GeneratorLayer4x4")
+
+    def build(self, _):
+        self.const = self.add_weight(name="Const4x4", shape=(1, self.cout, 4, 4),
+                                     initializer=keras.initializers.RandomNormal(0, 1))
+
+    def call(self, style):
+        x = tf.tile(self.const, [tf.shape(style)[0], 1, 1, 1])
+        return self.layer((x, style))
+
+
+class GeneratorBlock(keras.layers.Layer):
+    def __init__(self, cout: int, noise0, noise1, **kw):
+        super().__init__(**kw)
+        self.conv0 = GeneratorLayer(cout, noise0, up=True, name="Conv0Up")
+        self.conv1 = GeneratorLayer(cout, noise1, up=False, name="Conv1")
+
+    def call(self, inputs):
+        """Returns both convs' outputs (the first for per-layer parity)."""
+        x, s0, s1 = inputs
+        x0 = self.conv0((x, s0))
+        return x0, self.conv1((x0, s1))
+
+
+class Synthesis(keras.layers.Layer):
+    """(conv styles, ToRGB styles) -> NCHW image; ``trace`` also returns every block's output."""
+
+    def __init__(self, config: dict, noises: list, **kw):
+        super().__init__(**kw)
+        ch = channels(config)
+        self.resolutions = sorted(ch)
+        self.const_block = ConstBlock(ch[4], noises[0], name="ConstBlock4x4")
+        self.torgbs = [ToRGB(name="ToRGB4x4")]
+        self.blocks = []
+        for r in self.resolutions[1:]:
+            k = 2 * int(math.log2(r)) - 5
+            self.blocks.append(GeneratorBlock(ch[r], noises[k], noises[k + 1], name=f"GeneratorBlock{r}x{r}"))
+            self.torgbs.append(ToRGB(name=f"ToRGB{r}x{r}"))
+
+    def run(self, styles, acts: dict | None = None):
+        conv, rgb = styles
+        x = self.const_block(conv[0])
+        img = self.torgbs[0]((x, rgb[0]))
+        if acts is not None:
+            acts["b4/conv"], acts["b4/rgb"] = x, img
+        for k, (r, block) in enumerate(zip(self.resolutions[1:], self.blocks)):
+            x0, x = block((x, conv[1 + 2 * k], conv[2 + 2 * k]))
+            if acts is not None:
+                acts[f"b{r}/conv0"] = x0
+            img = fir_upsample(img) + self.torgbs[1 + k]((x, rgb[1 + k]))
+            if acts is not None:
+                acts[f"b{r}/conv1"], acts[f"b{r}/rgb"] = x, img
+        return img
+
+    def call(self, styles, training=None):
+        return self.run(styles)
+
+
+class Mapping(keras.layers.Layer):
+    def __init__(self, config: dict, **kw):
+        super().__init__(**kw)
+        lr = config["mapping_lr_mul"]
+        self.dense = [EqualizedDense(config["z_dim"], f"MappingDense_{i}", lr_mul=lr, name=f"Dense{i}")
+                      for i in range(config["mapping_layers"])]
+        self.bias = [Bias((config["z_dim"],), f"MappingBias_{i}", act=True, lr_mul=lr, name=f"DenseBiasAct{i}")
+                     for i in range(config["mapping_layers"])]
+
+    def call(self, inputs, training=None):
+        z, labels = inputs
+        x = z * tf.math.rsqrt(tf.reduce_mean(tf.square(z), axis=1, keepdims=True) + 1e-8)
+        for dense, bias in zip(self.dense, self.bias):
+            x = bias(dense(x))
+        return tf.concat([x, tf.cast(labels, x.dtype)], axis=1)
+
+
+class Generator(keras.Model):
+    def __init__(self, config: dict, dtype: str = "float32"):
+        super().__init__(name="generator", dtype=dtype)
+        self.config = dict(config)
+        res = config["resolution"]
+        n_noise = num_layers(res) - 1
+        sizes = [4] + [r for r in sorted(channels(config))[1:] for _ in range(2)]
+        self.noises = [self.add_weight(name=f"Noise{k}", shape=(1, 1, sizes[k], sizes[k]), trainable=False,
+                                       initializer=keras.initializers.RandomNormal(0, 1))
+                       for k in range(n_noise)]
+        self.dlatent_avg = self.add_weight(name="dlatent_avg", shape=(w_dim(config),), trainable=False,
+                                           initializer="zeros")
+        self.style_vector_calculator = StyleVectorCalculator(config, name="generator_style_calculator")
+        self.g_synthesis = Synthesis(config, self.noises, name="generator_synthesis")
+        self.generator_mapping = Mapping(config, name="generator_mapping")
+
+    def call(self, inputs, training=None):
+        """(z [N, z_dim], labels [N, label_size]) -> images NCHW."""
+        w = self.generator_mapping(inputs)
+        return self.g_synthesis(self.style_vector_calculator(w))
+
+    def trace(self, w) -> dict:
+        """Every style vector and every block's activations, then the image (last)."""
+        conv, rgb = self.style_vector_calculator(w)
+        acts = {f"style/conv{i}": s for i, s in enumerate(conv)}
+        acts.update({f"style/torgb{i}": s for i, s in enumerate(rgb)})
+        acts["image"] = self.g_synthesis.run((conv, rgb), acts)
+        return acts
+
+
+def build_generator(config: dict, dtype: str = "float32") -> Generator:
+    """Build every variable in the release's order of creation (see the module docstring).
+
+    Every layer takes Keras' default float type at construction, so float64 is set for the build."""
+    previous = keras.backend.floatx()
+    keras.backend.set_floatx(dtype)
+    try:
+        g = Generator(config, dtype=dtype)
+        w = tf.zeros([1, w_dim(config)], dtype)
+        g.g_synthesis(g.style_vector_calculator(w))
+        g((tf.zeros([1, config["z_dim"]], dtype), tf.zeros([1, config["label_size"]], dtype)))
+    finally:
+        keras.backend.set_floatx(previous)
+    return g
+
+
+def seeded_generator(config: dict, seed: int = 0) -> Generator:
+    """Weights that give images with structure: not saturated, not constant, every term live."""
+    rng = np.random.default_rng(seed)
+    g = build_generator(config)
+    for v in g.variables:
+        name, shape = v.name, tuple(v.shape)
+        if "/StyleGAN2Dense/" in name:
+            value = rng.normal(0, 1, shape) * 1.2          # styles ~ 1 +- 0.75 on released dlatents
+        elif "FusedBiasActivation/bias" in name:
+            value = rng.normal(0, 0.2, shape)              # style biases: a shift is visible
+        elif name.startswith("Noise"):
+            value = rng.normal(0, 1, shape)
+        elif "NoiseStrength" in name:
+            value = rng.uniform(0.05, 0.2, shape)
+        elif "ToRGB" in name and "ModulatedConv2D" in name:
+            value = rng.normal(0, 0.25, shape)             # RGB of O(0.3) after the skip sum
+        elif "BiasAct" in name or "MappingBias" in name:
+            value = rng.normal(0, 0.1, shape)
+        elif name.startswith("dlatent_avg"):
+            value = rng.normal(0, 0.5, shape)
+        else:                                              # conv, const, mapping weights
+            value = rng.normal(0, 1, shape) / (config["mapping_lr_mul"] if "MappingDense" in name else 1)
+        v.assign(value.astype(np.float32))
+    return g
+
+
+def assign_variables(model, variables: dict, source: str = "checkpoint") -> None:
+    from models_tf.classifier import assign_by_name
+
+    assign_by_name(model, variables, source)
