@@ -366,6 +366,7 @@ def seeded_generator(config: dict, seed: int = 0) -> Generator:
     """Weights that give images with structure: not saturated, not constant, every term live."""
     rng = np.random.default_rng(seed)
     g = build_generator(config)
+    n_rgb = len(channels(config))
     for v in g.variables:
         name, shape = v.name, tuple(v.shape)
         if "/StyleGAN2Dense/" in name:
@@ -377,7 +378,7 @@ def seeded_generator(config: dict, seed: int = 0) -> Generator:
         elif "NoiseStrength" in name:
             value = rng.uniform(0.05, 0.2, shape)
         elif "ToRGB" in name and "ModulatedConv2D" in name:
-            value = rng.normal(0, 0.25, shape)             # RGB of O(0.3) after the skip sum
+            value = rng.normal(0, 0.3 / math.sqrt(n_rgb), shape)  # RGB of O(0.3) after the skip sum
         elif "BiasAct" in name or "MappingBias" in name:
             value = rng.normal(0, 0.1, shape)
         elif name.startswith("dlatent_avg"):
@@ -385,6 +386,14 @@ def seeded_generator(config: dict, seed: int = 0) -> Generator:
         else:                                              # conv, const, mapping weights
             value = rng.normal(0, 1, shape) / (config["mapping_lr_mul"] if "MappingDense" in name else 1)
         v.assign(value.astype(np.float32))
+    # Positive mean activations give each image a colour cast that pushes pixels to +-1; the last
+    # ToRGB bias takes it out (measured on dlatents like the release's), keeping a small offset.
+    latent = w_dim(config) - config["label_size"]
+    w = np.concatenate([rng.normal(0, 0.6, (32, latent)),
+                        rng.dirichlet(np.ones(config["label_size"]), 32)], axis=1).astype(np.float32)
+    cast = g.g_synthesis(g.style_vector_calculator(w)).numpy().mean(axis=(0, 2, 3))
+    last_bias = g.g_synthesis.torgbs[-1].bias.bias
+    last_bias.assign(last_bias.numpy() - cast.reshape(1, 3, 1, 1))
     return g
 
 

@@ -1,0 +1,315 @@
+"""The StylEx generator: released catalogue, notebook API after a SavedModel round trip, parity
+over the 250 real dlatents (float32 and float64), StyleSpace edits, negative controls."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models_pt
+from models_tf import generator as tfg
+from porting import mapping
+from porting.convert import convert_path
+from porting.kinds import generator as kind
+from porting.mapping import MappingError
+from porting.readers import Checkpoint, open_checkpoint
+from porting.verify import verify_checkpoint
+from porting.verify_generator import HOOKS, check_images, check_inputs, make_inputs, released_dlatents
+
+TOL32, TOL64 = HOOKS.output_tol["float32"], HOOKS.output_tol["float64"]
+STYLE_TOL32 = 1e-5
+
+
+def released_catalogue(resolution=256, label_size=2, z_dim=512, mapping_layers=8, ch_max=512) -> dict:
+    """Every variable name and shape of the released generator, written out from
+    release-format.md's name patterns and its channel rule ch(r) = min(32768 // r, 512)."""
+    ch = lambda r: min(32768 // r, ch_max)  # noqa: E731
+    w = z_dim + label_size
+    cat = {}
+
+    def style(scope, c):
+        cat[f"generator_style_calculator/{scope}/StyleGAN2Dense/weight:0"] = (w, c)
+        cat[f"generator_style_calculator/{scope}/FusedBiasActivation/bias:0"] = (1, c)
+
+    def layer(scope, cin, cout):
+        cat[f"generator_synthesis/{scope}/ModulatedConv2D/weight:0"] = (3, 3, cin, cout)
+        cat[f"generator_synthesis/{scope}/FusedBiasAct/BiasAct:0"] = (1, cout, 1, 1)
+        cat[f"generator_synthesis/{scope}/NoiseStrength:0"] = (1,)
+
+    def torgb(r):
+        cat[f"generator_synthesis/ToRGB{r}x{r}/ModulatedConv2D/weight:0"] = (1, 1, ch(r), 3)
+        cat[f"generator_synthesis/ToRGB{r}x{r}/FusedBiasActivation/ToRGBBiasAct:0"] = (1, 3, 1, 1)
+
+    style("StyleVectorConst", ch(4))
+    style("StyleVectorConstRGB", ch(4))
+    cat["generator_synthesis/ConstBlock4x4/Const4x4:0"] = (1, ch(4), 4, 4)
+    layer("ConstBlock4x4/GeneratorLayer4x4", ch(4), ch(4))
+    torgb(4)
+    cat["Noise0:0"] = (1, 1, 4, 4)
+    for log_r in range(3, int(math.log2(resolution)) + 1):
+        r, i = 2 ** log_r, log_r - 3
+        style(f"StyleVector{i}_0", ch(r // 2))
+        style(f"StyleVector{i}_1", ch(r))
+        style(f"StyleVectorRGB{i}", ch(r))
+        layer(f"GeneratorBlock{r}x{r}/Conv0Up", ch(r // 2), ch(r))
+        layer(f"GeneratorBlock{r}x{r}/Conv1", ch(r), ch(r))
+        torgb(r)
+        cat[f"Noise{2 * log_r - 5}:0"] = (1, 1, r, r)
+        cat[f"Noise{2 * log_r - 4}:0"] = (1, 1, r, r)
+    for i in range(mapping_layers):
+        cat[f"generator/generator_mapping/Dense{i}/MappingDense_{i}:0"] = (z_dim, z_dim)
+        cat[f"generator/generator_mapping/DenseBiasAct{i}/MappingBias_{i}:0"] = (z_dim,)
+    cat["dlatent_avg:0"] = (w,)
+    return cat
+
+
+def checkpoint_of(model, name="generator") -> Checkpoint:
+    """The model's variables as the converter sees a checkpoint (no SavedModel round trip)."""
+    values = {v.name: v.numpy() for v in model.variables}
+    return Checkpoint(Path(f"{name}.savedmodel.zip"), "memory", {n: a.shape for n, a in values.items()},
+                      {n: a.dtype.name for n, a in values.items()}, lambda n: values[n])
+
+
+def to_pt(model, rules=None) -> torch.nn.Module:
+    """Convert a TF model's variables into a PyTorch generator, optionally with other rules."""
+    ck = checkpoint_of(model)
+    config = kind.infer_config(ck.shapes)
+    module = models_pt.model_class("generator")(**config)
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    plan = mapping.plan(rules or kind.RULES, shapes, ck.names)
+    assert plan.unused == [], plan.unused
+    state = mapping.apply(plan, ck.read_all(), shapes)
+    own = module.state_dict()
+    module.load_state_dict({k: torch.from_numpy(state[k]) if k in state else own[k] for k in own})
+    return module.eval()
+
+
+def pt_images(module, w: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(w).to(next(module.parameters()).dtype)).numpy()
+
+
+def tf_images(model, w: np.ndarray) -> np.ndarray:
+    return model.g_synthesis(model.style_vector_calculator(w.astype(model.dtype))).numpy()
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A seeded 64 px generator with few channels, its converted PyTorch port, and 250 dlatents."""
+    config = tfg.small_config(64, channel_max=64)
+    model = tfg.seeded_generator(config, seed=0)
+    pt_config = kind.infer_config({v.name: tuple(v.shape) for v in model.variables})
+    w = make_inputs(pt_config, 250, 64, 0)
+    return model, to_pt(model), w
+
+
+@pytest.fixture(scope="module")
+def small_zip(small, tmp_path_factory):
+    from models_tf.release import save_savedmodel_zip
+
+    d = tmp_path_factory.mktemp("gen")
+    path = save_savedmodel_zip(small[0], d / "generator.savedmodel.zip", "generator.savedmodel")
+    weights, _ = convert_path(path, d / "generator.safetensors")
+    return path, weights
+
+
+# ----------------------------------------------------------------- the TF reference
+
+def test_release_catalogue_matches_release_format():
+    model = tfg.build_generator(tfg.release_config(256))
+    got = {v.name: tuple(v.shape) for v in model.variables}
+    want = released_catalogue()
+    assert sorted(set(want) - set(got)) == [] and sorted(set(got) - set(want)) == []
+    wrong = {n: (got[n], want[n]) for n in want if got[n] != want[n]}
+    assert not wrong, wrong
+    conv_styles = sum(b.dense_bias.weights[0].shape[1] for b in model.style_vector_calculator.style_dense_blocks)
+    assert conv_styles == 5760 and len(model.style_vector_calculator.style_dense_blocks) == 13
+
+
+def test_seeded_images_have_structure(small):
+    model, _, w = small
+    check_inputs(w)
+    images = tf_images(model, w[:32])
+    check_images(images)
+    for v in model.variables:
+        if "NoiseStrength" in v.name or "bias" in v.name.lower():
+            assert np.count_nonzero(v.numpy()) == v.numpy().size, f"{v.name} has zeros"
+
+
+def test_savedmodel_round_trip_keeps_the_notebook_api(small, small_zip):
+    """load_model on the unzipped release file; the notebook's calls; a bias assign_add is a
+    StyleSpace shift, and equals the PyTorch edit."""
+    import tf_keras as keras
+
+    _, module, w = small
+    with open_checkpoint(small_zip[0]) as ck:
+        loaded = keras.models.load_model(str(ck.root), compile=False)
+        batch = w[:3]
+        styles = loaded.style_vector_calculator(batch, training=False)
+        base = np.asarray(loaded.g_synthesis(styles, training=False))
+        assert base.shape == (3, 3, 64, 64)
+        layer, channel, delta = 3, 5, 0.7
+        bias = loaded.style_vector_calculator.style_dense_blocks[layer].dense_bias.weights[0]
+        assert tuple(bias.shape) == (1, styles[0][layer].shape[1])
+        bias.assign_add(np.eye(1, bias.shape[1], channel, dtype=np.float32) * delta)
+        try:
+            shifted = np.asarray(loaded.g_synthesis(loaded.style_vector_calculator(batch, training=False),
+                                                    training=False))
+        finally:
+            bias.assign_add(-np.eye(1, bias.shape[1], channel, dtype=np.float32) * delta)
+    assert np.abs(shifted - base).max() > 1e-2, "the style shift changed nothing"
+    coord = sum(s.shape[1] for s in styles[0][:layer]) + channel
+    with torch.no_grad():
+        conv, rgb = module.style_vectors(torch.from_numpy(batch[:1]))
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        edited = module.synthesis_edit(conv, rgb, [coord, coord], [delta, 0.0]).numpy()
+        assert all(torch.equal(before[k], v) for k, v in module.state_dict().items()), "weights mutated"
+    assert np.abs(edited[0] - shifted[0]).max() <= TOL32
+    assert np.abs(edited[1] - base[0]).max() <= TOL32
+
+
+# ----------------------------------------------------------------- config inference and bad input
+
+@pytest.mark.parametrize("resolution,label_size,ch_max", [(32, 2, 512), (64, 2, 512), (256, 2, 512),
+                                                          (64, 3, 512), (128, 2, 256)])
+def test_config_inferred_from_names_and_shapes(resolution, label_size, ch_max):
+    shapes = released_catalogue(resolution, label_size, ch_max=ch_max)
+    config = kind.infer_config(shapes)
+    assert config["resolution"] == resolution and config["label_size"] == label_size
+    assert config["w_dim"] == 512 + label_size and config["mapping_layers"] == 8
+    assert config["channels"] == [min(32768 // (4 * 2 ** i), ch_max) for i in range(len(config["channels"]))]
+    module = models_pt.model_class("generator")(**config)
+    shapes_pt = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    plan = mapping.plan(kind.RULES, shapes_pt, list(shapes))
+    assert plan.unused == []
+    scoped = {"generator/" + n if not n.startswith("generator/") else n: s for n, s in shapes.items()}
+    assert kind.infer_config(scoped) == config, "an extra leading scope must not matter"
+
+
+def test_names_off_the_pattern_fail_clearly():
+    shapes = released_catalogue(64)
+    renamed = {n.replace("GeneratorBlock", "GenBlock"): s for n, s in shapes.items()}
+    with pytest.raises(MappingError, match="do not follow the StylEx generator's pattern"):
+        kind.infer_config(renamed)
+    missing = {n: s for n, s in shapes.items() if "GeneratorBlock16x16" not in n}
+    with pytest.raises(MappingError, match=r"expected every power of two"):
+        kind.infer_config(missing)
+    no_noise = {n: s for n, s in shapes.items() if n != "Noise3:0"}
+    config = kind.infer_config(no_noise)
+    module = models_pt.model_class("generator")(**config)
+    with pytest.raises(MappingError, match=r"'Noise3:0'.*convs\.b16_conv0\.noise"):
+        mapping.plan(kind.RULES, {k: tuple(v.shape) for k, v in module.state_dict().items()}, list(no_noise))
+
+
+def test_unseen_label_size_and_resolution_convert(tmp_path):
+    config = tfg.small_config(32, channel_max=16, label_size=3)
+    model = tfg.seeded_generator(config, seed=5)
+    config = kind.infer_config(checkpoint_of(model).shapes)
+    assert config["label_size"] == 3 and config["resolution"] == 32 and config["channels"] == [16] * 4
+    module = to_pt(model)  # every variable used, every tensor filled
+    w = make_inputs(config, 4, 32, 0)
+    assert np.abs(tf_images(model, w) - pt_images(module, w)).max() <= TOL32
+
+
+# ----------------------------------------------------------------- parity
+
+def test_parity_float32_all_250_released_dlatents(small):
+    model, module, w = small
+    assert len(w) == 250
+    check_inputs(w)
+    worst_img = worst_style = 0.0
+    for chunk in np.array_split(w, 10):
+        ref_styles = model.style_vector_calculator(chunk)
+        ref = model.g_synthesis(ref_styles).numpy()
+        check_images(ref)
+        with torch.no_grad():
+            conv, rgb = module.style_vectors(torch.from_numpy(chunk))
+            got = module.synthesis(conv, rgb).numpy()
+        worst_img = max(worst_img, float(np.abs(ref - got).max()))
+        for a, b in zip(ref_styles[0] + ref_styles[1], conv + rgb):
+            worst_style = max(worst_style, float(np.abs(a.numpy() - b.numpy()).max()))
+    assert worst_img <= TOL32, f"images: {worst_img:.2e}"
+    assert worst_style <= STYLE_TOL32, f"style vectors: {worst_style:.2e}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_per_layer_parity_through_verify(small_zip, dtype):
+    with open_checkpoint(small_zip[0]) as ck:
+        report = verify_checkpoint(ck, small_zip[1], dtype, num_images=6)
+    names = [r.name for r in report.layers]
+    assert "style/conv8" in names and "b64/conv0" in names and "b64/rgb" in names and names[-1] == "image"
+    assert report.passed, [(r.name, r.max_abs_diff) for r in report.layers if not r.passed][:5]
+    if dtype == "float32":
+        assert report.savedmodel["passed"], "the rebuilt TF model must equal the SavedModel"
+
+
+def test_float64_end_to_end(small):
+    model, _, w = small
+    variables = {v.name: v.numpy() for v in model.variables}
+    model64 = tfg.build_generator({**model.config}, dtype="float64")
+    tfg.assign_variables(model64, variables)
+    module64 = to_pt(model).double()
+    ref = tf_images(model64, w[:16].astype(np.float64))
+    assert np.abs(ref - pt_images(module64, w[:16].astype(np.float64))).max() <= TOL64
+
+
+def test_parity_256px_release_configuration():
+    """The release configuration itself (5760 StyleSpace coordinates), on 4 real dlatents."""
+    model = tfg.seeded_generator(tfg.release_config(256), seed=1)
+    module = to_pt(model)
+    w = released_dlatents()[:4]
+    ref = tf_images(model, w)
+    check_images(ref)
+    got = pt_images(module, w)
+    assert np.abs(ref - got).max() <= TOL32
+    with torch.no_grad():
+        conv, _ = module.style_vectors(torch.from_numpy(w))
+    ref_conv = model.style_vector_calculator(w)[0]
+    assert sum(c.shape[1] for c in conv) == 5760
+    assert max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(ref_conv, conv)) <= STYLE_TOL32
+
+
+# ----------------------------------------------------------------- negative controls
+
+def _with_rule(target: str, **change) -> list:
+    rules = [mapping.Rule(**{**r.__dict__, **change}) if r.target == target else r for r in kind.RULES]
+    assert rules != list(kind.RULES), f"no rule {target!r}"
+    return rules
+
+
+def _control_diff(small, module) -> float:
+    model, _, w = small
+    return float(np.abs(tf_images(model, w[:8]) - pt_images(module, w[:8])).max())
+
+
+UP_WEIGHT = next(r.target for r in kind.RULES if "flip_hw" in r.transform)
+NOISE = next(r.target for r in kind.RULES if r.target.endswith(r"\.noise"))
+STYLE_BIAS = next(r.target for r in kind.RULES if r.target.startswith("conv_styles") and r.target.endswith("bias"))
+
+
+def test_control_unflipped_upsampling_kernel(small):
+    assert _control_diff(small, to_pt(small[0], _with_rule(UP_WEIGHT, transform=["conv_kernel"]))) > 100 * TOL32
+
+
+def test_control_wrong_noise_index(small):
+    def off_by_one(m):
+        k = int(kind._noise(m)[len("Noise"):-2])
+        return f"Noise{k + 1 if k % 2 else k - 1 if k else 0}:0"  # swap each block's two noises
+    module = to_pt(small[0], _with_rule(NOISE, source=off_by_one))
+    assert _control_diff(small, module) > 100 * TOL32
+
+
+def test_control_doubled_style_bias_offset(small):
+    module = to_pt(small[0], _with_rule(STYLE_BIAS, transform=["squeeze", "plus_one"]))
+    assert _control_diff(small, module) > 100 * TOL32
+
+
+def test_control_missing_style_bias_offset(small, monkeypatch):
+    from models_pt import generator as ptg
+
+    monkeypatch.setattr(ptg.StyleDense, "forward",
+                        lambda self, w: torch.nn.functional.linear(w, self.weight * self.scale, self.bias))
+    assert _control_diff(small, to_pt(small[0])) > 100 * TOL32
