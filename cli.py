@@ -53,7 +53,8 @@ def main():
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the reference release into.")
 @click.option("--seed", default=0, show_default=True, help="Seed of every weight.")
-@click.option("--resolution", default=256, show_default=True, help="Image size of the models.")
+@click.option("--resolution", default=64, show_default=True,
+              help="Image size of every model; 256 is the release's configuration.")
 @user_errors
 def make_reference(out_dir, seed, resolution):
     """Write seeded TF models in the released file layout (a 'reference release')."""

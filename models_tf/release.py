@@ -30,12 +30,12 @@ def save_savedmodel_zip(model, out_zip: Path, folder_name: str) -> Path:
     return out_zip
 
 
-def make_reference(out_dir: Path, seed: int = 0, resolution: int = 256, progress=None) -> dict:
+def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=None) -> dict:
     """Write the reference release into ``out_dir``; returns what ``reference.json`` holds.
 
-    ``resolution`` is the classifier's input size (and, once the generator is in, the GAN's).
+    ``resolution`` is the image size of every model (the release's is 256).
     """
-    from models_tf import classifier
+    from models_tf import classifier, generator
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,8 +48,14 @@ def make_reference(out_dir: Path, seed: int = 0, resolution: int = 256, progress
     written["mobilenet"] = save_savedmodel_zip(model, out_dir / "mobilenet.savedmodel.zip",
                                                "mobilenet.savedmodel").name
 
+    step(f"generator ({resolution} px): seeding and saving")
+    gen_config = generator.release_config(resolution)
+    gen = generator.seeded_generator(gen_config, seed=seed)
+    written["generator"] = save_savedmodel_zip(gen, out_dir / "generator.savedmodel.zip",
+                                               "generator.savedmodel").name
+
     info = {"seed": seed, "resolution": resolution, "files": written,
-            "configs": {"classifier": config}}
+            "configs": {"classifier": config, "generator": gen_config}}
     write_json(out_dir / "reference.json", info)
     return info
 

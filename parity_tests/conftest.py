@@ -14,18 +14,14 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def reference_release(tmp_path_factory) -> Path:
-    """A reference release folder at the release configuration (256 px), as make-reference writes it."""
-    from models_tf.release import make_reference
+def classifier_zip(tmp_path_factory) -> Path:
+    """The reference classifier at the release configuration (256 px), zipped as released."""
+    from models_tf.classifier import default_config, seeded_classifier
+    from models_tf.release import save_savedmodel_zip
 
     out = tmp_path_factory.mktemp("reference")
-    make_reference(out, seed=0, resolution=256)
-    return out
-
-
-@pytest.fixture(scope="session")
-def classifier_zip(reference_release) -> Path:
-    return reference_release / "mobilenet.savedmodel.zip"
+    model = seeded_classifier(default_config(256), seed=0)
+    return save_savedmodel_zip(model, out / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
 
 
 @pytest.fixture(scope="session")

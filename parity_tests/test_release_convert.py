@@ -36,3 +36,29 @@ def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tm
     assert set(manifest["missing"]) == {"generator", "discriminator"} and "encoder" in manifest["failed"]
     modules = models_pt.load(out)
     assert list(modules) == ["mobilenet"] and not modules["mobilenet"].training
+
+
+def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_path):
+    """What `make demo` runs, at 32 px: make-reference, convert the folder, verify the folder."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    ref, out = tmp_path / "reference", tmp_path / "weights"
+    assert run("make-reference", "--out", ref, "--resolution", 32).exit_code == 0
+    assert {"generator.savedmodel.zip", "mobilenet.savedmodel.zip", "reference.json"} <= {
+        p.name for p in ref.iterdir()}
+    assert run("convert", "--tf-ckpt", ref, "--out", out).exit_code == 0
+    result = run("verify", "--tf-ckpt", ref, "--weights", out, "--json", tmp_path / "v.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["passed"] and {m["model"] for m in report["models"]} >= {"generator", "classifier"}
+
+    weights = out / "generator.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(weights))
+    state["convs.b16_conv1.weight"][0, 0, 1, 1] += 0.5
+    save_file(state, str(weights), metadata=meta)
+    result = run("verify", "--tf-ckpt", ref, "--weights", out)
+    assert result.exit_code == 1
+    assert "generator" in result.output and "FAIL" in result.output
