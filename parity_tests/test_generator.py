@@ -313,3 +313,17 @@ def test_control_missing_style_bias_offset(small, monkeypatch):
     monkeypatch.setattr(ptg.StyleDense, "forward",
                         lambda self, w: torch.nn.functional.linear(w, self.weight * self.scale, self.bias))
     assert _control_diff(small, to_pt(small[0])) > 100 * TOL32
+
+
+def test_mapping_network_parity(small):
+    """z -> w (not used by AttFind, ported all the same), against TF's mapping network."""
+    model, module, _ = small
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(16, model.config["z_dim"])).astype(np.float32)
+    labels = rng.dirichlet(np.ones(model.config["label_size"]), 16).astype(np.float32)
+    ref = model.generator_mapping((z, labels)).numpy()
+    assert ref[:, :-2].std(axis=0).mean() > 0.1, "mapping output barely depends on z"
+    with torch.no_grad():
+        got = module.mapping(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    assert np.abs(ref - got).max() <= TOL32
+    np.testing.assert_array_equal(module.dlatent_avg.numpy(), model.dlatent_avg.numpy())
