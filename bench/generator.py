@@ -12,21 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def images_per_second(fn, batch: int, min_seconds: float, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    n, start = 0, time.perf_counter()
-    while n < 2 or time.perf_counter() - start < min_seconds:
-        fn()
-        n += 1
-    return batch * n / (time.perf_counter() - start)
+from _timing import images_per_second, use_all_cores  # noqa: E402
 
 
 def main():
@@ -46,9 +38,7 @@ def main():
     from porting.kinds import generator as kind
     from porting.verify_generator import make_inputs
 
-    cores = os.cpu_count()
-    torch.set_num_threads(cores)
-    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    cores = use_all_cores()
 
     model = tfg.seeded_generator(tfg.release_config(args.resolution), seed=0)
     values = {v.name: v.numpy() for v in model.variables}

@@ -13,21 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def images_per_second(fn, batch: int, min_seconds: float = 3.0, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_seconds:
-        fn()
-        n += 1
-    return batch * n / (time.perf_counter() - start)
+from _timing import images_per_second, use_all_cores  # noqa: E402
 
 
 def bench_classifier(release: Path, weights: Path, batches, seconds: float) -> list[tuple]:
@@ -69,9 +61,7 @@ def main():
     import tensorflow as tf
     import torch
 
-    cores = os.cpu_count()
-    torch.set_num_threads(cores)
-    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    cores = use_all_cores()
     rows = bench_classifier(args.release, args.weights, args.batches, args.seconds)
     print(f"machine: {cores} cores, torch {torch.__version__}, tensorflow {tf.__version__}")
     print(f"{'model':<12} {'batch':>5} {'TF img/s':>9} {'PT img/s':>9} {'PT fast':>9} "

@@ -9,7 +9,26 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from porting.mapping import MappingError, Rule
+from porting.mapping import MappingError, NameIndex, Rule
+
+
+class ShapeLookup:
+    """``lookup(name)`` -> the shape of a checkpoint variable, scope-tolerant, for config
+    inference; a missing name raises MappingError with the nearest names."""
+
+    def __init__(self, shapes: Mapping[str, tuple], model: str):
+        self.shapes, self.model, self.index = shapes, model, NameIndex(list(shapes))
+
+    def find(self, name: str) -> str | None:
+        return self.index.find(name)
+
+    def __call__(self, name: str) -> tuple:
+        found = self.index.find(name)
+        if found is None:
+            near = self.index.nearest(name)
+            raise MappingError(f"{self.model} variable {name!r} not found"
+                               + (f"; nearest names: {', '.join(near)}" if near else ""))
+        return self.shapes[found]
 
 
 @dataclass(frozen=True)

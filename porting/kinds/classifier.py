@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from porting.kinds import ModelKind
-from porting.mapping import MappingError, NameIndex, Rule
+from porting.kinds import ModelKind, ShapeLookup
+from porting.mapping import MappingError, Rule
 
 NUM_BLOCKS = 13
 # What a checkpoint cannot show (padding layers and epsilon have no variables). These are the
@@ -40,15 +40,7 @@ def infer_config(shapes: Mapping[str, tuple]) -> dict:
 
     What the checkpoint cannot show comes from ``ASSUMED`` (BatchNorm epsilon 1e-3 as in
     Keras; keras.applications' explicit (0, 1) padding before strided depthwise convs)."""
-    index = NameIndex(list(shapes))
-
-    def shape(name: str) -> tuple:
-        found = index.find(name)
-        if found is None:
-            near = index.nearest(name)
-            raise MappingError(f"classifier variable {name!r} not found"
-                               + (f"; nearest names: {', '.join(near)}" if near else ""))
-        return shapes[found]
+    shape = ShapeLookup(shapes, "classifier")
 
     conv1 = shape("conv1/kernel:0")
     if len(conv1) != 4 or conv1[:3] != (3, 3, 3):
@@ -58,7 +50,7 @@ def infer_config(shapes: Mapping[str, tuple]) -> dict:
     for k in range(1, NUM_BLOCKS + 1):
         shape(f"conv_dw_{k}/depthwise_kernel:0")
         shape(f"conv_pw_{k}/kernel:0")
-    if index.find(f"conv_dw_{NUM_BLOCKS + 1}/depthwise_kernel:0") is not None:
+    if shape.find(f"conv_dw_{NUM_BLOCKS + 1}/depthwise_kernel:0") is not None:
         raise MappingError(f"classifier has more than {NUM_BLOCKS} depthwise blocks; MobileNetV1 has {NUM_BLOCKS}")
     return {"alpha": conv1[3] / 32, "depth_multiplier": int(dw1[3]), "num_classes": int(preds[3]),
             **ASSUMED}

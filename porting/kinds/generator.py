@@ -5,8 +5,8 @@ import math
 import re
 from typing import Mapping
 
-from porting.kinds import ModelKind
-from porting.mapping import MappingError, NameIndex, Rule
+from porting.kinds import ModelKind, ShapeLookup
+from porting.mapping import MappingError, Rule
 
 STYLE = "generator_style_calculator"
 SYN = "generator_synthesis"
@@ -76,15 +76,7 @@ RULES = [
 
 def infer_config(shapes: Mapping[str, tuple]) -> dict:
     """Resolution, widths, latent sizes and mapping depth from the variables alone."""
-    index = NameIndex(list(shapes))
-
-    def shape(name: str) -> tuple:
-        found = index.find(name)
-        if found is None:
-            near = index.nearest(name)
-            raise MappingError(f"generator variable {name!r} not found"
-                               + (f"; nearest names: {', '.join(near)}" if near else ""))
-        return shapes[found]
+    shape = ShapeLookup(shapes, "generator")
 
     rx = re.compile(rf"{SYN}/GeneratorBlock(\d+)x\1/Conv1/ModulatedConv2D/weight:0$")
     blocks = sorted(int(m[1]) for n in shapes if (m := rx.search(n)))
@@ -100,7 +92,7 @@ def infer_config(shapes: Mapping[str, tuple]) -> dict:
     widths += [shape(f"{SYN}/GeneratorBlock{r}x{r}/Conv1/ModulatedConv2D/weight:0")[3] for r in blocks]
     w_dim = shape(f"{STYLE}/StyleVectorConst/StyleGAN2Dense/weight:0")[0]
     layers = 0
-    while index.find(f"{MAP}/Dense{layers}/MappingDense_{layers}:0") is not None:
+    while shape.find(f"{MAP}/Dense{layers}/MappingDense_{layers}:0") is not None:
         layers += 1
     if layers == 0:
         raise MappingError(f"generator variable '{MAP}/Dense0/MappingDense_0:0' not found")
