@@ -18,8 +18,8 @@ import torch
 MODELS = {
     "classifier": "models_pt.classifier:MobileNetV1",
     "generator": "models_pt.generator:Generator",
-    "encoder": "models_pt.encoder:Encoder",
-    "discriminator": "models_pt.discriminator:Discriminator",
+    "encoder": "models_pt.resnet_d:Encoder",
+    "discriminator": "models_pt.resnet_d:Discriminator",
 }
 
 METADATA_KEY = "stylex_port"  # safetensors metadata entry holding our JSON header

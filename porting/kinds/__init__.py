@@ -52,9 +52,9 @@ class ModelKind:
 
 
 def _registry() -> dict[str, ModelKind]:
-    from porting.kinds import classifier, generator
+    from porting.kinds import classifier, generator, resnet_d
 
-    return {k.name: k for k in (generator.KIND, classifier.KIND)}
+    return {k.name: k for k in (generator.KIND, resnet_d.ENCODER, resnet_d.DISCRIMINATOR, classifier.KIND)}
 
 
 KINDS = _registry()
