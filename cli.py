@@ -55,12 +55,13 @@ def main():
 @click.option("--seed", default=0, show_default=True, help="Seed of every weight.")
 @click.option("--resolution", default=64, show_default=True,
               help="Image size of every model; 256 is the release's configuration.")
+@click.option("--num-dlatents", default=64, show_default=True, help="Entries of dlatents.pkl (the release has 250).")
 @user_errors
-def make_reference(out_dir, seed, resolution):
+def make_reference(out_dir, seed, resolution, num_dlatents):
     """Write seeded TF models in the released file layout (a 'reference release')."""
     from models_tf.release import make_reference as make
 
-    info = make(Path(out_dir), seed=seed, resolution=resolution,
+    info = make(Path(out_dir), seed=seed, resolution=resolution, num_dlatents=num_dlatents,
                 progress=lambda msg: click.echo(f"  {msg}", err=True))
     for name, f in info["files"].items():
         click.echo(f"wrote {Path(out_dir) / f}")

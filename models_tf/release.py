@@ -7,10 +7,11 @@ code path a user with the real files takes. ``reference.json`` records how it wa
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from porting.atomic import atomic_path, write_json
 
@@ -30,12 +31,14 @@ def save_savedmodel_zip(model, out_zip: Path, folder_name: str) -> Path:
     return out_zip
 
 
-def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=None) -> dict:
+def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=None,
+                   num_dlatents: int = 64) -> dict:
     """Write the reference release into ``out_dir``; returns what ``reference.json`` holds.
 
     ``resolution`` is the image size of every model (the release's is 256).
     """
-    from models_tf import classifier, generator
+    from models_tf import classifier, generator, resnet_d
+    from porting.dlatents import save_dlatents
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,17 +57,40 @@ def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=
     written["generator"] = save_savedmodel_zip(gen, out_dir / "generator.savedmodel.zip",
                                                "generator.savedmodel").name
 
-    info = {"seed": seed, "resolution": resolution, "files": written,
-            "configs": {"classifier": config, "generator": gen_config}}
+    configs = {"classifier": config, "generator": gen_config}
+    nets = {}
+    for kind in ("encoder", "discriminator"):
+        step(f"{kind} ({resolution} px): seeding and saving")
+        configs[kind] = resnet_d.release_config(kind, resolution)
+        nets[kind] = resnet_d.seeded(kind, configs[kind], seed=seed)
+        written[kind] = save_savedmodel_zip(nets[kind], out_dir / f"{kind}.savedmodel.zip",
+                                            f"{kind}.savedmodel").name
+
+    step(f"dlatents.pkl: {num_dlatents} dlatents, encoder + classifier on generated images")
+    save_dlatents(out_dir / "dlatents.pkl", reference_dlatents(gen, nets["encoder"], model, num_dlatents))
+    written["dlatents"] = "dlatents.pkl"
+
+    info = {"seed": seed, "resolution": resolution, "files": written, "configs": configs}
     write_json(out_dir / "reference.json", info)
     return info
 
 
-def unzip_savedmodel(zip_path: Path, dest: Path) -> Path:
-    """Unpack a release zip safely (see porting.readers.safe_extract); returns the folder."""
-    from porting.readers import safe_extract
+def encode(encoder, classifier, images_nchw):
+    """The release's dlatent of an image: encoder output concatenated with the classifier's
+    softmax probabilities on the same image (NHWC for the classifier)."""
+    import tensorflow as tf
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    return safe_extract(Path(zip_path), dest)
+    probs = tf.nn.softmax(classifier(tf.transpose(images_nchw, [0, 2, 3, 1]), training=False))
+    return tf.concat([encoder(images_nchw, training=False), tf.cast(probs, images_nchw.dtype)], axis=1)
+
+
+def reference_dlatents(generator, encoder, classifier, n: int) -> np.ndarray:
+    """dlatents computed as the release's were, on images the generator draws from the first n
+    real released dlatents (the reference has no photographs)."""
+    from porting.verify_generator import released_dlatents
+
+    out = []
+    for chunk in np.array_split(released_dlatents()[:n], max(1, n // 16)):
+        images = np.clip(generator.g_synthesis(generator.style_vector_calculator(chunk)).numpy(), -1, 1)
+        out.append(encode(encoder, classifier, images).numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -44,14 +44,21 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
     from safetensors.torch import load_file, save_file
 
     ref, out = tmp_path / "reference", tmp_path / "weights"
-    assert run("make-reference", "--out", ref, "--resolution", 32).exit_code == 0
-    assert {"generator.savedmodel.zip", "mobilenet.savedmodel.zip", "reference.json"} <= {
-        p.name for p in ref.iterdir()}
+    assert run("make-reference", "--out", ref, "--resolution", 32, "--num-dlatents", 8).exit_code == 0
+    assert {p.name for p in ref.iterdir()} == {f"{m}.savedmodel.zip" for m in ("generator", "encoder",
+                                              "discriminator", "mobilenet")} | {"dlatents.pkl", "reference.json"}
+    from porting.dlatents import load_dlatents
+
+    dl = load_dlatents(ref / "dlatents.pkl")
+    assert len(dl) == 8 and dl[0][1].shape == (1, 514)
     assert run("convert", "--tf-ckpt", ref, "--out", out).exit_code == 0
     result = run("verify", "--tf-ckpt", ref, "--weights", out, "--json", tmp_path / "v.json")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "v.json").read_text())
-    assert report["passed"] and {m["model"] for m in report["models"]} >= {"generator", "classifier"}
+    assert report["passed"]
+    assert {m["model"] for m in report["models"]} == {"generator", "encoder", "discriminator", "classifier",
+                                                       "round trip"}
+    assert "round trip" in result.output and "missing" not in result.output
 
     weights = out / "generator.safetensors"
     with safe_open(str(weights), "pt") as f:

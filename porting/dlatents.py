@@ -73,6 +73,10 @@ def save_dlatents(path: str | Path, dlatents: np.ndarray, names=None) -> None:
     """Write [N, D] dlatents in the release's format (protocol 3, names '0'..), atomically."""
     names = names or [str(i) for i in range(len(dlatents))]
     items = [(n, np.asarray(d, np.float32).reshape(1, -1)) for n, d in zip(names, dlatents)]
+    data = pickle.dumps(items, protocol=3)
+    # NumPy 2 names its array constructor numpy._core.multiarray; the release (and NumPy 1, which
+    # cannot import numpy._core) uses numpy.core.multiarray, which NumPy 2 still resolves. Protocol
+    # 3 writes each global as one GLOBAL opcode, "c<module>\n<name>\n", so the swap is exact.
+    data = data.replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            pickle.dump(items, f, protocol=3)
+        tmp.write_bytes(data)

@@ -105,6 +105,8 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
         bar.set_postfix_str(stem)
         with open_checkpoint(Path(src) / entry["source"]) as ck:
             reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images))
+    if {"encoder", "mobilenet", "generator"} <= set(manifest["models"]) and dtype == "float32":
+        reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images))
     return reports
 
 
@@ -115,3 +117,48 @@ def format_summary(reports) -> str:
         lines.append(f"{r.model:<14} {len(r.layers):>6}  {worst.name if worst else '-':<36} "
                      f"{r.output['max_abs_diff']:>19.3e}  {'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)
+
+
+ROUND_TRIP_TOL = 1e-4  # float32, on dlatents and on reconstructions
+
+
+def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 4):
+    """image -> encoder + classifier -> dlatent -> generator -> reconstruction, in TF (the
+    SavedModels, loaded as the notebook loads them) and in PyTorch; a Report of two rows."""
+    import numpy as np
+    import tf_keras as keras
+    import torch
+
+    import models_pt
+    from models_pt.pipeline import encode as pt_encode
+    from models_tf.classifier import sample_images
+    from models_tf.release import encode as tf_encode
+    from porting.readers import open_checkpoint
+    from porting.verify import Report, compare
+    from porting.verify_classifier import check_inputs
+
+    tf_models, pt_models = {}, {}
+    for stem in ("encoder", "mobilenet", "generator"):
+        entry = manifest["models"][stem]
+        with open_checkpoint(Path(src) / entry["source"]) as ck:
+            tf_models[stem] = keras.models.load_model(str(ck.root), compile=False)
+        pt_models[stem] = models_pt.load(Path(weights_dir) / entry["weights"])
+    size = pt_models["generator"].config["resolution"]
+    images = sample_images(num_images, size, seed=3000, channels_last=False)
+    check_inputs(images.transpose(0, 2, 3, 1))
+
+    g = tf_models["generator"]
+    w_tf = tf_encode(tf_models["encoder"], tf_models["mobilenet"], images).numpy()
+    recon_tf = np.clip(np.asarray(g.g_synthesis(g.style_vector_calculator(w_tf, training=False),
+                                                training=False)), -1, 1)
+    with torch.no_grad():
+        x = torch.from_numpy(images)
+        w_pt = pt_encode(pt_models["encoder"], pt_models["mobilenet"], x)
+        recon_pt = pt_models["generator"](w_pt).clamp(-1, 1).numpy()
+    report = Report("round trip", "float32", str(src), str(weights_dir), f"{num_images} x {size}px",
+                    ROUND_TRIP_TOL, ROUND_TRIP_TOL)
+    report.layers = [compare("dlatent (encoder + classifier)", w_tf, w_pt.numpy(), ROUND_TRIP_TOL, True),
+                     compare("reconstruction (generator)", recon_tf, recon_pt, ROUND_TRIP_TOL, True)]
+    report.output = report.layers[-1].__dict__
+    report.passed = all(r.passed for r in report.layers)
+    return report
