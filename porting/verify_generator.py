@@ -16,9 +16,9 @@ RELEASED_DLATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "r
 
 
 def released_dlatents() -> np.ndarray:
-    from porting.dlatents import dlatent_array, load_dlatents
+    from porting.dlatents import dlatent_matrix, load_dlatents
 
-    return dlatent_array(load_dlatents(RELEASED_DLATENTS))
+    return dlatent_matrix(load_dlatents(RELEASED_DLATENTS))
 
 
 def make_inputs(config: dict, n: int, size: int, seed: int) -> np.ndarray:
