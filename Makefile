@@ -15,14 +15,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# Build a reference release, convert it, verify it, print the report.
+# Build a reference release, convert it, verify it, print the report; then AttFind in PyTorch,
+# compared with the release's examples_1.tfrecord (computed by the TF backend).
 demo: install
 	$(PY) cli.py make-reference --out $(REF)
 	$(PY) cli.py convert --tf-ckpt $(REF) --out $(WEIGHTS)/$(REF)
 	$(PY) cli.py verify --tf-ckpt $(REF) --weights $(WEIGHTS)/$(REF) --json $(WEIGHTS)/$(REF)/verify.json
+	$(PY) cli.py attfind --weights $(WEIGHTS)/$(REF) --dlatents $(REF)/dlatents.pkl --out runs/attfind/$(REF) --sufficiency
 
 test: install
 	$(PY) -m pytest parity_tests/ -q
 
 clean:
-	rm -rf $(REF) $(WEIGHTS)/$(REF) .pytest_cache
+	rm -rf $(REF) $(WEIGHTS)/$(REF) runs .pytest_cache

@@ -1,9 +1,10 @@
-"""Command line: make a reference release, inspect, convert and verify StylEx checkpoints.
+"""Command line: make a reference release, inspect, convert and verify StylEx checkpoints; AttFind.
 
     python cli.py make-reference --out reference
     python cli.py inspect --tf-ckpt reference/mobilenet.savedmodel.zip
     python cli.py convert --tf-ckpt reference/mobilenet.savedmodel.zip
     python cli.py verify  --tf-ckpt reference/mobilenet.savedmodel.zip --weights weights/mobilenet.safetensors
+    python cli.py attfind --weights weights/reference --dlatents reference/dlatents.pkl
 
 Bad input ends with one line on stderr and exit code 2; a failed verification with exit code 1.
 """
@@ -55,17 +56,36 @@ def main():
 @click.option("--seed", default=0, show_default=True, help="Seed of every weight.")
 @click.option("--resolution", default=64, show_default=True,
               help="Image size of every model; 256 is the release's configuration.")
-@click.option("--num-dlatents", default=64, show_default=True, help="Entries of dlatents.pkl (the release has 250).")
+@click.option("--num-dlatents", default=32, show_default=True,
+              help="Entries of dlatents.pkl and images of examples_1.tfrecord (the release has 250).")
+@click.option("--channel-max", default=16, show_default=True,
+              help="Cap on the generator's channel widths (the release's is 512). AttFind's TF sweep "
+                   "costs one generator pass per coordinate and direction, and there are 9 x this many "
+                   "coordinates at 64 px.")
+@click.option("--attfind/--no-attfind", default=True, show_default=True,
+              help="Plant an attribute in the classifier and write examples_1.tfrecord (TF backend).")
 @user_errors
-def make_reference(out_dir, seed, resolution, num_dlatents):
+def make_reference(out_dir, seed, resolution, num_dlatents, channel_max, attfind):
     """Write seeded TF models in the released file layout (a 'reference release')."""
     from models_tf.release import make_reference as make
 
     info = make(Path(out_dir), seed=seed, resolution=resolution, num_dlatents=num_dlatents,
+                channel_max=channel_max, attfind=attfind, bar=progress_bar,
                 progress=lambda msg: click.echo(f"  {msg}", err=True))
     for name, f in info["files"].items():
         click.echo(f"wrote {Path(out_dir) / f}")
     click.echo(f"wrote {Path(out_dir) / 'reference.json'}")
+    if "planted" in info:
+        p = info["planted"]
+        click.echo(f"planted attribute: coordinate {p['coordinate']}, direction {p['direction']}")
+
+
+def progress_bar(total: int, label: str):
+    """A tqdm bar on stderr (quiet when stderr is not a terminal, except for its final line)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="it", file=sys.stderr, mininterval=1.0,
+                disable=None if not os.environ.get("STYLEX_PROGRESS") else False)
 
 
 @main.command()
@@ -174,6 +194,51 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
     if json_path:
         write_json(Path(json_path), report.to_json())
     sys.exit(0 if report.passed else EXIT_FAILED)
+
+
+@main.command()
+@click.option("--weights", required=True, type=click.Path(),
+              help="A converted release folder (cli.py convert --tf-ckpt <release folder>).")
+@click.option("--dlatents", "dlatents_path", required=True, type=click.Path(),
+              help="dlatents.pkl (the release's format; loaded with a restricted unpickler).")
+@click.option("--num-indices", default=8, show_default=True, help="Attributes the greedy search picks per class.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: runs/attfind/<weights folder name>]; holds attfind.json, the "
+                   "pictures and the per-image effect cache that lets an interrupted run resume.")
+@click.option("--top", default=4, show_default=True, help="Attributes drawn as PNG grids and GIFs.")
+@click.option("--examples", default=4, show_default=True, help="Images per drawn attribute.")
+@click.option("--independent", is_flag=True, help="Also the image-specific ranking of every image.")
+@click.option("--sufficiency", is_flag=True,
+              help="Also the sufficiency measure: fraction of images whose class flips when their top-k "
+                   "attributes are all changed (with --independent, for both rankings).")
+@click.option("--sufficiency-k", default=10, show_default=True, help="k of the sufficiency measure.")
+@click.option("--shift-size", default=1.0, show_default=True, help="Fraction of the way to the range's end.")
+@click.option("--batch-size", default=128, show_default=True, help="Edited images per forward pass.")
+@click.option("--max-images", type=int, default=None, help="Use only the first N dlatents.")
+@click.option("--no-pictures", is_flag=True, help="Skip the PNG grids and GIFs.")
+@click.option("--compare", type=click.Path(dir_okay=False), default=None,
+              help="An examples_1.tfrecord to compare the effects and ranking with [default: the one "
+                   "beside --dlatents, if there is one].")
+@user_errors
+def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
+            sufficiency_k, shift_size, batch_size, max_images, no_pictures, compare):
+    """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
+    from attfind.run import Options, format_ranking, run
+
+    out = Path(out_dir) if out_dir else Path("runs") / "attfind" / Path(weights).name
+    opts = Options(num_indices=num_indices, shift_size=shift_size, batch_size=batch_size, top=top,
+                   examples=examples, independent=independent, sufficiency=sufficiency,
+                   sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
+                   compare=Path(existing(compare)) if compare else None)
+    outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
+                  log=lambda msg: click.echo(msg, err=True))
+    click.echo(format_ranking(outcome.document))
+    eff = outcome.document["effects"]
+    if eff["evaluations_per_second"]:
+        click.echo(f"effects: {eff['computed_images']} images in {eff['seconds']} s "
+                   f"({eff['evaluations_per_second']} evaluations/s), {eff['cached_images']} from the cache")
+    for f in outcome.files:
+        click.echo(f"wrote {f}")
 
 
 if __name__ == "__main__":

@@ -167,23 +167,44 @@ class Generator(nn.Module):
         rgb = [m(self._w_at(w, 2 * i + 1)) for i, m in enumerate(self.rgb_styles.values())]
         return conv, rgb
 
-    def synthesis(self, conv_styles, rgb_styles, acts: dict | None = None) -> torch.Tensor:
-        """Render style vectors into NCHW images. ``acts``: filled with each block's outputs."""
-        n = conv_styles[0].shape[0]
+    def synthesis(self, conv_styles, rgb_styles, acts: dict | None = None, *, start: int = 0,
+                  state: tuple | None = None) -> torch.Tensor:
+        """Render style vectors into NCHW images. ``acts``: filled with each block's outputs.
+
+        ``start``/``state``: resume before conv style layer ``start`` from ``state`` (as
+        ``synthesis_state`` returns it), so work an edit of a later layer cannot change is done
+        once. Batch-1 state tensors broadcast against a batch of styles."""
+        return self._run(conv_styles, rgb_styles, start, len(self.convs), state, acts)[1]
+
+    def synthesis_state(self, conv_styles, rgb_styles, layer: int) -> tuple | None:
+        """``(x, img)`` just before conv style layer ``layer``: its input activations and the RGB
+        image accumulated so far, for ``synthesis(start=layer, state=...)``."""
+        return self._run(conv_styles, rgb_styles, 0, layer, None, None) if layer > 0 else None
+
+    def _run(self, conv_styles, rgb_styles, start: int, stop: int, state, acts) -> tuple:
+        """Conv style layers ``start`` to ``stop - 1``, each with the ToRGB that follows it."""
         convs = list(self.convs.values())
-        x = convs[0](self.const.expand(n, -1, -1, -1), conv_styles[0], self.fir_up)
-        img = self.torgbs["b4"](x, rgb_styles[0])
-        if acts is not None:
-            acts["b4/conv"], acts["b4/rgb"] = x, img
-        for k, r in enumerate(self.resolutions[1:]):
-            x = convs[1 + 2 * k](x, conv_styles[1 + 2 * k], self.fir_up)
-            if acts is not None:
-                acts[f"b{r}/conv0"] = x
-            x = convs[2 + 2 * k](x, conv_styles[2 + 2 * k], self.fir_up)
+        if start == 0:
+            x, img = self.const.expand(conv_styles[0].shape[0], -1, -1, -1), None
+        else:
+            x, img = state
+        for layer in range(start, stop):
+            x = convs[layer](x, conv_styles[layer], self.fir_up)
+            if layer == 0:
+                img = self.torgbs["b4"](x, rgb_styles[0])
+                if acts is not None:
+                    acts["b4/conv"], acts["b4/rgb"] = x, img
+                continue
+            k = (layer - 1) // 2
+            r = self.resolutions[1 + k]
+            if layer % 2 == 1:  # conv0, the up-sampling conv of block r
+                if acts is not None:
+                    acts[f"b{r}/conv0"] = x
+                continue
             img = fir_filter(zero_upsample(img), self.fir_up, 2, 1) + self.torgbs[f"b{r}"](x, rgb_styles[1 + k])
             if acts is not None:
                 acts[f"b{r}/conv1"], acts[f"b{r}/rgb"] = x, img
-        return img
+        return x, img
 
     def split_coordinate(self, j: int) -> tuple[int, int]:
         """StyleSpace coordinate -> (conv style layer, channel)."""

@@ -52,3 +52,17 @@ def small_classifier(tmp_path_factory):
 
     paths["zip"] = save_savedmodel_zip(model, d / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
     return model, config, paths
+
+
+@pytest.fixture(scope="session")
+def attfind_release(tmp_path_factory):
+    """A reference release with a planted attribute and its examples_1.tfrecord (TF backend),
+    32 px, 32 images, generator widths capped at 16 (112 StyleSpace coordinates); converted."""
+    from models_tf.release import make_reference
+    from porting.release import convert_release
+
+    ref = tmp_path_factory.mktemp("attfind") / "reference"
+    make_reference(ref, seed=0, resolution=32, num_dlatents=32, channel_max=16)
+    weights = ref.parent / "weights"
+    convert_release(ref, weights)
+    return ref, weights

@@ -47,7 +47,8 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
     from safetensors.torch import load_file, save_file
 
     ref, out = tmp_path / "reference", tmp_path / "weights"
-    assert run("make-reference", "--out", ref, "--resolution", 32, "--num-dlatents", 8).exit_code == 0
+    assert run("make-reference", "--out", ref, "--resolution", 32, "--num-dlatents", 8,
+               "--no-attfind").exit_code == 0
     assert {p.name for p in ref.iterdir()} == {f"{m}.savedmodel.zip" for m in ("generator", "encoder",
                                               "discriminator", "mobilenet")} | {"dlatents.pkl", "reference.json"}
     from porting.dlatents import load_dlatents

@@ -1,0 +1,90 @@
+"""AttFind's heavy step in PyTorch, built for speed, computing what the notebook computes.
+
+For one image, every coordinate shift of StyleSpace is an edit of one conv style layer. The
+synthesis up to that layer cannot change, so it runs once per image and layer
+(``Generator.synthesis_state``); the edits of a layer then run in batches from that point
+(``Generator.synthesis(start=layer, state=...)``), each row of the batch a copy of the image's
+styles with one coordinate moved. No weight is touched. The classifier sees the clamped
+images, as in the notebook, and the effect is the change of its logits.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class FastEffects:
+    def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
+                 optimize: bool = True):
+        """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
+        NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
+        classifier's inference form (``models_pt.inference``: BatchNorm folded, channels-last),
+        1.7x faster here and within its own 2e-5 logit bar of the readable module."""
+        from models_pt.inference import optimize_for_inference
+
+        self.generator = generator.eval().to(device)
+        classifier = classifier.eval().to(device)
+        self.classifier = optimize_for_inference(classifier) if optimize else classifier
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.sizes = list(generator.style_sizes)
+        self.num_styles = sum(self.sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+
+    @torch.no_grad()
+    def styles(self, dlatents: np.ndarray, batch: int = 64) -> np.ndarray:
+        """dlatents ``[N, D]`` -> StyleSpace ``[N, S]`` (the conv styles, concatenated)."""
+        out = []
+        for i in range(0, len(dlatents), batch):
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32), device=self.device)
+            out.append(torch.cat(self.generator.style_vectors(w)[0], dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    def _classify(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images.clamp(-1, 1))
+
+    @torch.no_grad()
+    def logits(self, dlatents: np.ndarray) -> np.ndarray:
+        w = torch.as_tensor(np.asarray(dlatents, np.float32).reshape(len(dlatents), -1), device=self.device)
+        return self._classify(self.generator(w)).cpu().numpy()
+
+    @torch.no_grad()
+    def image(self, dlatent, style_min, style_max, shift_size: float = 1.0,
+              on_batch: Callable[[int], None] | None = None,
+              coordinates=None) -> tuple[np.ndarray, np.ndarray]:
+        """One image's ``(base logits [C], effects [2, S, C])``; ``on_batch(k)`` after k coordinates.
+        ``coordinates``: only these (the others stay 0); default all."""
+        g = self.generator
+        w = torch.as_tensor(np.asarray(dlatent, np.float32).reshape(1, -1), device=self.device)
+        conv, rgb = g.style_vectors(w)
+        base = self._classify(g.synthesis(conv, rgb))[0]
+        style = torch.cat(conv, dim=1)[0]
+        targets = torch.stack([torch.as_tensor(np.asarray(style_min), dtype=style.dtype),
+                               torch.as_tensor(np.asarray(style_max), dtype=style.dtype)]).to(self.device)
+        deltas = shift_size * (targets - style)                    # [2, S]
+        effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device)
+        wanted = None if coordinates is None else {int(j) for j in coordinates}
+        for layer, size in enumerate(self.sizes):
+            lo = int(self.offsets[layer])
+            channels = [c for c in range(size) if wanted is None or lo + c in wanted]
+            if not channels:
+                continue
+            state = g.synthesis_state(conv, rgb, layer)
+            # rows: (d, channel) for d in 0, 1 and every wanted channel of this layer
+            rows = [(d, c) for d in (0, 1) for c in channels]
+            for i in range(0, len(rows), self.batch_size):
+                chunk = rows[i:i + self.batch_size]
+                d_idx = torch.tensor([d for d, _ in chunk], device=self.device)
+                c_idx = torch.tensor([c for _, c in chunk], device=self.device)
+                edited = conv[layer].expand(len(chunk), -1).clone()
+                edited[torch.arange(len(chunk)), c_idx] += deltas[d_idx, lo + c_idx]
+                styles = [s.expand(len(chunk), -1) for s in conv]
+                styles[layer] = edited
+                rgbs = [s.expand(len(chunk), -1) for s in rgb]
+                logits = self._classify(g.synthesis(styles, rgbs, start=layer, state=state))
+                effects[d_idx, lo + c_idx] = logits - base
+                if on_batch is not None:
+                    on_batch(len(chunk) / 2)
+        return base.cpu().numpy(), effects.cpu().numpy()

@@ -1,0 +1,101 @@
+"""AttFind's heavy step in TensorFlow, the way the authors' notebook does it.
+
+One image and one coordinate shift at a time: to move StyleSpace coordinate ``j`` (channel ``c``
+of conv style layer ``l``) by ``delta``, add ``delta`` to ``c`` of that layer's style bias
+(``generator.style_vector_calculator.style_dense_blocks[l].dense_bias.weights[0]``), run the
+style calculator and the synthesis, clamp, classify, and put the bias back. The models are
+whatever objects have the notebook's API: the released SavedModels loaded with
+``tf_keras.models.load_model`` or ``models_tf``'s reference models.
+
+``compiled=True`` runs the same per-shift computation (same bias mutation, same one image)
+under one ``tf.function`` instead of eagerly: the numbers are the same (the test suite checks
+it), it is several times faster, and ``make-reference`` uses it to write ``examples_1.tfrecord``.
+The benchmark times the eager loop, as the notebook runs.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def _tf():
+    import tensorflow as tf
+    return tf
+
+
+def style_biases(generator) -> list:
+    """The conv style layers' bias variables, each ``[1, C_l]``, in StyleSpace order."""
+    return [b.dense_bias.weights[0] for b in generator.style_vector_calculator.style_dense_blocks]
+
+
+def layer_sizes(generator) -> list[int]:
+    return [int(v.shape[-1]) for v in style_biases(generator)]
+
+
+def split_coordinate(sizes: list[int], j: int) -> tuple[int, int]:
+    """StyleSpace coordinate -> (conv style layer, channel)."""
+    for layer, size in enumerate(sizes):
+        if j < size:
+            return layer, j
+        j -= size
+    raise IndexError(f"StyleSpace coordinate out of range (size {sum(sizes)})")
+
+
+def conv_styles(generator, dlatents: np.ndarray, batch: int = 16) -> np.ndarray:
+    """dlatents ``[N, D]`` -> StyleSpace ``[N, S]`` (the conv styles, concatenated)."""
+    out = []
+    for i in range(0, len(dlatents), batch):
+        conv, _ = generator.style_vector_calculator(np.asarray(dlatents[i:i + batch], np.float32), training=False)
+        out.append(np.concatenate([np.asarray(s) for s in conv], axis=1))
+    return np.concatenate(out)
+
+
+def classify_generated(generator, classifier, dlatent) -> np.ndarray:
+    """The notebook's helper: logits of the classifier on the clamped image of ``dlatent [1, D]``."""
+    tf = _tf()
+    images = generator.g_synthesis(generator.style_vector_calculator(dlatent, training=False), training=False)
+    images = tf.clip_by_value(images, -1.0, 1.0)
+    return classifier(tf.transpose(images, [0, 2, 3, 1]), training=False)  # the classifier is NHWC
+
+
+class NotebookEffects:
+    """Effects of every coordinate shift on one image at a time, through the style biases."""
+
+    def __init__(self, generator, classifier, compiled: bool = False):
+        self.generator, self.classifier = generator, classifier
+        self.biases = style_biases(generator)
+        self.sizes = [int(v.shape[-1]) for v in self.biases]
+        self.num_styles = sum(self.sizes)
+        fn = lambda w: classify_generated(generator, classifier, w)  # noqa: E731
+        self._logits = _tf().function(fn) if compiled else fn
+
+    def logits(self, dlatent) -> np.ndarray:
+        return np.asarray(self._logits(np.asarray(dlatent, np.float32).reshape(1, -1)))[0]
+
+    def image(self, dlatent, style, style_min, style_max, shift_size: float = 1.0,
+              coordinates: Iterable[int] | None = None,
+              on_coordinate: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One image: ``(base logits [C], effects [2, S, C])``. ``style [S]``: its StyleSpace
+        vector; coordinate ``j`` moves by ``shift_size * (style_min[j] - style[j])`` (d = 0) or to
+        ``style_max[j]`` (d = 1). Coordinates not in ``coordinates`` (default: all) stay 0."""
+        w = np.asarray(dlatent, np.float32).reshape(1, -1)
+        base = self.logits(w)
+        effects = np.zeros((2, self.num_styles, base.shape[0]), np.float32)
+        targets = (np.asarray(style_min), np.asarray(style_max))
+        for j in (range(self.num_styles) if coordinates is None else coordinates):
+            layer, c = split_coordinate(self.sizes, int(j))
+            var = self.biases[layer]
+            original = var.numpy()
+            try:
+                for d in (0, 1):
+                    shift = np.zeros_like(original)
+                    shift[0, c] = shift_size * (targets[d][j] - style[j])
+                    var.assign_add(shift)
+                    effects[d, j] = self.logits(w) - base
+                    var.assign(original)
+            finally:
+                var.assign(original)
+            if on_coordinate is not None:
+                on_coordinate()
+        return base, effects

@@ -1,0 +1,269 @@
+"""AttFind on converted PyTorch weights, as a tool: effects (cached per image, so an interrupted
+run resumes), the ranking, the optional image-specific ranking and sufficiency measure, and the
+pictures. ``cli.py attfind`` is a thin wrapper around ``run``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from attfind import selection as sel
+from porting.atomic import atomic_path, write_json
+from porting.errors import PortError
+
+CACHE_FORMAT = "attfind-effects/1"
+
+
+class AttFindInputError(PortError):
+    """Weights or inputs AttFind cannot use."""
+
+
+@dataclass
+class Options:
+    num_indices: int = sel.NUM_INDICES
+    shift_size: float = 1.0
+    batch_size: int = 128
+    top: int = 4                   # attributes drawn as grids and GIFs
+    examples: int = 4              # images per drawn attribute
+    independent: bool = False
+    sufficiency: bool = False
+    sufficiency_k: int = sel.SUFFICIENCY_K
+    max_images: int | None = None
+    pictures: bool = True
+    compare: Path | None = None    # an examples_1.tfrecord; default: the one beside the dlatents
+
+
+@dataclass
+class Outcome:
+    result: sel.AttFindResult
+    document: dict
+    files: list[Path] = field(default_factory=list)
+
+
+def load_models(weights: Path):
+    """The generator and classifier of a converted release folder (``cli.py convert``)."""
+    import models_pt
+
+    weights = Path(weights)
+    if not weights.is_dir():
+        raise AttFindInputError(f"{weights}: expected a converted release folder (with manifest.json), "
+                                "as `cli.py convert --tf-ckpt <release folder>` writes")
+    manifest = weights / "manifest.json"
+    if not manifest.exists():
+        raise AttFindInputError(f"{weights}: no manifest.json; convert the whole release folder")
+    entries = json.loads(manifest.read_text())["models"]
+    missing = [stem for stem in ("generator", "mobilenet") if stem not in entries]
+    if missing:
+        raise AttFindInputError(f"{manifest}: AttFind needs the generator and the classifier (mobilenet); "
+                                f"missing: {', '.join(missing)}")
+    gen = models_pt.load(weights / entries["generator"]["weights"])
+    clf = models_pt.load(weights / entries["mobilenet"]["weights"])
+    return gen, clf, entries
+
+
+def cache_key(entries: dict, dlatents: np.ndarray, style_min, style_max, shift_size: float) -> str:
+    """What the cached effects depend on: the weights (their hashes in the manifest), the
+    dlatents, the style ranges and the shift size."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: e.get("sha256", e.get("weights")) for k, e in sorted(entries.items())},
+                        sort_keys=True).encode())
+    for a in (dlatents, style_min, style_max):
+        h.update(np.ascontiguousarray(a, np.float32).tobytes())
+    h.update(repr(float(shift_size)).encode())
+    return h.hexdigest()[:16]
+
+
+def _cached(path: Path, key: str):
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return None
+            return z["base"], z["effects"]
+    except Exception:  # a half-written or foreign file: recompute it
+        return None
+
+
+def compute_effects(backend, dlatents, style_min, style_max, cache_dir: Path | None, key: str,
+                    shift_size: float = 1.0, bar: Callable | None = None, log=print):
+    """Effects for every image, from the cache where it has them; returns (base [N, C],
+    effects [N, 2, S, C], number computed now)."""
+    n, s = len(dlatents), backend.num_styles
+    base = np.zeros((n, 2), np.float32)
+    effects = np.zeros((n, 2, s, 2), np.float32)
+    todo = []
+    for i in range(n):
+        hit = _cached(cache_dir / f"image_{i:05d}.npz", key) if cache_dir else None
+        if hit is None:
+            todo.append(i)
+        else:
+            base[i], effects[i] = hit
+    if len(todo) < n:
+        log(f"effects: {n - len(todo)} of {n} images from the cache in {cache_dir}")
+    if cache_dir:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    ctx = bar(len(todo) * s, "effects (coordinates)") if bar and todo else None
+    try:
+        for i in todo:
+            base[i], effects[i] = backend.image(dlatents[i], style_min, style_max, shift_size,
+                                                on_batch=(lambda k: ctx.update(k)) if ctx else None)
+            if cache_dir:
+                with atomic_path(cache_dir / f"image_{i:05d}.npz") as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, key=np.array(key), base=base[i], effects=effects[i])
+    finally:
+        if ctx is not None:
+            ctx.close()
+    return base, effects, len(todo)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def edited_outputs(backend, dlatents, deltas: np.ndarray, batch: int = 32):
+    """Images and logits after adding ``deltas [N, S]`` to each image's conv styles."""
+    import torch
+
+    g = backend.generator
+    images, logits = [], []
+    with torch.no_grad():
+        for i in range(0, len(dlatents), batch):
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32))
+            conv, rgb = g.style_vectors(w)
+            d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype)
+            conv = list(torch.split(torch.cat(conv, dim=1) + d, backend.sizes, dim=1))
+            img = g.synthesis(conv, rgb).clamp(-1, 1)
+            images.append(img.numpy())
+            logits.append(backend.classifier(img).numpy())
+    return np.concatenate(images), np.concatenate(logits)
+
+
+def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Options(),
+        bar: Callable | None = None, log: Callable[[str], None] = print) -> Outcome:
+    from attfind.effects_pt import FastEffects
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    gen, clf, entries = load_models(weights)
+    items = load_dlatents(dlatents_path)
+    names = [n for n, _ in items]
+    dlatents = dlatent_matrix(items)
+    if options.max_images:
+        dlatents, names = dlatents[:options.max_images], names[:options.max_images]
+    w_dim = gen.config["w_dim"]
+    if dlatents.shape[1] != w_dim:
+        raise AttFindInputError(f"{dlatents_path}: dlatents have {dlatents.shape[1]} values, the generator "
+                                f"in {weights} takes {w_dim}")
+    backend = FastEffects(gen, clf, batch_size=options.batch_size)
+    styles = backend.styles(dlatents)
+    lo, hi = sel.style_ranges(styles)
+    key = cache_key(entries, dlatents, lo, hi, options.shift_size)
+    log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "
+        f"({2 * len(dlatents) * backend.num_styles} generator + classifier evaluations)")
+    t0 = time.perf_counter()
+    base, effects, computed = compute_effects(backend, dlatents, lo, hi, out_dir / "effects_cache", key,
+                                              options.shift_size, bar, log)
+    seconds = time.perf_counter() - t0
+    result = sel.attfind(effects, base, num_indices=options.num_indices)
+
+    doc = result.to_dict()
+    for a in doc["attributes"]:
+        layer, channel = gen.split_coordinate(a["coordinate"])
+        a["layer"], a["channel"] = int(layer), int(channel)
+        a["style_layer"] = list(gen.conv_styles.keys())[layer]
+    doc.update({
+        "weights": str(weights), "dlatents": str(dlatents_path), "image_names": names,
+        "shift_size": options.shift_size, "base_logits": base.tolist(),
+        "style_min": lo.tolist(), "style_max": hi.tolist(),
+        "effects": {"computed_images": computed, "cached_images": len(dlatents) - computed,
+                    "seconds": round(seconds, 2),
+                    "evaluations_per_second": (round(2 * computed * backend.num_styles / seconds, 1)
+                                               if computed else None)},
+        "near_ties": [[x.coordinate for x in pair] for pair in result.near_ties(1e-4)],
+    })
+
+    examples = options.compare or Path(dlatents_path).parent / "examples_1.tfrecord"
+    if examples.exists():
+        doc["tfrecord"] = compare_with_tfrecord(examples, dlatents, base, effects, result)
+        t = doc["tfrecord"]
+        if t["compared_images"]:
+            log(f"against {examples}: {t['compared_images']} images, max |effect difference| "
+                f"{t['max_abs_effect_diff']:.2e}, base logits {t['max_abs_base_diff']:.2e}"
+                + (f"; ranking identical: {t['same_ranking']}" if t["same_ranking"] is not None else ""))
+        else:
+            log(f"{examples}: {t['note']}")
+
+    if options.independent:
+        doc["independent"] = [
+            {"image": names[n], "label": int(result.labels[n]), "target_class": 1 - int(result.labels[n]),
+             "attributes": [{"direction": d, "coordinate": j, "effect": e}
+                            for d, j, e in sel.independent_ranking(effects[n], 1 - int(result.labels[n]),
+                                                                   options.sufficiency_k)]}
+            for n in range(len(dlatents))]
+    if options.sufficiency:
+        doc["sufficiency"] = {}
+        plans = {"attfind": sel.sufficiency_plan(result.labels, result.ranking, options.sufficiency_k)}
+        if options.independent:
+            plans["independent"] = sel.independent_sufficiency_plan(effects, result.labels, options.sufficiency_k)
+        for name, plan in plans.items():
+            _, after = edited_outputs(backend, dlatents, plan.deltas(styles, lo, hi, options.shift_size))
+            frac = sel.sufficiency_fraction(base, after)
+            doc["sufficiency"][name] = {"k": options.sufficiency_k, "fraction_flipped": frac,
+                                        "flipped": sel.flipped(base, after).astype(int).tolist()}
+            log(f"sufficiency ({name}, top {options.sufficiency_k}): {frac:.3f} of images change class")
+
+    files = []
+    if options.pictures and result.attributes:
+        from attfind import pictures
+        files = pictures.draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir,
+                              top=options.top, examples=options.examples, shift_size=options.shift_size)
+        doc["pictures"] = [str(p.relative_to(out_dir)) for p in files]
+    doc["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    write_json(out_dir / "attfind.json", doc)
+    return Outcome(result, doc, files + [out_dir / "attfind.json"])
+
+
+def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
+    """Released (or make-reference's) effects against ours, image by image, matched by dlatent."""
+    from attfind.tfrecord import read_examples
+
+    tb, td, te = read_examples(path)
+    index = {np.asarray(w, np.float32).tobytes(): i for i, w in enumerate(dlatents)}
+    pairs = [(k, index[np.asarray(w, np.float32).tobytes()]) for k, w in enumerate(td)
+             if np.asarray(w, np.float32).tobytes() in index]
+    out = {"file": str(path), "tfrecord_images": int(len(td)), "compared_images": len(pairs),
+           "max_abs_effect_diff": None, "max_abs_base_diff": None, "same_ranking": None}
+    if not pairs or te.shape[2] != effects.shape[2]:
+        out["note"] = ("no image in common with these dlatents" if not pairs else
+                       f"{te.shape[2]} coordinates there, {effects.shape[2]} here; not compared")
+        out["compared_images"] = 0
+        return out
+    k, i = map(list, zip(*pairs))
+    out["max_abs_effect_diff"] = float(np.abs(te[k] - effects[i]).max())
+    out["max_abs_base_diff"] = float(np.abs(tb[k] - base[i]).max())
+    if len(pairs) == len(td) == len(dlatents):   # the same image set: the rankings are comparable
+        order = np.asarray(k)[np.argsort(i)]      # tfrecord rows in the dlatents' order
+        theirs = sel.attfind(te[order], tb[order], **{
+            key: result.params[key] for key in ("num_indices", "max_image_effect",
+                                                "unstable_threshold", "unstable_max_count")})
+        out["same_ranking"] = theirs.ranking == result.ranking
+        out["tfrecord_ranking"] = [list(p) for p in theirs.ranking]
+    return out
+
+
+def format_ranking(doc: dict) -> str:
+    lines = [f"{'rank':>4}  {'direction':>10}  {'coordinate':>10}  {'style layer':<12} {'channel':>7}  {'score':>8}"]
+    for i, a in enumerate(doc["attributes"], 1):
+        arrow = "up (max)" if a["direction"] == 1 else "down (min)"
+        lines.append(f"{i:>4}  {arrow:>10}  {a['coordinate']:>10}  {a['style_layer']:<12} {a['channel']:>7}  "
+                     f"{a['score']:>8.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""AttFind end to end: the reference release's examples_1.tfrecord (TF, notebook-style, one image
+and one coordinate shift at a time through the style biases) against the PyTorch backend (batched
+edits on the converted weights). Same effects, same ranking, the planted attribute first."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from attfind import selection as sel
+from attfind.tfrecord import read_examples
+
+EFFECT_TOL = 1e-4
+
+
+@pytest.fixture(scope="session")
+def pt_run(attfind_release):
+    """The PyTorch backend on the release's dlatents, with TF's and PyTorch's style ranges."""
+    import models_pt
+    from attfind.effects_pt import FastEffects
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    ref, weights = attfind_release
+    models = models_pt.load(weights)
+    backend = FastEffects(models["generator"], models["mobilenet"], batch_size=96)
+    dlatents = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
+    styles = backend.styles(dlatents)
+    lo, hi = sel.style_ranges(styles)
+    out = [backend.image(w, lo, hi) for w in dlatents]
+    return {"backend": backend, "dlatents": dlatents, "styles": styles, "lo": lo, "hi": hi,
+            "base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out])}
+
+
+@pytest.fixture(scope="session")
+def tf_record(attfind_release):
+    ref, _ = attfind_release
+    base, dlatents, effects = read_examples(ref / "examples_1.tfrecord")
+    return {"base": base, "dlatents": dlatents, "effects": effects,
+            "reference": json.loads((ref / "reference.json").read_text())}
+
+
+def test_inputs_are_not_degenerate(pt_run, tf_record):
+    base, effects = tf_record["base"], tf_record["effects"]
+    assert len(base) >= 32 and effects.shape[2] == pt_run["backend"].num_styles
+    labels = np.argmax(base, axis=1)
+    assert 0.2 < labels.mean() < 0.8, f"both classes must occur: {np.bincount(labels, minlength=2)}"
+    assert np.ptp(base[:, 0] - base[:, 1]) > 1.0                    # logits spread
+    assert (np.abs(effects) > 1e-3).mean() > 0.2                     # most shifts do something
+    assert (pt_run["hi"] - pt_run["lo"] > 1e-3).all()                # every coordinate has a range
+    np.testing.assert_array_equal(pt_run["dlatents"], tf_record["dlatents"])
+
+
+def test_style_ranges_match(attfind_release, pt_run):
+    import tf_keras as keras
+
+    from attfind.effects_tf import conv_styles
+    from porting.readers import open_checkpoint
+
+    ref, _ = attfind_release
+    with open_checkpoint(ref / "generator.savedmodel.zip") as ck:
+        g = keras.models.load_model(str(ck.root), compile=False)
+    tf_styles = conv_styles(g, pt_run["dlatents"])
+    np.testing.assert_allclose(pt_run["styles"], tf_styles, rtol=0, atol=1e-5)
+    # the same image holds each minimum and maximum, and the values agree
+    np.testing.assert_array_equal(np.argmin(tf_styles, 0), np.argmin(pt_run["styles"], 0))
+    np.testing.assert_array_equal(np.argmax(tf_styles, 0), np.argmax(pt_run["styles"], 0))
+    lo, hi = sel.style_ranges(tf_styles)
+    np.testing.assert_allclose(pt_run["lo"], lo, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(pt_run["hi"], hi, rtol=0, atol=1e-5)
+
+
+def test_effects_match_the_tfrecord(pt_run, tf_record):
+    np.testing.assert_allclose(pt_run["base"], tf_record["base"], rtol=0, atol=EFFECT_TOL)
+    diff = np.abs(pt_run["effects"] - tf_record["effects"])
+    assert diff.max() <= EFFECT_TOL, (f"max |PyTorch - TF| effect {diff.max():.2e} at "
+                                      f"{np.unravel_index(diff.argmax(), diff.shape)} (bar {EFFECT_TOL})")
+
+
+def test_the_same_ranking_and_the_planted_attribute_first(pt_run, tf_record):
+    tf_res = sel.attfind(tf_record["effects"], tf_record["base"])
+    pt_res = sel.attfind(pt_run["effects"], pt_run["base"])
+    planted = tf_record["reference"]["planted"]
+    assert tf_res.ranking[0] == (planted["direction"], planted["coordinate"])
+    assert pt_res.ranking[0] == (planted["direction"], planted["coordinate"])
+    ties = tf_res.near_ties(2 * EFFECT_TOL)
+    if ties:  # an order decided by less than the effect tolerance is noise: report, compare as sets
+        print(f"near ties (scores within {2 * EFFECT_TOL}): {ties}")
+        assert set(tf_res.ranking) == set(pt_res.ranking)
+    else:
+        assert tf_res.ranking == pt_res.ranking
+    np.testing.assert_allclose([a.score for a in pt_res.attributes], [a.score for a in tf_res.attributes],
+                               rtol=0, atol=2 * EFFECT_TOL)
+    assert tf_res.picks == pt_res.picks
+    # the planted attribute stands out: far ahead of the runner-up
+    assert tf_res.attributes[0].score > 2 * tf_res.attributes[1].score
+
+
+def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfind_release, tf_record):
+    """make-reference runs the TF backend under tf.function; the notebook runs it eagerly."""
+    import tf_keras as keras
+
+    from attfind.effects_tf import NotebookEffects, conv_styles
+    from porting.readers import open_checkpoint
+
+    ref, _ = attfind_release
+    models = {}
+    for stem in ("generator", "mobilenet"):
+        with open_checkpoint(ref / f"{stem}.savedmodel.zip") as ck:
+            models[stem] = keras.models.load_model(str(ck.root), compile=False)
+    dl = tf_record["dlatents"]
+    styles = conv_styles(models["generator"], dl)
+    lo, hi = sel.style_ranges(styles)
+    eager = NotebookEffects(models["generator"], models["mobilenet"], compiled=False)
+    planted = tf_record["reference"]["planted"]["coordinate"]
+    coords = [0, planted, eager.num_styles - 1]
+    before = [v.numpy().copy() for v in eager.biases]
+    base, effects = eager.image(dl[0], styles[0], lo, hi, coordinates=coords)
+    np.testing.assert_allclose(base, tf_record["base"][0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(effects[:, coords], tf_record["effects"][0][:, coords], rtol=0, atol=1e-5)
+    for v, b in zip(eager.biases, before):   # every bias put back exactly
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+@pytest.mark.parametrize("wrong", ["softmax instead of logits", "directions swapped"])
+def test_negative_controls_break_parity(pt_run, tf_record, wrong):
+    """The notebook's helper calls its logits base_prob: a port that applies softmax must fail
+    the effect bar; so must one that reads direction 0 as 'up' (min and max swapped)."""
+    import torch
+
+    backend = pt_run["backend"]
+    lo, hi = pt_run["lo"], pt_run["hi"]
+    original = backend._classify
+    if wrong == "softmax instead of logits":
+        backend._classify = lambda images: torch.softmax(original(images), dim=1)
+    else:
+        lo, hi = hi, lo
+    try:
+        got = [backend.image(x, lo, hi) for x in pt_run["dlatents"][:2]]
+    finally:
+        backend._classify = original
+    worst = max(np.abs(e - tf_record["effects"][i]).max() for i, (_, e) in enumerate(got))
+    assert worst > 100 * EFFECT_TOL, f"{wrong}: max difference {worst:.2e} does not break the bar"
+
+
+def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp_path):
+    ref, weights = attfind_release
+    out = tmp_path / "run"
+    args = ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"), "--out", str(out),
+            "--top", "2", "--examples", "2", "--independent", "--sufficiency"]
+    first = CliRunner().invoke(cli.main, args)
+    assert first.exit_code == 0, first.output
+    doc = json.loads((out / "attfind.json").read_text())
+    planted = tf_record["reference"]["planted"]
+    top = doc["attributes"][0]
+    assert (top["direction"], top["coordinate"]) == (planted["direction"], planted["coordinate"])
+    assert {"direction", "coordinate", "score"} <= set(top)
+    assert doc["effects"]["computed_images"] == len(tf_record["base"])
+    assert 0.0 <= doc["sufficiency"]["attfind"]["fraction_flipped"] <= 1.0
+    assert len(doc["independent"]) == len(tf_record["base"])
+    names = {p.name for p in out.iterdir()}
+    assert "top_attributes.png" in names and any(n.endswith(".gif") for n in names)
+
+    # interrupted run: drop some cached images; the rerun recomputes exactly those
+    cached = sorted((out / "effects_cache").glob("image_*.npz"))
+    for p in cached[:3]:
+        p.unlink()
+    again = CliRunner().invoke(cli.main, args + ["--no-pictures"])
+    assert again.exit_code == 0, again.output
+    doc2 = json.loads((out / "attfind.json").read_text())
+    assert doc2["effects"]["computed_images"] == 3
+    assert doc2["attributes"] == doc["attributes"]
+
+
+def test_cli_attfind_bad_input(attfind_release, tmp_path):
+    ref, weights = attfind_release
+    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(ref / "dlatents.pkl"),
+                                      "--dlatents", str(ref / "dlatents.pkl")])
+    assert r.exit_code == 2 and "expected a converted release folder" in r.stderr
+    bad = tmp_path / "dlatents.pkl"
+    bad.write_bytes(b"not a pickle")
+    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(bad)])
+    assert r.exit_code == 2 and "dlatents.pkl: not a readable dlatents pickle" in r.stderr
