@@ -216,12 +216,13 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
 @click.option("--batch-size", default=128, show_default=True, help="Edited images per forward pass.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N dlatents.")
 @click.option("--no-pictures", is_flag=True, help="Skip the PNG grids and GIFs.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda (TF32 is turned off).")
 @click.option("--compare", type=click.Path(dir_okay=False), default=None,
               help="An examples_1.tfrecord to compare the effects and ranking with [default: the one "
                    "beside --dlatents, if there is one].")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
-            sufficiency_k, shift_size, batch_size, max_images, no_pictures, compare):
+            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
     from attfind.run import Options, format_ranking, run
 
@@ -229,7 +230,7 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
     opts = Options(num_indices=num_indices, shift_size=shift_size, batch_size=batch_size, top=top,
                    examples=examples, independent=independent, sufficiency=sufficiency,
                    sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
-                   compare=Path(existing(compare)) if compare else None)
+                   compare=Path(existing(compare)) if compare else None, device=device)
     outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                   log=lambda msg: click.echo(msg, err=True))
     click.echo(format_ranking(outcome.document))

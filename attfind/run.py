@@ -35,6 +35,7 @@ class Options:
     sufficiency_k: int = sel.SUFFICIENCY_K
     max_images: int | None = None
     pictures: bool = True
+    device: str = "cpu"
     compare: Path | None = None    # an examples_1.tfrecord; default: the one beside the dlatents
 
 
@@ -136,13 +137,13 @@ def edited_outputs(backend, dlatents, deltas: np.ndarray, batch: int = 32):
     images, logits = [], []
     with torch.no_grad():
         for i in range(0, len(dlatents), batch):
-            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32))
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32), device=backend.device)
             conv, rgb = g.style_vectors(w)
-            d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype)
+            d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype, device=backend.device)
             conv = list(torch.split(torch.cat(conv, dim=1) + d, backend.sizes, dim=1))
             img = g.synthesis(conv, rgb).clamp(-1, 1)
-            images.append(img.numpy())
-            logits.append(backend.classifier(img).numpy())
+            images.append(img.cpu().numpy())
+            logits.append(backend.classifier(img).cpu().numpy())
     return np.concatenate(images), np.concatenate(logits)
 
 
@@ -163,7 +164,7 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     if dlatents.shape[1] != w_dim:
         raise AttFindInputError(f"{dlatents_path}: dlatents have {dlatents.shape[1]} values, the generator "
                                 f"in {weights} takes {w_dim}")
-    backend = FastEffects(gen, clf, batch_size=options.batch_size)
+    backend = FastEffects(gen, clf, batch_size=options.batch_size, device=options.device)
     styles = backend.styles(dlatents)
     lo, hi = sel.style_ranges(styles)
     key = cache_key(entries, dlatents, lo, hi, options.shift_size)

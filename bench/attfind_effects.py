@@ -1,9 +1,9 @@
 """AttFind's heavy step: StyleSpace coordinate evaluations per second, PyTorch backend against
 the notebook-style TensorFlow loop, same models, same machine, one run.
 
-    .venv/bin/python bench/attfind.py                       # 64 px reference (built if not given)
-    .venv/bin/python bench/attfind.py --reference reference --weights weights/reference
-    .venv/bin/python bench/attfind.py --resolution 256 --channel-max 512   # the release's size
+    .venv/bin/python bench/attfind_effects.py                       # 64 px reference (built if not given)
+    .venv/bin/python bench/attfind_effects.py --reference reference --weights weights/reference
+    .venv/bin/python bench/attfind_effects.py --resolution 256 --channel-max 512   # the release's size
 
 One evaluation = one coordinate moved in one direction, the image regenerated, clamped and
 classified. TF: ``attfind.effects_tf.NotebookEffects`` on the SavedModels loaded as the notebook
