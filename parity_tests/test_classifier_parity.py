@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import models_pt
-from models_tf.classifier import sample_images
+from porting.samples import sample_images
 from porting import mapping
 from porting.kinds import classifier as kind
 from porting.readers import open_checkpoint

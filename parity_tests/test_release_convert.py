@@ -69,7 +69,7 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
     import numpy as np
     from PIL import Image
 
-    from models_tf.classifier import sample_images
+    from porting.samples import sample_images
 
     face = tmp_path / "face.png"
     Image.fromarray(((sample_images(1, 48, seed=9)[0] + 1) * 127.5).astype(np.uint8)).save(face)

@@ -131,7 +131,7 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 4
 
     import models_pt
     from models_pt.pipeline import encode as pt_encode
-    from models_tf.classifier import sample_images
+    from porting.samples import sample_images
     from models_tf.release import encode as tf_encode
     from porting.readers import open_checkpoint
     from porting.verify import Report, compare

@@ -28,7 +28,7 @@ def trace_points(config: dict) -> list[tuple[str, str]]:
 
 
 def make_inputs(config: dict, n: int, size: int, seed: int) -> np.ndarray:
-    from models_tf.classifier import sample_images
+    from porting.samples import sample_images
 
     return sample_images(n, size, seed=seed + 1000)  # NHWC, [-1, 1]
 

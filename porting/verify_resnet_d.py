@@ -12,7 +12,7 @@ from porting.verify import Hooks
 
 
 def make_images(config: dict, n: int, size: int, seed: int) -> np.ndarray:
-    from models_tf.classifier import sample_images
+    from porting.samples import sample_images
 
     return sample_images(n, config["resolution"], seed=seed + 2000, channels_last=False)
 
