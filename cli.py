@@ -5,6 +5,7 @@
     python cli.py convert --tf-ckpt reference/mobilenet.savedmodel.zip
     python cli.py verify  --tf-ckpt reference/mobilenet.savedmodel.zip --weights weights/mobilenet.safetensors
     python cli.py attfind --weights weights/reference --dlatents reference/dlatents.pkl
+    python cli.py export-onnx --weights weights/reference --out onnx/reference
 
 Bad input ends with one line on stderr and exit code 2; a failed verification with exit code 1.
 """
@@ -240,6 +241,64 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    f"({eff['evaluations_per_second']} evaluations/s), {eff['cached_images']} from the cache")
     for f in outcome.files:
         click.echo(f"wrote {f}")
+
+
+@main.command("export-onnx")
+@click.option("--weights", required=True, type=click.Path(),
+              help="A converted release folder (with manifest.json) or one .safetensors file.")
+@click.option("--model", "models", multiple=True,
+              type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+              help="Export only these (repeatable) [default: every model there].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the .onnx files.")
+@click.option("--size", type=int, default=None,
+              help="Classifier input size, fixed in the file [default: the generator's resolution in a "
+                   "release folder, else 256].")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Run each file in onnxruntime and compare with the PyTorch module (max abs diff <= 1e-4).")
+@click.option("--tf-ckpt", type=click.Path(), default=None,
+              help="The release folder the weights came from: also compare each file with the TF SavedModel.")
+@user_errors
+def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
+    """Export the ported models to ONNX (the generator as its synthesis, style vectors as inputs)."""
+    import json
+
+    import models_pt
+    from porting.onnx_export import export, format_checks, verify_onnx
+    from porting.readers import open_checkpoint
+
+    src = existing(weights)
+    if src.is_dir():
+        manifest = src / "manifest.json"
+        if not manifest.exists():
+            from models_pt import WeightsError
+            raise WeightsError(f"{src}: folder has no manifest.json (convert a release folder to get one)")
+        entries = json.loads(manifest.read_text())["models"]
+        todo = [(stem, e["kind"], src / e["weights"]) for stem, e in entries.items()]
+    else:
+        todo = [(src.stem, models_pt.read_header(src)["kind"], src)]
+    if models:
+        todo = [t for t in todo if t[1] in models]
+        if not todo:
+            raise click.BadParameter(f"{weights} holds none of {', '.join(models)}", param_hint="--model")
+    loaded = {stem: models_pt.load(path) for stem, _, path in todo}
+    gen_res = next((m.config["resolution"] for m in loaded.values() if m.kind == "generator"), None)
+    clf_size = size or gen_res or 256
+    checks = []
+    for stem, kind, _ in todo:
+        module = loaded[stem]
+        path = export(module, Path(out_dir) / f"{stem}.onnx", clf_size if kind == "classifier" else None)
+        click.echo(f"wrote {path} (onnx.checker: ok)")
+        if verify:
+            if tf_ckpt:
+                with open_checkpoint(existing(str(Path(tf_ckpt) / f"{stem}.savedmodel.zip"))) as ck:
+                    checks.append(verify_onnx(path, module, clf_size if kind == "classifier" else None,
+                                              tf_savedmodel_root=ck.root))
+            else:
+                checks.append(verify_onnx(path, module, clf_size if kind == "classifier" else None))
+    if checks:
+        click.echo(format_checks(checks))
+        if not all(c.passed for c in checks):
+            sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

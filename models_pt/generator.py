@@ -38,7 +38,7 @@ def fir_kernel(gain: float) -> torch.Tensor:
 
 def fir_filter(x: torch.Tensor, kernel: torch.Tensor, pad0: int, pad1: int) -> torch.Tensor:
     """Pad (pad0 before, pad1 after, both spatial axes), then a depthwise FIR filter."""
-    c = x.shape[1]
+    c = int(x.shape[1])  # a constant when traced for ONNX: the kernel needs a known shape
     x = F.pad(x, (pad0, pad1, pad0, pad1))
     return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, *kernel.shape), groups=c)
 

@@ -1,0 +1,92 @@
+"""ONNX export: every model of a converted release passes onnx.checker and matches PyTorch and TF
+in onnxruntime; StyleSpace edits work through the synthesis' inputs; a corrupted file fails."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import cli
+import models_pt
+from porting.onnx_export import (ONNX_TOL, SynthesisInputs, export, onnx_feed, reference_inputs, run_onnx,
+                                 verify_onnx)
+
+
+@pytest.fixture(scope="module")
+def exported(attfind_release, tmp_path_factory):
+    ref, weights = attfind_release
+    out = tmp_path_factory.mktemp("onnx")
+    result = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(weights), "--out", str(out),
+                                           "--tf-ckpt", str(ref)])
+    return result, out, weights
+
+
+def test_every_model_exports_checks_and_matches_pytorch_and_tf(exported):
+    result, out, _ = exported
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {f"{m}.onnx" for m in ("generator", "encoder", "discriminator",
+                                                                       "mobilenet")}
+    for p in out.iterdir():
+        onnx.checker.check_model(onnx.load(str(p)), full_check=True)
+    rows = [line for line in result.output.splitlines() if line.endswith(("pass", "FAIL"))]
+    assert len(rows) == 4 and all(r.endswith("pass") for r in rows), result.output
+
+
+def test_batch_axis_is_dynamic(exported):
+    _, out, weights = exported
+    clf = models_pt.load(weights)["mobilenet"]
+    for n in (1, 5):
+        x = reference_inputs(clf, n, 32, seed=4)
+        got = run_onnx(out / "mobilenet.onnx", onnx_feed(clf, x))
+        assert got.shape == (n, 2)
+
+
+def test_a_stylespace_edit_through_the_onnx_synthesis(exported):
+    import torch
+
+    _, out, weights = exported
+    g = models_pt.load(weights)["generator"]
+    w = reference_inputs(g, 1, None, seed=7)
+    feed = onnx_feed(g, w)
+    with torch.no_grad():
+        conv, rgb = g.style_vectors(torch.from_numpy(w))
+        coords, deltas = [3, g.style_sizes[0] + 5, sum(g.style_sizes) - 1], [2.0, -1.5, 1.0]
+        want = g.synthesis_edit(conv, rgb, coords, deltas).numpy()
+    names = SynthesisInputs.names(g)
+    for k, (j, d) in enumerate(zip(coords, deltas)):
+        layer, c = g.split_coordinate(j)
+        edited = dict(feed)
+        edited[names[layer]] = feed[names[layer]].copy()
+        edited[names[layer]][0, c] += d
+        got = run_onnx(out / "generator.onnx", edited)[0]
+        assert np.abs(got - want[k]).max() <= ONNX_TOL
+        assert np.abs(got - run_onnx(out / "generator.onnx", feed)[0]).max() > 100 * ONNX_TOL  # the edit shows
+
+
+@pytest.mark.parametrize("stem", ["mobilenet", "generator"])
+def test_negative_control_a_corrupted_onnx_weight_fails(exported, tmp_path, stem):
+    _, out, weights = exported
+    module = models_pt.load(weights)[stem]
+    model = onnx.load(str(out / f"{stem}.onnx"))
+    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    arr = numpy_helper.to_array(biggest).copy()
+    arr.flat[0] += 0.5 * (np.abs(arr).max() + 1)
+    biggest.CopyFrom(numpy_helper.from_array(arr, biggest.name))
+    bad = tmp_path / f"{stem}.onnx"
+    onnx.save(model, str(bad))
+    check = verify_onnx(bad, module, 32 if stem == "mobilenet" else None)
+    assert not check.passed and check.vs_pytorch > 10 * ONNX_TOL
+
+
+def test_export_refuses_bad_input(tmp_path, attfind_release):
+    _, weights = attfind_release
+    r = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "no such file or folder" in r.stderr
+    r = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "manifest.json" in r.stderr
+    g = models_pt.load(weights)["generator"]
+    with pytest.raises(Exception, match="inputs"):   # a generator's inputs fed to a classifier file
+        x = reference_inputs(g, 1, None)
+        run_onnx(export(models_pt.load(weights)["mobilenet"], tmp_path / "m.onnx", 32), onnx_feed(g, x))

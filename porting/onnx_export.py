@@ -1,0 +1,176 @@
+"""ONNX export of the ported modules, and its check in onnxruntime against PyTorch (and TF).
+
+What each file computes (batch axis dynamic, spatial size fixed at export):
+
+* classifier: ``images [N, 3, S, S]`` (NCHW, [-1, 1]) -> ``logits [N, C]``;
+* encoder: ``images [N, 3, R, R]`` -> ``latent [N, 512]``;
+* discriminator: ``images``, ``labels [N, label_size]`` -> ``score [N, 1]``;
+* generator: the *synthesis*, with the style vectors as inputs, ``style_conv0..`` (one per conv
+  style layer, StyleSpace order) and ``style_torgb0..``, -> ``images [N, 3, R, R]``; so a
+  StyleSpace edit is an edit of an input, in ONNX too. The style vectors of a dlatent come from
+  ``Generator.style_vectors`` (or the ``style_vector_calculator`` of the TF model).
+
+The classifier's TF 'same' padding depends on the input size, so an exported classifier takes
+the size it was exported at (``size``; the generator's resolution for a release).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from porting.atomic import atomic_path
+from porting.errors import PortError
+
+ONNX_TOL = 1e-4   # onnxruntime against PyTorch (and against TF), max abs diff on the outputs
+OPSET = 17
+
+
+class OnnxExportError(PortError):
+    """A model that cannot be exported or an ONNX file that does not check out."""
+
+
+class SynthesisInputs:
+    """Names of the generator synthesis' inputs."""
+
+    @staticmethod
+    def names(generator) -> list[str]:
+        return ([f"style_conv{i}" for i in range(len(generator.style_sizes))]
+                + [f"style_torgb{i}" for i in range(len(generator.torgbs))])
+
+
+def _synthesis_module(generator):
+    import torch
+
+    n_conv = len(generator.style_sizes)
+
+    class Synthesis(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = generator
+
+        def forward(self, *styles):
+            return self.generator.synthesis(list(styles[:n_conv]), list(styles[n_conv:]))
+    return Synthesis().eval()
+
+
+def hooks_for(kind: str):
+    from porting import kinds
+    return kinds.get(kind).hooks()
+
+
+def reference_inputs(module, n: int, size: int | None, seed: int = 0):
+    """Inputs in the verify hooks' (TF-side) layout: NHWC images for the classifier, NCHW images
+    (and labels) for the encoder and discriminator, dlatents for the generator."""
+    hooks = hooks_for(module.kind)
+    if size is None:
+        size = 256 if module.kind == "classifier" else hooks.default_size(module.config)
+    return hooks.make_inputs(module.config, n, size, seed)
+
+
+def onnx_feed(module, x) -> dict[str, np.ndarray]:
+    """The ONNX file's inputs for ``reference_inputs``' ``x``."""
+    import torch
+
+    if module.kind == "classifier":
+        return {"images": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)}
+    if module.kind == "encoder":
+        return {"images": x.astype(np.float32)}
+    if module.kind == "discriminator":
+        return {"images": x[0].astype(np.float32), "labels": x[1].astype(np.float32)}
+    with torch.no_grad():
+        conv, rgb = module.style_vectors(torch.from_numpy(x.astype(np.float32)))
+    return dict(zip(SynthesisInputs.names(module), [s.numpy() for s in conv + rgb]))
+
+
+def pytorch_output(module, x) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        if module.kind == "classifier":
+            return module(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+        if module.kind == "discriminator":
+            return module(torch.from_numpy(x[0]), torch.from_numpy(x[1])).numpy()
+        return module(torch.from_numpy(x.astype(np.float32))).numpy()
+
+
+def export(module, out: Path, size: int | None = None) -> Path:
+    """Write ``module`` as ONNX to ``out`` (atomically) and run ``onnx.checker`` on it."""
+    import onnx
+    import torch
+
+    out = Path(out)
+    x = reference_inputs(module, 2, size)
+    feed = onnx_feed(module, x)
+    names = list(feed)
+    args = tuple(torch.from_numpy(v) for v in feed.values())
+    net = _synthesis_module(module) if module.kind == "generator" else module.eval()
+    output = {"classifier": "logits", "encoder": "latent", "discriminator": "score", "generator": "images"}[module.kind]
+    dynamic = {n: {0: "batch"} for n in names + [output]}
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, args, str(tmp), dynamo=False, input_names=names, output_names=[output],
+                          dynamic_axes=dynamic, opset_version=OPSET)
+        try:
+            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+        except Exception as e:  # a file that does not check out is never renamed into place
+            raise OnnxExportError(f"{out}: onnx.checker rejected the exported {module.kind}: {e}") from None
+    return out
+
+
+def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise OnnxExportError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+    wanted = {i.name for i in session.get_inputs()}
+    if wanted != set(feed):
+        raise OnnxExportError(f"{path}: inputs {sorted(wanted)}, expected {sorted(feed)} (a file of another model?)")
+    return session.run(None, feed)[0]
+
+
+@dataclass
+class OnnxCheck:
+    model: str
+    file: str
+    inputs: str
+    vs_pytorch: float
+    vs_tf: float | None
+    tol: float = ONNX_TOL
+
+    @property
+    def passed(self) -> bool:
+        return self.vs_pytorch <= self.tol and (self.vs_tf is None or self.vs_tf <= self.tol)
+
+
+def verify_onnx(path: Path, module, size: int | None = None, n: int = 4, seed: int = 1,
+                tf_savedmodel_root: Path | None = None) -> OnnxCheck:
+    """Run the ONNX file in onnxruntime on non-degenerate inputs (the verify hooks' own, checked
+    as verify checks them) and compare with the PyTorch module and, given the SavedModel folder,
+    with the TF original loaded as the notebook loads it."""
+    hooks = hooks_for(module.kind)
+    x = reference_inputs(module, n, size, seed)
+    hooks.check_inputs(x)
+    got = run_onnx(path, onnx_feed(module, x))
+    ref = pytorch_output(module, x)
+    if got.shape != ref.shape:
+        raise OnnxExportError(f"{path}: output shape {list(got.shape)}, PyTorch gives {list(ref.shape)}")
+    vs_tf = None
+    if tf_savedmodel_root is not None:
+        saved = hooks.load_savedmodel(Path(tf_savedmodel_root))
+        vs_tf = float(np.abs(got - np.asarray(hooks.savedmodel_output(saved, x)).reshape(got.shape)).max())
+    shape = x[0].shape if isinstance(x, tuple) else x.shape
+    return OnnxCheck(module.kind, str(path), f"{n} x {list(shape[1:])}", float(np.abs(got - ref).max()), vs_tf)
+
+
+def format_checks(checks: list[OnnxCheck]) -> str:
+    lines = [f"{'model':<14} {'file':<28} {'inputs':<22} {'vs PyTorch':>11} {'vs TF':>10}  result"]
+    for c in checks:
+        tf = f"{c.vs_tf:.2e}" if c.vs_tf is not None else "-"
+        lines.append(f"{c.model:<14} {Path(c.file).name:<28} {c.inputs:<22} {c.vs_pytorch:>11.2e} {tf:>10}  "
+                     f"{'pass' if c.passed else 'FAIL'}")
+    return "\n".join(lines) + f"\n(bar: max abs diff <= {ONNX_TOL:g})"
