@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 import models_pt
-from porting.samples import sample_images
 from porting import mapping
 from porting.kinds import classifier as kind
 from porting.readers import open_checkpoint
+from porting.samples import sample_images
 from porting.verify import verify_checkpoint
 from porting.verify_classifier import HOOKS, check_inputs, tf_rebuild
 
@@ -36,9 +36,10 @@ def tf_logits(model, x: np.ndarray) -> np.ndarray:
 
 
 def pt_logits(module: nn.Module, x: np.ndarray) -> np.ndarray:
-    p = next(module.parameters())
+    p = next(module.parameters(), None)  # a frozen module holds its weights as constants
+    dtype = torch.float32 if p is None else p.dtype
     with torch.no_grad():
-        return module(torch.from_numpy(x.transpose(0, 3, 1, 2)).to(p.dtype)).numpy()
+        return module(torch.from_numpy(x.transpose(0, 3, 1, 2)).to(dtype)).numpy()
 
 
 # ----------------------------------------------------------------- the inputs are not degenerate
@@ -178,18 +179,58 @@ def test_control_corrupted_tensor_fails_verify(classifier_zip, classifier_weight
 FOLDED_TOL32 = 2e-5  # folding reorders the float32 arithmetic: ~1e-5 from TF, 4e-6 from the readable module
 
 
-def test_optimized_for_inference_still_matches_tf(tf_any_size, classifier_weights):
-    """The deployment form (BatchNorm folded, channels-last) stays within its own documented bar."""
-    from models_pt.inference import optimize_for_inference
+@pytest.fixture(scope="module")
+def deployment_forms(classifier_weights):
+    from models_pt.inference import freeze_for_inference, optimize_for_inference
 
     module = models_pt.load(classifier_weights)
-    fast = optimize_for_inference(module)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    example = torch.zeros(2, 3, 256, 256)
+    return module, {"optimized": optimize_for_inference(module), "frozen": freeze_for_inference(module, example)}
+
+
+@pytest.mark.parametrize("form", ["optimized", "frozen"])
+def test_deployment_forms_still_match_tf(tf_any_size, deployment_forms, form):
+    """The deployment forms (BatchNorm folded, padding absorbed, channels-last; then frozen for
+    oneDNN) stay within their own documented bar, at batch 1 and 4."""
+    from models_pt.inference import SameConvInference
+
+    module, forms = deployment_forms
+    fast = forms[form]
+    if form == "optimized":
+        assert not any(isinstance(m, (nn.BatchNorm2d, nn.ZeroPad2d)) for m in fast.modules())
+        assert any(isinstance(m, SameConvInference) for m in fast.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules()), "original left untouched"
     x = sample_images(4, 256, seed=21)
     check_inputs(x)
-    diff = float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(fast, x)).max())
-    assert diff <= FOLDED_TOL32, f"optimized module: {diff:.2e}"
+    want = tf_logits(tf_any_size["float32"], x)
+    for n in (1, 4):
+        diff = float(np.abs(want[:n] - pt_logits(fast, x[:n])).max())
+        assert diff <= FOLDED_TOL32, f"{form} module, batch {n}: {diff:.2e}"
     with torch.no_grad():
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         assert float((fast(xt) - module(xt)).abs().max()) <= FOLDED_TOL32
+
+
+def test_frozen_form_refuses_another_image_size(deployment_forms):
+    _, forms = deployment_forms
+    with pytest.raises(ValueError, match=r"traced for images of shape \[N, 3, 256, 256\]"):
+        forms["frozen"](torch.zeros(1, 3, 255, 255))
+
+
+def test_absorbed_padding_any_size_and_negative_control(tf_any_size, classifier_weights, monkeypatch):
+    """Odd sizes take the symmetric branch of 'same' padding, even ones the zero-led kernel; a
+    zero row and column put after the kernel instead of in front (the window shifted by one
+    pixel) must fail the bar."""
+    import torch.nn.functional as F
+
+    import models_pt.inference as inference
+
+    module = models_pt.load(classifier_weights)
+    for size in (255, 256):
+        x = sample_images(2, size, seed=size)
+        diff = float(np.abs(pt_logits(module, x) - pt_logits(inference.optimize_for_inference(module), x)).max())
+        assert diff <= FOLDED_TOL32, f"{size} px: {diff:.2e}"
+    monkeypatch.setattr(inference, "lead_with_zeros", lambda w: F.pad(w, (0, 1, 0, 1)))
+    x = sample_images(4, 256, seed=21)
+    diff = float(np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(inference.optimize_for_inference(module), x)).max())
+    assert diff > 100 * FOLDED_TOL32, f"a shifted window went unnoticed: {diff:.2e}"
