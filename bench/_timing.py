@@ -26,3 +26,19 @@ def use_all_cores() -> int:
     torch.set_num_threads(cores)
     tf.config.threading.set_intra_op_parallelism_threads(cores)
     return cores
+
+
+def interleaved(fns: dict, batch: int, seconds: float, rounds: int) -> dict:
+    """Median images per second of each of ``fns`` (name -> one batch, or None), measured in
+    ``rounds`` rounds that take every function in turn, so that a shared machine's slow spell
+    falls on all of them rather than on one."""
+    import statistics
+
+    live = {k: f for k, f in fns.items() if f is not None}
+    for f in live.values():
+        f(), f()
+    got = {k: [] for k in live}
+    for _ in range(rounds):
+        for k, f in live.items():
+            got[k].append(images_per_second(f, batch, seconds, warmup=0))
+    return {k: (statistics.median(got[k]) if k in got else None) for k in fns}
