@@ -64,7 +64,7 @@ def bench_model(kind: str, release: Path, weights: Path, onnx_dir: Path, batches
         tf_fn = tf.function(lambda x, y: tf_model((x, y), training=False))
     else:
         tf_fn = tf.function(lambda x: tf_model(x, training=False))
-    fast = optimize_for_inference(pt) if kind == "classifier" else None
+    fast = optimize_for_inference(pt) if kind in ("classifier", "generator") else None
     frozen = None
 
     rows = []

@@ -265,6 +265,12 @@ def test_parity_256px_release_configuration():
     check_images(ref)
     got = pt_images(module, w)
     assert np.abs(ref - got).max() <= TOL32
+    from models_pt.inference import optimize_for_inference  # the channels-last inference form
+    fast = optimize_for_inference(module)
+    assert np.abs(ref - pt_images(fast, w)).max() <= TOL32
+    first = [next(iter(m.convs.values())).weight for m in (module, fast)]
+    assert not first[0].is_contiguous(memory_format=torch.channels_last), "the original is left as it was"
+    assert first[1].is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         conv, _ = module.style_vectors(torch.from_numpy(w))
     ref_conv = model.style_vector_calculator(w)[0]
