@@ -20,8 +20,8 @@ class FastEffects:
                  optimize: bool = True):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
         NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
-        classifier's inference form (``models_pt.inference``: BatchNorm folded, channels-last),
-        1.7x faster here and within its own 2e-5 logit bar of the readable module, and the
+        classifier's inference form (``models_pt.inference``: BatchNorm folded, padding
+        absorbed, channels-last), faster and within its own 2e-5 logit bar of the readable module, and the
         generator on channels-last tensors (a copy; same arithmetic, images within 3e-7)."""
         import copy
 

@@ -114,7 +114,7 @@ def _row(r) -> str:
         return f"{v / t_tf:>{width}.2f}" if v else f"{'-':>{width}}"
 
     def ips(v):
-        return f"{v:>7.1f}" if v else f"{'-':>7}"
+        return f"{v:>7.3g}" if v else f"{'-':>7}"
     return (f"{kind:<14} {size:>4} {b:>5} {ratio(t_pt)} {ratio(t_fast)} {ratio(t_frozen)} {ratio(t_ort)} "
             f"{best / t_ort:>7.2f}   {t_tf:>8.2f} {ips(t_pt)} {ips(t_fast)} {ips(t_frozen)} {ips(t_ort)}")
 
