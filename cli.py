@@ -260,41 +260,31 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
 @user_errors
 def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
     """Export the ported models to ONNX (the generator as its synthesis, style vectors as inputs)."""
-    import json
+    from contextlib import nullcontext
 
     import models_pt
     from porting.onnx_export import export, format_checks, verify_onnx
     from porting.readers import open_checkpoint
 
     src = existing(weights)
-    if src.is_dir():
-        manifest = src / "manifest.json"
-        if not manifest.exists():
-            from models_pt import WeightsError
-            raise WeightsError(f"{src}: folder has no manifest.json (convert a release folder to get one)")
-        entries = json.loads(manifest.read_text())["models"]
-        todo = [(stem, e["kind"], src / e["weights"]) for stem, e in entries.items()]
-    else:
-        todo = [(src.stem, models_pt.read_header(src)["kind"], src)]
-    if models:
-        todo = [t for t in todo if t[1] in models]
-        if not todo:
-            raise click.BadParameter(f"{weights} holds none of {', '.join(models)}", param_hint="--model")
-    loaded = {stem: models_pt.load(path) for stem, _, path in todo}
+    loaded = models_pt.load(src)                 # a folder -> {stem: module} (from its manifest)
+    if not isinstance(loaded, dict):
+        loaded = {src.stem: loaded}
     gen_res = next((m.config["resolution"] for m in loaded.values() if m.kind == "generator"), None)
     clf_size = size or gen_res or 256
+    if models:
+        loaded = {stem: m for stem, m in loaded.items() if m.kind in models}
+        if not loaded:
+            raise click.BadParameter(f"{weights} holds none of {', '.join(models)}", param_hint="--model")
     checks = []
-    for stem, kind, _ in todo:
-        module = loaded[stem]
-        path = export(module, Path(out_dir) / f"{stem}.onnx", clf_size if kind == "classifier" else None)
+    for stem, module in loaded.items():
+        model_size = clf_size if module.kind == "classifier" else None
+        path = export(module, Path(out_dir) / f"{stem}.onnx", model_size)
         click.echo(f"wrote {path} (onnx.checker: ok)")
         if verify:
-            if tf_ckpt:
-                with open_checkpoint(existing(str(Path(tf_ckpt) / f"{stem}.savedmodel.zip"))) as ck:
-                    checks.append(verify_onnx(path, module, clf_size if kind == "classifier" else None,
-                                              tf_savedmodel_root=ck.root))
-            else:
-                checks.append(verify_onnx(path, module, clf_size if kind == "classifier" else None))
+            tf_zip = existing(str(Path(tf_ckpt) / f"{stem}.savedmodel.zip")) if tf_ckpt else None
+            with open_checkpoint(tf_zip) if tf_zip else nullcontext() as ck:
+                checks.append(verify_onnx(path, module, model_size, tf_savedmodel_root=ck.root if ck else None))
     if checks:
         click.echo(format_checks(checks))
         if not all(c.passed for c in checks):

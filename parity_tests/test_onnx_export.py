@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 import cli
 import models_pt
-from porting.onnx_export import (ONNX_TOL, SynthesisInputs, export, onnx_feed, reference_inputs, run_onnx,
-                                 verify_onnx)
+from porting.onnx_export import (ONNX_TOL, OnnxExportError, export, onnx_feed, reference_inputs, run_onnx,
+                                 synthesis_input_names, verify_onnx)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_a_stylespace_edit_through_the_onnx_synthesis(exported):
         conv, rgb = g.style_vectors(torch.from_numpy(w))
         coords, deltas = [3, g.style_sizes[0] + 5, sum(g.style_sizes) - 1], [2.0, -1.5, 1.0]
         want = g.synthesis_edit(conv, rgb, coords, deltas).numpy()
-    names = SynthesisInputs.names(g)
+    names = synthesis_input_names(g)
     for k, (j, d) in enumerate(zip(coords, deltas)):
         layer, c = g.split_coordinate(j)
         edited = dict(feed)
@@ -87,6 +87,6 @@ def test_export_refuses_bad_input(tmp_path, attfind_release):
     r = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "manifest.json" in r.stderr
     g = models_pt.load(weights)["generator"]
-    with pytest.raises(Exception, match="inputs"):   # a generator's inputs fed to a classifier file
+    with pytest.raises(OnnxExportError, match="inputs"):   # a generator's inputs fed to a classifier file
         x = reference_inputs(g, 1, None)
         run_onnx(export(models_pt.load(weights)["mobilenet"], tmp_path / "m.onnx", 32), onnx_feed(g, x))

@@ -32,13 +32,10 @@ class OnnxExportError(PortError):
     """A model that cannot be exported or an ONNX file that does not check out."""
 
 
-class SynthesisInputs:
-    """Names of the generator synthesis' inputs."""
-
-    @staticmethod
-    def names(generator) -> list[str]:
-        return ([f"style_conv{i}" for i in range(len(generator.style_sizes))]
-                + [f"style_torgb{i}" for i in range(len(generator.torgbs))])
+def synthesis_input_names(generator) -> list[str]:
+    """Names of the generator synthesis' inputs: the conv styles, then the ToRGB styles."""
+    return ([f"style_conv{i}" for i in range(len(generator.style_sizes))]
+            + [f"style_torgb{i}" for i in range(len(generator.torgbs))])
 
 
 def _synthesis_module(generator):
@@ -82,18 +79,7 @@ def onnx_feed(module, x) -> dict[str, np.ndarray]:
         return {"images": x[0].astype(np.float32), "labels": x[1].astype(np.float32)}
     with torch.no_grad():
         conv, rgb = module.style_vectors(torch.from_numpy(x.astype(np.float32)))
-    return dict(zip(SynthesisInputs.names(module), [s.numpy() for s in conv + rgb]))
-
-
-def pytorch_output(module, x) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        if module.kind == "classifier":
-            return module(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
-        if module.kind == "discriminator":
-            return module(torch.from_numpy(x[0]), torch.from_numpy(x[1])).numpy()
-        return module(torch.from_numpy(x.astype(np.float32))).numpy()
+    return dict(zip(synthesis_input_names(module), [s.numpy() for s in conv + rgb]))
 
 
 def export(module, out: Path, size: int | None = None) -> Path:
@@ -156,7 +142,7 @@ def verify_onnx(path: Path, module, size: int | None = None, n: int = 4, seed: i
     x = reference_inputs(module, n, size, seed)
     hooks.check_inputs(x)
     got = run_onnx(path, onnx_feed(module, x))
-    ref = pytorch_output(module, x)
+    ref = list(hooks.pt_trace(module, x, "float32").values())[-1]   # the hooks' last entry: the output
     if got.shape != ref.shape:
         raise OnnxExportError(f"{path}: output shape {list(got.shape)}, PyTorch gives {list(ref.shape)}")
     vs_tf = None
