@@ -12,10 +12,10 @@ from porting import mapping
 from porting.kinds import classifier as kind
 from porting.readers import open_checkpoint
 from porting.samples import sample_images
-from porting.verify import verify_checkpoint
+from porting.verify import judge, verify_checkpoint
 from porting.verify_classifier import HOOKS, check_inputs, tf_rebuild
 
-TOL32, TOL64 = HOOKS.output_tol["float32"], HOOKS.output_tol["float64"]
+TOL32 = HOOKS.output_tol["float32"]   # the old fixed bar: negative controls must clear it 100x
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_per_layer_parity_float32(classifier_zip, classifier_weights):
     with open_checkpoint(classifier_zip) as ck:
         report = verify_checkpoint(ck, classifier_weights, "float32", num_images=4)
     assert len(report.layers) >= 80, "every activation must be compared, not only the output"
-    failed = [(r.name, r.max_abs_diff) for r in report.layers if not r.passed]
-    assert not failed, f"layers over tolerance: {failed[:5]}"
-    assert report.output["max_abs_diff"] <= TOL32
+    failed = [(r.name, r.port_error, r.tf_error) for r in report.layers if not r.passed]
+    assert not failed, f"layers whose error is far above TF's own: {failed[:5]}"
+    assert all(r.tf_error is not None and r.truth_peak is not None for r in report.layers)
     assert report.savedmodel is not None and report.savedmodel["passed"], \
         "the rebuilt TF model must equal the SavedModel the notebook loads"
     assert report.passed
@@ -86,20 +86,20 @@ def test_per_layer_parity_float64(classifier_zip, classifier_weights):
     with open_checkpoint(classifier_zip) as ck:
         report = verify_checkpoint(ck, classifier_weights, "float64", num_images=3)
     assert report.passed, [(r.name, r.max_abs_diff) for r in report.layers if not r.passed][:5]
-    assert report.output["max_abs_diff"] <= TOL64
+    assert report.output["max_abs_diff"] <= 1e-9 * max(1.0, report.output["ref_max_abs"])
 
 
 @pytest.mark.parametrize("size", [256, 255, 224, 97, 64, 33, 32])
 def test_end_to_end_any_input_size(size, tf_any_size, classifier_weights):
     """TF 'same' padding must be reproduced for every size, odd ones included."""
-    x = sample_images(3, size, seed=size)
+    x = sample_images(8, size, seed=size)
     check_inputs(x)
     module = models_pt.load(classifier_weights)
-    d32 = np.abs(tf_logits(tf_any_size["float32"], x) - pt_logits(module, x)).max()
-    d64 = np.abs(tf_logits(tf_any_size["float64"], x.astype(np.float64))
-                 - pt_logits(module.double(), x.astype(np.float64))).max()
-    assert d32 <= 2 * TOL32, f"{size}px float32: {d32:.2e}"
-    assert d64 <= TOL64, f"{size}px float64: {d64:.2e}"
+    truth = tf_logits(tf_any_size["float64"], x.astype(np.float64))
+    row32 = judge("logits", tf_logits(tf_any_size["float32"], x), pt_logits(module, x), truth)
+    assert row32.passed, f"{size}px float32: port error {row32.port_error:.2e}, TF's {row32.tf_error:.2e}"
+    row64 = judge("logits", truth, pt_logits(module.double(), x.astype(np.float64)))
+    assert row64.passed, f"{size}px float64: {row64.max_abs_diff:.2e}"
 
 
 # ----------------------------------------------------------------- negative controls

@@ -16,7 +16,7 @@ from porting.convert import convert_path
 from porting.kinds import generator as kind
 from porting.mapping import MappingError
 from porting.readers import Checkpoint, open_checkpoint
-from porting.verify import verify_checkpoint
+from porting.verify import judge, verify_checkpoint
 from porting.verify_generator import HOOKS, check_images, check_inputs, make_inputs, released_dlatents
 
 TOL32, TOL64 = HOOKS.output_tol["float32"], HOOKS.output_tol["float64"]
@@ -216,23 +216,37 @@ def test_unseen_label_size_and_resolution_convert(tmp_path):
 
 # ----------------------------------------------------------------- parity
 
+def _float64_twin(model):
+    variables = {v.name: v.numpy() for v in model.variables}
+    model64 = tfg.build_generator({**model.config}, dtype="float64")
+    tfg.assign_variables(model64, variables)
+    return model64
+
+
 def test_parity_float32_all_250_released_dlatents(small):
+    """Images and every style vector, judged as verify judges them: the port's float32 error
+    against TF's float64 run within the rule's factor of TF's own float32 error."""
     model, module, w = small
     assert len(w) == 250
     check_inputs(w)
-    worst_img = worst_style = 0.0
+    model64 = _float64_twin(model)
+    rows = []
     for chunk in np.array_split(w, 10):
         ref_styles = model.style_vector_calculator(chunk)
         ref = model.g_synthesis(ref_styles).numpy()
         check_images(ref)
+        true_styles = model64.style_vector_calculator(chunk.astype(np.float64))
+        truth = model64.g_synthesis(true_styles).numpy()
         with torch.no_grad():
             conv, rgb = module.style_vectors(torch.from_numpy(chunk))
             got = module.synthesis(conv, rgb).numpy()
-        worst_img = max(worst_img, float(np.abs(ref - got).max()))
-        for a, b in zip(ref_styles[0] + ref_styles[1], conv + rgb):
-            worst_style = max(worst_style, float(np.abs(a.numpy() - b.numpy()).max()))
-    assert worst_img <= TOL32, f"images: {worst_img:.2e}"
-    assert worst_style <= STYLE_TOL32, f"style vectors: {worst_style:.2e}"
+        rows.append(judge("images", ref, got, truth))
+        for a, b, t in zip(ref_styles[0] + ref_styles[1], conv + rgb, true_styles[0] + true_styles[1]):
+            rows.append(judge("style", a.numpy(), b.numpy(), t.numpy()))
+    worst = max(rows, key=lambda r: r.score)
+    assert worst.passed, f"{worst.name}: port error {worst.port_error:.2e}, TF's own {worst.tf_error:.2e}"
+    images = max((r for r in rows if r.name == "images"), key=lambda r: r.max_abs_diff)
+    print(f"250 dlatents: images |TF-PT| {images.max_abs_diff:.2e} (old bar {TOL32}); worst ratio {worst.ratio:.2f}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -248,9 +262,7 @@ def test_per_layer_parity_through_verify(small_zip, dtype):
 
 def test_float64_end_to_end(small):
     model, _, w = small
-    variables = {v.name: v.numpy() for v in model.variables}
-    model64 = tfg.build_generator({**model.config}, dtype="float64")
-    tfg.assign_variables(model64, variables)
+    model64 = _float64_twin(model)
     module64 = to_pt(model).double()
     ref = tf_images(model64, w[:16].astype(np.float64))
     assert np.abs(ref - pt_images(module64, w[:16].astype(np.float64))).max() <= TOL64
@@ -263,11 +275,13 @@ def test_parity_256px_release_configuration():
     w = released_dlatents()[:4]
     ref = tf_images(model, w)
     check_images(ref)
+    truth = tf_images(_float64_twin(model), w.astype(np.float64))
     got = pt_images(module, w)
-    assert np.abs(ref - got).max() <= TOL32
+    row = judge("images", ref, got, truth)
+    assert row.passed, f"port error {row.port_error:.2e}, TF's own {row.tf_error:.2e}"
     from models_pt.inference import optimize_for_inference  # the channels-last inference form
     fast = optimize_for_inference(module)
-    assert np.abs(ref - pt_images(fast, w)).max() <= TOL32
+    assert judge("images", ref, pt_images(fast, w), truth).passed
     first = [next(iter(m.convs.values())).weight for m in (module, fast)]
     assert not first[0].is_contiguous(memory_format=torch.channels_last), "the original is left as it was"
     assert first[1].is_contiguous(memory_format=torch.channels_last)

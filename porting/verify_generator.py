@@ -1,8 +1,10 @@
 """Verification hooks for the StylEx generator (imports TensorFlow).
 
-Inputs are dlatents: the 250 real ones of the release (``../shared/data/released_dlatents.pkl``,
-what the released encoder produced) when the model's dlatent size is the release's 514;
-otherwise the same values cut or padded to the model's size.
+Inputs are real dlatents of the release: those of the release folder being verified
+(``<release>/dlatents.pkl``), else the 250 of the real release shipped with the project
+(``../shared/data/released_dlatents.pkl``, what the released encoder produced); cut or padded
+to the model's dlatent size when it is not the release's 514. Without either file (a clone
+without ``shared/``, one zip verified on its own), seeded Gaussian dlatents, and the report says so.
 """
 from __future__ import annotations
 
@@ -15,15 +17,28 @@ from porting.verify import Hooks
 RELEASED_DLATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "released_dlatents.pkl"
 
 
-def released_dlatents() -> np.ndarray:
+def released_dlatents(path: Path | None = None) -> np.ndarray:
     from porting.dlatents import dlatent_matrix, load_dlatents
 
-    return dlatent_matrix(load_dlatents(RELEASED_DLATENTS))
+    return dlatent_matrix(load_dlatents(Path(path) if path else RELEASED_DLATENTS))
 
 
-def make_inputs(config: dict, n: int, size: int, seed: int) -> np.ndarray:
-    """n dlatents [n, w_dim], starting at index ``seed`` of the released ones (wrapping)."""
-    real = released_dlatents()
+def input_source(dlatents: Path | None = None) -> str:
+    """Where ``make_inputs`` takes its dlatents from."""
+    if dlatents is not None and Path(dlatents).exists():
+        return str(dlatents)
+    return str(RELEASED_DLATENTS) if RELEASED_DLATENTS.exists() else "seeded Gaussian dlatents"
+
+
+def make_inputs(config: dict, n: int, size: int, seed: int, dlatents: Path | None = None) -> np.ndarray:
+    """n dlatents [n, w_dim], starting at index ``seed`` of the real ones (wrapping); see the
+    module's docstring for where they come from."""
+    source = input_source(dlatents)
+    if source == "seeded Gaussian dlatents":
+        real = np.random.default_rng(seed).normal(0, 1, (max(n, 2), 512 + 2)).astype(np.float32)
+        real[:, 512:] = np.random.default_rng(seed + 1).dirichlet(np.ones(2), len(real))
+    else:
+        real = released_dlatents(source)
     rows = real[(np.arange(n) + seed) % len(real)]
     label, latent = config["label_size"], config["w_dim"] - config["label_size"]
     z = rows[:, :min(latent, 512)]
@@ -89,4 +104,5 @@ HOOKS = Hooks(
     load_savedmodel=load_savedmodel,
     savedmodel_output=savedmodel_output,
     default_size=lambda config: config["resolution"],
+    input_source=input_source,
 )
