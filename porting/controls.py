@@ -1,0 +1,217 @@
+"""Deliberately wrong ports: the negative controls that prove ``verify`` can fail.
+
+Each control takes a correctly converted PyTorch module and breaks it the way a hand port goes
+wrong (PyTorch's default BatchNorm epsilon, symmetric padding, an unflipped kernel, a missing
+style ``+1``, ...), or by an amount too small to see in a picture (a BatchNorm epsilon of
+1.001e-3, one bias off by 1e-4 relative, one channel of one kernel scaled by 1.001). ``broken``
+yields a broken *copy* (weights edited, or a module-level function patched for the duration);
+the original is never touched. ``parity_tests/test_verdict.py`` and ``bench/verdict_sweep.py``
+judge every control with the same ``porting.verify.judge_module`` that judges the real port.
+
+PyTorch only; nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable
+from unittest import mock
+
+import torch
+from torch import nn
+
+from models_pt import resnet_d as ptd
+
+GAN = ("generator", "encoder", "discriminator")
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str
+    kinds: tuple[str, ...]
+    small: bool                     # an error that is small in float32 (would hide under a loose bar)
+    what: str
+    apply: Callable[[nn.Module, contextlib.ExitStack], None]   # edits the copy, may enter patches
+    applies: Callable[[int], bool] = lambda size: True         # input sizes where it is an error at all
+
+
+@contextlib.contextmanager
+def broken(control: Control, module: nn.Module):
+    """A deep copy of ``module`` broken by ``control``; patches end with the block."""
+    if module.kind not in control.kinds:
+        raise ValueError(f"control {control.name!r} does not apply to a {module.kind}")
+    twin = copy.deepcopy(module)
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        control.apply(twin, stack)
+        yield twin
+
+
+def for_kind(kind: str, size: int | None = None) -> list[Control]:
+    """The controls of a model kind (at input ``size``: those that are an error at that size)."""
+    return [c for c in CONTROLS if kind in c.kinds and (size is None or c.applies(size))]
+
+
+# ----------------------------------------------------------------- which tensor the generic controls hit
+
+def middle_target(module: nn.Module) -> tuple[nn.Module, str]:
+    """A layer in the middle of the network with a weight and (where it has one) a bias: the
+    generic controls (1% tensor, 1e-4 bias, one channel x 1.001) hit it."""
+    if module.kind == "classifier":
+        return module.blocks[len(module.blocks) // 2].pw, "blocks.%d.pw" % (len(module.blocks) // 2)
+    if module.kind == "generator":
+        # Not a modulated conv's kernel: demodulation divides each output channel by its own
+        # norm, so scaling a whole kernel, or one output channel of it, changes nothing at all
+        # (measured: the images are bit-identical). The style dense layer that feeds the
+        # middle conv has no such normalisation.
+        names = list(module.conv_styles)
+        name = names[len(names) // 2]
+        return module.conv_styles[name], f"conv_styles.{name}"
+    names = list(module.blocks)
+    name = names[len(names) // 2]
+    return module.blocks[name].conv0, f"blocks.{name}.conv0"
+
+
+def _bias_layer(module: nn.Module) -> nn.Module:
+    # The classifier's only bias is its head's (every other layer's offset is a BatchNorm beta);
+    # the generator's: the middle modulated conv's (added after demodulation, so it shows).
+    if module.kind == "classifier":
+        return module.head.conv
+    if module.kind == "generator":
+        names = list(module.convs)
+        return module.convs[names[len(names) // 2]]
+    return middle_target(module)[0]
+
+
+def _scale_tensor(m, _stack):
+    middle_target(m)[0].weight.mul_(1.01)
+
+
+def _scale_bias(m, _stack):
+    _bias_layer(m).bias.mul_(1 + 1e-4)
+
+
+def _scale_channel(m, _stack):
+    layer = middle_target(m)[0]
+    layer.weight[layer.weight.shape[0] // 2].mul_(1.001)
+
+
+# ----------------------------------------------------------------- classifier
+
+def _bn_eps(value: float):
+    def apply(m, _stack):
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.eps = value
+    return apply
+
+
+def _stem_symmetric(m, _stack):
+    old = m.stem.conv
+    sym = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=2, padding=1, bias=False)
+    sym.weight = old.weight
+    m.stem.conv = sym
+
+
+def _strided_pad_wrong_side(m, _stack):
+    for block in m.blocks:
+        if isinstance(block.pad, nn.ZeroPad2d):
+            block.pad = nn.ZeroPad2d((1, 0, 1, 0))      # the same amount, before instead of after
+
+
+def _kernels_transposed(m, _stack):
+    for conv in m.modules():
+        if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
+            conv.weight.copy_(conv.weight.transpose(2, 3).clone())   # [out, in, kw, kh]: fits every shape
+
+
+# ----------------------------------------------------------------- generator
+
+def _unflip_upsampling(m, _stack):
+    for conv in m.convs.values():
+        if conv.up:
+            conv.weight.copy_(conv.weight.flip([2, 3]))
+
+
+def _swap_noise(m, _stack):
+    for r in m.resolutions[1:]:
+        a, b = m.convs[f"b{r}_conv0"], m.convs[f"b{r}_conv1"]
+        a.noise, b.noise = b.noise.clone(), a.noise.clone()
+
+
+def _style_offset(delta: float):
+    def apply(m, _stack):
+        for dense in list(m.conv_styles.values()) + list(m.rgb_styles.values()):
+            dense.bias.add_(delta)
+    return apply
+
+
+# ----------------------------------------------------------------- encoder and discriminator
+
+def _no_residual_scale(_m, stack):
+    stack.enter_context(mock.patch.object(
+        ptd.Block, "forward", lambda self, x, fir: self.conv1(self.conv0(x, fir), fir) + self.skip(x, fir)))
+
+
+def _fir_wrong_side(_m, stack):
+    real = ptd.fir_filter
+    stack.enter_context(mock.patch.object(ptd, "fir_filter", lambda x, k, p0, p1: real(x, k, p1 + 1, p0 - 1)))
+
+
+def _no_mbstd(_m, stack):
+    stack.enter_context(mock.patch.object(
+        ptd, "minibatch_stddev", lambda x, group: torch.cat([x, torch.zeros_like(x[:, :1])], 1)))
+
+
+ALL = ("classifier",) + GAN
+CONTROLS = [
+    Control("bn_eps_pytorch_default", ("classifier",), False,
+            "every BatchNorm with PyTorch's default epsilon 1e-5 instead of Keras' 1e-3", _bn_eps(1e-5)),
+    Control("bn_eps_1.001e-3", ("classifier",), True,
+            "every BatchNorm with epsilon 1.001e-3 instead of 1e-3", _bn_eps(1.001e-3)),
+    Control("stem_symmetric_padding", ("classifier",), False,
+            "the stride-2 stem conv padded symmetrically (PyTorch's padding=1) instead of TF 'same'",
+            _stem_symmetric,
+            # At an odd size TF 'same' pads a stride-2 3x3 conv by 1 on both sides: no error there.
+            applies=lambda size: size % 2 == 0),
+    Control("strided_padding_wrong_side", ("classifier",), False,
+            "the strided depthwise convs padded before instead of after", _strided_pad_wrong_side),
+    Control("kernel_spatially_transposed", ("classifier",), False,
+            "every 3x3 kernel with its spatial axes swapped", _kernels_transposed),
+    Control("upsampling_kernel_unflipped", ("generator",), False,
+            "the transposed-conv kernels of Conv0Up used without the spatial flip", _unflip_upsampling),
+    Control("noise_constants_swapped", ("generator",), False,
+            "each block's two noise constants swapped", _swap_noise),
+    Control("style_plus_one_doubled", ("generator",), False,
+            "the style dense layers' +1 added twice", _style_offset(1.0)),
+    Control("style_plus_one_missing", ("generator",), False,
+            "the style dense layers' +1 left out", _style_offset(-1.0)),
+    Control("residual_scale_missing", ("encoder", "discriminator"), False,
+            "the residual sum not scaled by 1/sqrt(2)", _no_residual_scale),
+    Control("fir_padding_wrong_side", ("encoder", "discriminator"), False,
+            "the FIR down-sampling padded on the wrong side", _fir_wrong_side),
+    Control("minibatch_stddev_missing", ("discriminator",), False,
+            "minibatch standard deviation left out (a zero channel instead)", _no_mbstd),
+    Control("tensor_1pct", ALL, False,
+            "one weight tensor in the middle of the network scaled by 1.01", _scale_tensor),
+    Control("bias_1e-4", ALL, True,
+            "one layer's bias off by 1e-4 relative (the classifier's: its head's)", _scale_bias),
+    Control("kernel_channel_1.001", ALL, True,
+            "one output channel of one kernel in the middle of the network scaled by 1.001", _scale_channel),
+]
+
+
+# ----------------------------------------------------------------- judging a port and its controls
+
+def judge_with_controls(ref, module: nn.Module, rule=None) -> dict:
+    """``{"correct": Report, <control name>: Report, ...}``: the port and every control of its
+    kind, judged on one TF reference (``porting.verify.Reference``, computed once) with the same
+    ``judge_module`` that ``verify`` uses."""
+    from porting.verify import RULE, judge_module
+
+    rule = rule or RULE
+    reports = {"correct": judge_module(ref, module, rule)}
+    for control in for_kind(module.kind, ref.size):
+        with broken(control, module) as twin:
+            reports[control.name] = judge_module(ref, twin, rule)
+    return reports
