@@ -1,0 +1,84 @@
+"""How verify's verdict and run time change with the number of test inputs (``--num-images``).
+
+    .venv/bin/python bench/verify_num_images.py --release R --weights W [--counts 2,4,8,16,32]
+
+For every model of a converted release and every count: the seconds of one float32 verify
+(TF in float32, the float64 truth, PyTorch), the worst ratio of the port's error to TF's own
+(the verdict passes under ``Rule.factor``), the output's |TF - PT| and TF's own error there, and
+whether the old fixed absolute bar would have passed. Without --release, a 64 px reference
+release (seed 7, no AttFind sweep) is built and converted in a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--release", type=Path, help="a reference (or the real) release folder")
+    p.add_argument("--weights", type=Path, help="its converted folder")
+    p.add_argument("--counts", default="2,4,8,16,32")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and TF threads (set on purpose)")
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+
+    import models_pt
+    from porting.readers import open_checkpoint
+    from porting.release import round_trip
+    from porting.verify import judge_module, tf_reference
+
+    tmp = None
+    if args.release is None:
+        from models_tf.release import make_reference
+        from porting.release import convert_release
+
+        tmp = tempfile.TemporaryDirectory(prefix="verify-n-")
+        args.release, args.weights = Path(tmp.name) / "release", Path(tmp.name) / "weights"
+        make_reference(args.release, seed=7, resolution=64, num_dlatents=32, attfind=False)
+        convert_release(args.release, args.weights, progress=False)
+    manifest = json.loads((args.weights / "manifest.json").read_text())
+    counts = [int(c) for c in args.counts.split(",")]
+    print(f"release {args.release}; {args.threads} threads; float32 verify (with the float64 truth)")
+    print(f"{'model':<14} {'images':>6} {'seconds':>8} {'worst ratio':>11} {'worst layer':<32} "
+          f"{'output |TF-PT|':>14} {'TF err':>9}  verdict  old bar")
+    for stem, entry in manifest["models"].items():
+        header = models_pt.read_header(args.weights / entry["weights"])
+        for n in counts:
+            t0 = time.perf_counter()
+            with open_checkpoint(args.release / entry["source"]) as ck:
+                ref = tf_reference(ck, header["kind"], header["config"], "float32", n,
+                                   dlatents=args.release / "dlatents.pkl")
+            report = judge_module(ref, models_pt.load(args.weights / entry["weights"]))
+            seconds = time.perf_counter() - t0
+            worst, out = report.worst(), report.output
+            print(f"{report.model:<14} {n:>6} {seconds:>8.1f} {worst.ratio:>11.2f} {worst.name:<32} "
+                  f"{out['max_abs_diff']:>14.2e} {out['tf_error']:>9.2e}  {'pass' if report.passed else 'FAIL':<7}  "
+                  f"{'pass' if report.abs_passed else 'over'}", flush=True)
+    for n in counts:
+        t0 = time.perf_counter()
+        trip = round_trip(args.release, args.weights, manifest, n)
+        worst = trip.worst()
+        print(f"{'round trip':<14} {n:>6} {time.perf_counter() - t0:>8.1f} {worst.ratio:>11.2f} {worst.name:<32} "
+              f"{trip.output['max_abs_diff']:>14.2e} {trip.output['tf_error']:>9.2e}  "
+              f"{'pass' if trip.passed else 'FAIL':<7}  {'pass' if trip.abs_passed else 'over'}", flush=True)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
