@@ -50,6 +50,10 @@ class Block(nn.Module):
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     n, c, h, w = x.shape
     g = min(group, n)
+    if torch.jit.is_tracing():
+        # Traced for ONNX, Python's min() would freeze the comparison made at the traced batch
+        # size (g = N for every batch): keep min(group, N) in the graph so a dynamic batch works.
+        g = torch.clamp(torch._shape_as_tensor(x)[0], max=group)
     y = x.reshape(g, -1, c, h, w)
     y = torch.sqrt((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8)   # [N / g, c, h, w]
     y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # [N, 1, h, w]
