@@ -226,9 +226,12 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
 @click.option("--compare", type=click.Path(dir_okay=False), default=None,
               help="An examples_1.tfrecord to compare the effects and ranking with [default: the one "
                    "beside --dlatents, if there is one].")
+@click.option("--truth-images", default=8, show_default=True,
+              help="With a tfrecord to compare: images whose effects are also computed in float64, the "
+                   "truth that TF's and our float32 effects are judged against (0: no verdict).")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
-            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare):
+            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
     from attfind.run import Options, format_ranking, run
 
@@ -236,7 +239,8 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
     opts = Options(num_indices=num_indices, shift_size=shift_size, batch_size=batch_size, top=top,
                    examples=examples, independent=independent, sufficiency=sufficiency,
                    sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
-                   compare=Path(existing(compare)) if compare else None, device=device)
+                   compare=Path(existing(compare)) if compare else None, device=device,
+                   truth_images=truth_images)
     outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                   log=lambda msg: click.echo(msg, err=True))
     click.echo(format_ranking(outcome.document))

@@ -17,17 +17,22 @@ import torch
 
 class FastEffects:
     def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
-                 optimize: bool = True):
+                 optimize: bool = True, dtype: torch.dtype = torch.float32):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
         NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
         classifier's inference form (``models_pt.inference``: BatchNorm folded, padding
         absorbed, channels-last), faster and within its own 2e-5 logit bar of the readable module, and the
-        generator on channels-last tensors (a copy; same arithmetic, images within 3e-7)."""
+        generator on channels-last tensors (a copy; same arithmetic, images within 3e-7).
+        ``dtype``: ``torch.float64`` computes the float64 truth that float32 effects are judged
+        against (``attfind.truth``); the modules are then copied, never converted in place."""
         import copy
 
         from models_pt.inference import optimize_for_inference
 
         self.device = torch.device(device)
+        self.dtype = dtype
+        if dtype != torch.float32:
+            generator, classifier = copy.deepcopy(generator).to(dtype), copy.deepcopy(classifier).to(dtype)
         if self.device.type == "cuda":
             # TF32 convolutions and matmuls would round to 10-bit mantissas: effects off by ~1e-3
             torch.backends.cudnn.allow_tf32 = False
@@ -47,7 +52,7 @@ class FastEffects:
         """dlatents ``[N, D]`` -> StyleSpace ``[N, S]`` (the conv styles, concatenated)."""
         out = []
         for i in range(0, len(dlatents), batch):
-            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32), device=self.device)
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32), device=self.device).to(self.dtype)
             out.append(torch.cat(self.generator.style_vectors(w)[0], dim=1).cpu().numpy())
         return np.concatenate(out)
 
@@ -57,6 +62,7 @@ class FastEffects:
     @torch.no_grad()
     def logits(self, dlatents: np.ndarray) -> np.ndarray:
         w = torch.as_tensor(np.asarray(dlatents, np.float32).reshape(len(dlatents), -1), device=self.device)
+        w = w.to(self.dtype)
         return self._classify(self.generator(w)).cpu().numpy()
 
     @torch.no_grad()
@@ -66,14 +72,14 @@ class FastEffects:
         """One image's ``(base logits [C], effects [2, S, C])``; ``on_batch(k)`` after k coordinates.
         ``coordinates``: only these (the others stay 0); default all."""
         g = self.generator
-        w = torch.as_tensor(np.asarray(dlatent, np.float32).reshape(1, -1), device=self.device)
+        w = torch.as_tensor(np.asarray(dlatent, np.float32).reshape(1, -1), device=self.device).to(self.dtype)
         conv, rgb = g.style_vectors(w)
         base = self._classify(g.synthesis(conv, rgb))[0]
         style = torch.cat(conv, dim=1)[0]
         targets = torch.stack([torch.as_tensor(np.asarray(style_min), dtype=style.dtype),
                                torch.as_tensor(np.asarray(style_max), dtype=style.dtype)]).to(self.device)
         deltas = shift_size * (targets - style)                    # [2, S]
-        effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device)
+        effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device, dtype=self.dtype)
         wanted = None if coordinates is None else {int(j) for j in coordinates}
         for layer, size in enumerate(self.sizes):
             lo = int(self.offsets[layer])

@@ -37,6 +37,7 @@ class Options:
     pictures: bool = True
     device: str = "cpu"
     compare: Path | None = None    # an examples_1.tfrecord; default: the one beside the dlatents
+    truth_images: int = 8          # images whose effects are also computed in float64 for the verdict
 
 
 @dataclass
@@ -200,6 +201,12 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
             log(f"against {examples}: {t['compared_images']} images, max |effect difference| "
                 f"{t['max_abs_effect_diff']:.2e}, base logits {t['max_abs_base_diff']:.2e}"
                 + (f"; ranking identical: {t['same_ranking']}" if t["same_ranking"] is not None else ""))
+            if options.truth_images:
+                t["verdict"] = effects_verdict(examples, gen, clf, dlatents, base, effects, options)
+                v = t["verdict"]
+                log(f"effects verdict against the float64 truth ({v['images']} images): score {v['score']:.2f} "
+                    f"(<= 1 passes; TF's float32 error {v['rows'][1]['tf_error']:.2e}, ours "
+                    f"{v['rows'][1]['port_error']:.2e}): {'PASSED' if v['passed'] else 'FAILED'}")
         else:
             log(f"{examples}: {t['note']}")
 
@@ -259,6 +266,21 @@ def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
         out["same_ranking"] = theirs.ranking == result.ranking
         out["tfrecord_ranking"] = [list(p) for p in theirs.ranking]
     return out
+
+
+def effects_verdict(path: Path, gen, clf, dlatents, base, effects, options: Options) -> dict:
+    """TF's effects (the tfrecord) and ours judged against the float64 truth on the first
+    ``options.truth_images`` images the tfrecord shares with ``dlatents`` (``attfind.truth``)."""
+    from attfind.tfrecord import read_examples
+    from attfind.truth import float64_effects, judge_effects
+
+    tb, td, te = read_examples(path)
+    index = {np.asarray(w, np.float32).tobytes(): i for i, w in enumerate(dlatents)}
+    pairs = [(k, index[np.asarray(w, np.float32).tobytes()]) for k, w in enumerate(td)
+             if np.asarray(w, np.float32).tobytes() in index][:options.truth_images]
+    k, i = map(list, zip(*pairs))
+    truth = float64_effects(gen, clf, dlatents, i, options.shift_size, options.batch_size)
+    return judge_effects((tb[k], te[k]), (base[i], effects[i]), truth)
 
 
 def format_ranking(doc: dict) -> str:
