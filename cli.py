@@ -227,11 +227,14 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
               help="An examples_1.tfrecord to compare the effects and ranking with [default: the one "
                    "beside --dlatents, if there is one].")
 @click.option("--truth-images", default=8, show_default=True,
-              help="With a tfrecord to compare: images whose effects are also computed in float64, the "
-                   "truth that TF's and our float32 effects are judged against (0: no verdict).")
+              help="With a tfrecord of the same images to compare: images whose effects are also computed "
+                   "in float64, the truth that TF's and our float32 effects are judged against (0: no verdict).")
+@click.option("--truth-coordinates", default=64, show_default=True,
+              help="Coordinates of the float64 truth: spread over StyleSpace, plus the ranking's.")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
-            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images):
+            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
+            truth_coordinates):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
     from attfind.run import Options, format_ranking, run
 
@@ -240,7 +243,7 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    examples=examples, independent=independent, sufficiency=sufficiency,
                    sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
                    compare=Path(existing(compare)) if compare else None, device=device,
-                   truth_images=truth_images)
+                   truth_images=truth_images, truth_coordinates=truth_coordinates)
     outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                   log=lambda msg: click.echo(msg, err=True))
     click.echo(format_ranking(outcome.document))
@@ -263,7 +266,8 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
               help="Classifier input size, fixed in the file [default: the generator's resolution in a "
                    "release folder, else 256].")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Run each file in onnxruntime and compare with the PyTorch module (max abs diff <= 1e-4).")
+              help="Run each file in onnxruntime and judge it against the PyTorch module as verify judges a "
+                   "port (its float32 error against a float64 run within 8x PyTorch's own).")
 @click.option("--tf-ckpt", type=click.Path(), default=None,
               help="The release folder the weights came from: also compare each file with the TF SavedModel.")
 @user_errors

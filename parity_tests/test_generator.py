@@ -217,10 +217,9 @@ def test_unseen_label_size_and_resolution_convert(tmp_path):
 # ----------------------------------------------------------------- parity
 
 def _float64_twin(model):
-    variables = {v.name: v.numpy() for v in model.variables}
-    model64 = tfg.build_generator({**model.config}, dtype="float64")
-    tfg.assign_variables(model64, variables)
-    return model64
+    from porting.verify_generator import tf_rebuild
+
+    return tf_rebuild({**model.config}, "float64", {v.name: v.numpy() for v in model.variables})
 
 
 def test_parity_float32_all_250_released_dlatents(small):

@@ -102,8 +102,9 @@ def test_verify_passes_on_a_release_built_with_another_seed(release, tmp_path):
     seed, ref, weights = release
     result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref), "--weights", str(weights),
                                            "--json", str(tmp_path / "v.json")])
+    assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "v.json").read_text())
-    assert result.exit_code == 0 and report["passed"], result.output
+    assert report["passed"]
     for m in report["models"]:
         rows = m["layers"]
         assert all(r["tf_error"] is not None and r["ratio"] is not None for r in rows), m["model"]

@@ -59,7 +59,7 @@ class Rule:
 
     def ratio32(self, tf_error: float, port_error: float, truth_peak: float) -> float:
         noise = self.noise(tf_error, truth_peak)
-        if not np.isfinite(port_error):
+        if not (np.isfinite(port_error) and np.isfinite(noise)):   # an overflowed trusted side decides nothing
             return float("inf")
         return port_error / noise if noise else (0.0 if port_error == 0 else float("inf"))
 
@@ -76,7 +76,7 @@ class Hooks:
 
     output_tol: Mapping[str, float]                     # dtype -> fixed absolute bar on the output (reported)
     layer_tol: Mapping[str, float]                      # dtype -> fixed bar per layer, x max(1, |ref|) (reported)
-    make_inputs: Callable[..., object]                  # (config, n, size, seed) -> inputs
+    make_inputs: Callable[..., object]                  # (config, n, size, seed[, dlatents=]) -> inputs
     check_inputs: Callable[[object], None]              # raise AssertionError when degenerate
     tf_rebuild: Callable[[dict, str, Mapping[str, np.ndarray]], object]
     tf_trace: Callable[[object, object, str], "dict[str, np.ndarray]"]   # last entry = output
@@ -141,12 +141,16 @@ def judge(name: str, ref, got, truth=None, rule: Rule = RULE, abs_tol: float | N
         row.score = diff / row.bound if np.isfinite(diff) else float("inf")
     else:
         truth = np.asarray(truth, np.float64)
+        if truth.shape != ref.shape:
+            raise ValueError(f"{name}: truth of shape {list(truth.shape)} for an activation of shape {list(ref.shape)}")
         row.truth_peak = _peak(truth)
         row.tf_error, row.port_error = _maxdiff(ref, truth), _maxdiff(got, truth)
         row.ratio = rule.ratio32(row.tf_error, row.port_error, row.truth_peak)
-        if symmetric:
-            row.ratio = max(row.ratio, rule.ratio32(row.port_error, row.tf_error, row.truth_peak))
         row.bound = rule.factor * rule.noise(row.tf_error, row.truth_peak)
+        if symmetric:
+            reverse = rule.ratio32(row.port_error, row.tf_error, row.truth_peak)
+            if reverse > row.ratio:   # the trusted side's error decided: its bound is the port's
+                row.ratio, row.bound = reverse, rule.factor * rule.noise(row.port_error, row.truth_peak)
         row.score = row.ratio / rule.factor
     row.passed = bool(row.score <= 1.0)
     return row
@@ -174,20 +178,23 @@ class Report:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def rows(self) -> list[LayerRow]:
+        """Every judged row: the layers, then the SavedModel-vs-rebuild check where there is one."""
+        return list(self.layers) + ([LayerRow(**self.savedmodel)] if self.savedmodel else [])
+
     def finish(self) -> "Report":
         """Set the output row, the verdicts and the first failure from ``layers``."""
         self.output = asdict(self.layers[-1]) if self.layers else {}
-        self.passed = bool(self.layers) and all(r.passed for r in self.layers)
-        if self.savedmodel is not None:
-            self.passed = self.passed and self.savedmodel["passed"]
-        marks = [r.abs_passed for r in self.layers if r.abs_passed is not None]
+        rows = self.rows()
+        self.passed = bool(self.layers) and all(r.passed for r in rows)
+        marks = [r.abs_passed for r in rows if r.abs_passed is not None]
         self.abs_passed = all(marks) if marks else None
-        self.first_failure = next((r.name for r in self.layers if not r.passed), None)
+        self.first_failure = next((r.name for r in rows if not r.passed), None)
         return self
 
     def worst(self) -> LayerRow | None:
-        """The layer closest to (or furthest over) its bound."""
-        return max(self.layers, key=lambda r: r.score if r.score is not None else 0.0, default=None)
+        """The row closest to (or furthest over) its bound."""
+        return max(self.rows(), key=lambda r: r.score if r.score is not None else 0.0, default=None)
 
 
 @dataclass
@@ -250,7 +257,12 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "")
 
     t0 = time.perf_counter()
     hooks = ref.hooks
-    pt_model = pt_model.to(torch.float64 if ref.dtype == "float64" else torch.float32)
+    want = torch.float64 if ref.dtype == "float64" else torch.float32
+    param = next(pt_model.parameters(), None)
+    if param is not None and param.dtype != want:   # a copy: the caller's module keeps its dtype
+        import copy
+
+        pt_model = copy.deepcopy(pt_model).to(want)
     got = hooks.pt_trace(pt_model, ref.inputs, ref.dtype)
     missing = [k for k in ref.tf if k not in got]
     if missing:
@@ -298,7 +310,7 @@ def format_table(report: Report) -> str:
     lines = [] if report.same_source else [
         f"warning: {report.weights} was converted from another file than {report.source} (sha256 differs)"]
     rule = Rule(**report.rule)
-    rows = list(report.layers) + ([LayerRow(**report.savedmodel)] if report.savedmodel else [])
+    rows = report.rows()
     if report.dtype == "float32":
         lines.append(f"{report.model} (float32, {report.inputs}; truth: the TF rebuild in float64; a layer "
                      f"passes when the port's error is <= {rule.factor:g}x TF's own, TF's own taken as at "
