@@ -38,6 +38,7 @@ class Options:
     device: str = "cpu"
     compare: Path | None = None    # an examples_1.tfrecord; default: the one beside the dlatents
     truth_images: int = 8          # images whose effects are also computed in float64 for the verdict
+    truth_coordinates: int = 64    # ... at this many coordinates (spread over StyleSpace, plus the ranking's)
 
 
 @dataclass
@@ -201,12 +202,18 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
             log(f"against {examples}: {t['compared_images']} images, max |effect difference| "
                 f"{t['max_abs_effect_diff']:.2e}, base logits {t['max_abs_base_diff']:.2e}"
                 + (f"; ranking identical: {t['same_ranking']}" if t["same_ranking"] is not None else ""))
-            if options.truth_images:
-                t["verdict"] = effects_verdict(examples, gen, clf, dlatents, base, effects, options)
+            if options.truth_images and t["same_ranking"] is not None:
+                t["verdict"] = effects_verdict(examples, gen, clf, dlatents, base, effects, result, options,
+                                               out_dir / "effects_cache", key, bar, log)
                 v = t["verdict"]
-                log(f"effects verdict against the float64 truth ({v['images']} images): score {v['score']:.2f} "
-                    f"(<= 1 passes; TF's float32 error {v['rows'][1]['tf_error']:.2e}, ours "
-                    f"{v['rows'][1]['port_error']:.2e}): {'PASSED' if v['passed'] else 'FAILED'}")
+                log(f"effects verdict against the float64 truth ({v['images']} images x {v['coordinates']} "
+                    f"coordinates): score {v['score']:.2f} (<= 1 passes; TF's float32 error "
+                    f"{v['rows'][1]['tf_error']:.2e}, ours {v['rows'][1]['port_error']:.2e}): "
+                    f"{'PASSED' if v['passed'] else 'FAILED'}")
+            elif options.truth_images:
+                t["verdict"] = {"judged": False, "note": "the tfrecord holds another image set: its style "
+                                "ranges differ from this run's, so its effects are not judged"}
+                log(f"effects verdict: {t['verdict']['note']}")
         else:
             log(f"{examples}: {t['note']}")
 
@@ -245,9 +252,7 @@ def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
     from attfind.tfrecord import read_examples
 
     tb, td, te = read_examples(path)
-    index = {np.asarray(w, np.float32).tobytes(): i for i, w in enumerate(dlatents)}
-    pairs = [(k, index[np.asarray(w, np.float32).tobytes()]) for k, w in enumerate(td)
-             if np.asarray(w, np.float32).tobytes() in index]
+    pairs = pair_images(td, dlatents)
     out = {"file": str(path), "tfrecord_images": int(len(td)), "compared_images": len(pairs),
            "max_abs_effect_diff": None, "max_abs_base_diff": None, "same_ranking": None}
     if not pairs or te.shape[2] != effects.shape[2]:
@@ -268,19 +273,46 @@ def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
     return out
 
 
-def effects_verdict(path: Path, gen, clf, dlatents, base, effects, options: Options) -> dict:
-    """TF's effects (the tfrecord) and ours judged against the float64 truth on the first
-    ``options.truth_images`` images the tfrecord shares with ``dlatents`` (``attfind.truth``)."""
+def pair_images(tfrecord_dlatents, dlatents) -> list[tuple[int, int]]:
+    """(tfrecord row, dlatents row) of every image both hold, matched by dlatent."""
+    index = {np.asarray(w, np.float32).tobytes(): i for i, w in enumerate(dlatents)}
+    return [(k, index[np.asarray(w, np.float32).tobytes()]) for k, w in enumerate(tfrecord_dlatents)
+            if np.asarray(w, np.float32).tobytes() in index]
+
+
+def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, options: Options,
+                    cache_dir: Path, key: str, bar: Callable | None = None, log=print) -> dict:
+    """TF's effects (the tfrecord) and ours judged against the float64 truth (``attfind.truth``)
+    on the first ``options.truth_images`` images, at ``options.truth_coordinates`` coordinates
+    spread over StyleSpace plus the ranking's. Only for the tfrecord's own image set (the style
+    ranges, and so every shift, depend on it). The truth is cached beside the effects."""
     from attfind.tfrecord import read_examples
-    from attfind.truth import float64_effects, judge_effects
+    from attfind.truth import float64_effects, judge_effects, truth_coordinates
 
     tb, td, te = read_examples(path)
-    index = {np.asarray(w, np.float32).tobytes(): i for i, w in enumerate(dlatents)}
-    pairs = [(k, index[np.asarray(w, np.float32).tobytes()]) for k, w in enumerate(td)
-             if np.asarray(w, np.float32).tobytes() in index][:options.truth_images]
-    k, i = map(list, zip(*pairs))
-    truth = float64_effects(gen, clf, dlatents, i, options.shift_size, options.batch_size)
-    return judge_effects((tb[k], te[k]), (base[i], effects[i]), truth)
+    k, i = map(list, zip(*pair_images(td, dlatents)[:options.truth_images]))
+    coords = truth_coordinates(effects.shape[2], options.truth_coordinates, [j for _, j in result.ranking])
+    tkey = hashlib.sha256(f"{key}/{i}/{coords.tolist()}".encode()).hexdigest()[:16]
+    cached = _cached(cache_dir / "truth_float64.npz", tkey)
+    if cached is None:
+        log(f"effects verdict: {2 * len(i) * len(coords)} float64 evaluations ({len(i)} images x "
+            f"{len(coords)} coordinates x 2 directions; --truth-images 0 skips them)")
+        ctx = bar(len(i) * len(coords), "float64 truth (coordinates)") if bar else None
+        try:
+            cached = float64_effects(gen, clf, dlatents, i, options.shift_size, options.batch_size, coords,
+                                     options.device, on_batch=(lambda n: ctx.update(n)) if ctx else None)
+        finally:
+            if ctx is not None:
+                ctx.close()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache_dir / "truth_float64.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, key=np.array(tkey), base=cached[0], effects=cached[1])
+    tbase, teff = cached
+    verdict = judge_effects((tb[k], te[k][:, :, coords]), (base[i], effects[i][:, :, coords]),
+                            (tbase, teff[:, :, coords]))
+    verdict.update(judged=True, coordinates=int(len(coords)))
+    return verdict
 
 
 def format_ranking(doc: dict) -> str:

@@ -14,20 +14,32 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_TRUTH_IMAGES = 8
+DEFAULT_TRUTH_COORDINATES = 64
+
+
+def truth_coordinates(num_styles: int, count: int = DEFAULT_TRUTH_COORDINATES, must=()) -> np.ndarray:
+    """``count`` coordinates spread evenly over StyleSpace (every layer gets its share), plus
+    ``must`` (the ranking's); all of them when ``count`` >= ``num_styles``."""
+    spread = np.unique(np.linspace(0, num_styles - 1, min(count, num_styles)).round().astype(int))
+    return np.union1d(spread, np.asarray(list(must), int)).astype(int)
 
 
 def float64_effects(generator, classifier, dlatents: np.ndarray, images, shift_size: float = 1.0,
-                    batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(base [n, C], effects [n, 2, S, C])`` in float64 for the rows ``images`` of ``dlatents``;
-    the style ranges come from every dlatent, as in the float32 run."""
+                    batch_size: int = 128, coordinates=None, device: str = "cpu",
+                    on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(base [n, C], effects [n, 2, S, C])`` in float64 for the rows ``images`` of ``dlatents``
+    (``coordinates``: only these, the others left 0); the style ranges come from every dlatent,
+    as in the float32 run."""
     import torch
 
     from attfind.effects_pt import FastEffects
     from attfind.selection import style_ranges
 
-    backend = FastEffects(generator, classifier, batch_size=batch_size, optimize=False, dtype=torch.float64)
+    backend = FastEffects(generator, classifier, batch_size=batch_size, device=device, optimize=False,
+                          dtype=torch.float64)
     lo, hi = style_ranges(backend.styles(dlatents))
-    out = [backend.image(dlatents[i], lo, hi, shift_size) for i in images]
+    out = [backend.image(dlatents[i], lo, hi, shift_size, coordinates=coordinates, on_batch=on_batch)
+           for i in images]
     return np.stack([b for b, _ in out]), np.stack([e for _, e in out])
 
 

@@ -71,6 +71,7 @@ def judge_case(case: str, zip_path: Path, weights: Path, num_images: int, size: 
             rows.append({"case": case, "kind": header["kind"], "dtype": dtype, "control": name,
                          "size": ref.size, "passed": report.passed, "score": report.worst().score,
                          "first_failure": report.first_failure, "layers": layer_figures(report),
+                         # TF reference + the port + every control: on the "correct" row only
                          "seconds": round(seconds, 2) if name == "correct" else None})
     return rows
 
@@ -127,15 +128,21 @@ def rescore(row: dict, rule) -> float:
     return max(d / rule.bound64(peak) for _, d, peak in row["layers"])
 
 
-def summarise(results: list[dict], rule) -> str:
-    from porting.controls import CONTROLS
-
-    small = {c.name: c.small for c in CONTROLS}
+def group_scores(results: list[dict], rule) -> dict[tuple, list[float]]:
+    """(case, control, dtype) -> the score of every seed under ``rule``."""
     groups: dict[tuple, list[float]] = {}
     for res in results:
         for row in res["rows"]:
             key = (row["case"].split(" (")[0], row["control"], row["dtype"])
             groups.setdefault(key, []).append(rescore(row, rule))
+    return groups
+
+
+def summarise(results: list[dict], rule) -> str:
+    from porting.controls import CONTROLS
+
+    small = {c.name: c.small for c in CONTROLS}
+    groups = group_scores(results, rule)
     seeds = sorted(r["seed"] for r in results)
     lines = [f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}); rule: float32 port error <= {rule.factor:g} x "
              f"max(TF's own error, {rule.floor_ulps:g} eps32 x max|truth|); float64 |TF-PT| <= "
@@ -168,6 +175,32 @@ def summarise(results: list[dict], rule) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: list[dict], rule) -> str:
+    """The README's tables: the correct port per case, then one row per control over every case
+    it applies to (smallest margin; caught on every seed in float32 / float64)."""
+    from porting.controls import CONTROLS
+
+    groups = group_scores(results, rule)
+    n = len(results)
+    lines = ["| case | largest ratio, port error / TF's own (float32) | margin to the factor | "
+             "float64, largest |TF-PT| / bound | false alarms |", "| --- | --- | --- | --- | --- |"]
+    for case in sorted({k[0] for k in groups}):
+        s32, s64 = groups[(case, "correct", "float32")], groups.get((case, "correct", "float64"), [])
+        lines.append(f"| {case} | {max(s32) * rule.factor:.2f} | {1 / max(s32):.1f}x | "
+                     f"{(f'{max(s64):.1e}' if s64 else '-')} | {sum(x > 1 for x in s32 + s64)} / {n} |")
+    lines += ["", "| control | small | cases | smallest margin, float32 | float32 catches it on every seed | "
+              "smallest margin, float64 | float64 catches it on every seed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in CONTROLS:
+        cases = sorted({k[0] for k in groups if k[1] == c.name})
+        s32 = [x for case in cases for x in groups[(case, c.name, "float32")]]
+        s64 = [x for case in cases for x in groups.get((case, c.name, "float64"), [])]
+        missed = [case for case in cases if min(groups[(case, c.name, "float32")]) <= 1]
+        caught32 = "yes" if not missed else ("no" if len(missed) == len(cases) else f"no ({', '.join(missed)})")
+        lines.append(f"| `{c.name}`: {c.what} | {'yes' if c.small else ''} | {', '.join(cases)} | "
+                     f"{min(s32):.3g} | {caught32} | {min(s64):.3g} | {'yes' if min(s64) > 1 else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0-19", help="e.g. 0-19 or 3,5,8")
@@ -181,7 +214,11 @@ def main(argv=None) -> int:
                         "off by orders of magnitude there)")
     p.add_argument("--out", default="runs/verdict_sweep", help="per-seed JSON files and summary.txt")
     p.add_argument("--keep", action="store_true", help="keep the releases and converted weights")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and TF threads of this process (default: all cores); two sweeps side by side "
+                        "on disjoint --seeds with --threads 1 each finish sooner than one with 2")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print the README's tables instead")
     p.add_argument("--factor", type=float, default=None, help="re-evaluate with this factor")
     p.add_argument("--floor-ulps", type=float, default=None, help="re-evaluate with this floor")
     args = p.parse_args(argv)
@@ -193,6 +230,13 @@ def main(argv=None) -> int:
     from porting.atomic import write_json
     from porting.verify import RULE
 
+    if args.threads and not args.summary_only:
+        import tensorflow as tf
+        import torch
+
+        torch.set_num_threads(args.threads)
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = parse_seeds(args.seeds)
@@ -209,6 +253,9 @@ def main(argv=None) -> int:
         return 1
     rule = replace(RULE, **{k: v for k, v in (("factor", args.factor), ("floor_ulps", args.floor_ulps))
                              if v is not None})
+    if args.markdown:
+        print(markdown(results, rule))
+        return 0
     text = summarise(results, rule)
     times = [r["seconds"] for r in results]
     text += f"\nseconds per seed: median {sorted(times)[len(times) // 2]:.0f}, total {sum(times):.0f}"
