@@ -181,8 +181,9 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
     from porting.atomic import write_json
     from porting.verify import format_table, verify_checkpoint
 
-    if num_images < 2:
-        raise click.BadParameter("need at least 2 images", param_hint="--num-images")
+    if num_images < 4:
+        raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
+                                 "anything; the discriminator's minibatch groups are 4)", param_hint="--num-images")
     dtype = "float64" if use_float64 else "float32"
     if is_release_folder(existing(tf_ckpt)):
         reports = verify_release(Path(tf_ckpt), existing(weights), dtype, num_images)
