@@ -183,7 +183,7 @@ def markdown(results: list[dict], rule) -> str:
     groups = group_scores(results, rule)
     n = len(results)
     lines = ["| case | largest ratio, port error / TF's own (float32) | margin to the factor | "
-             "float64, largest |TF-PT| / bound | false alarms |", "| --- | --- | --- | --- | --- |"]
+             "float64, largest (TF - PT) / bound | false alarms |", "| --- | --- | --- | --- | --- |"]
     for case in sorted({k[0] for k in groups}):
         s32, s64 = groups[(case, "correct", "float32")], groups.get((case, "correct", "float64"), [])
         lines.append(f"| {case} | {max(s32) * rule.factor:.2f} | {1 / max(s32):.1f}x | "
