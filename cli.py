@@ -195,8 +195,10 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
             write_json(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
         sys.exit(0 if passed else EXIT_FAILED)
     weights_path = existing(weights)
+    beside = existing(tf_ckpt).resolve().parent / "dlatents.pkl"   # one zip of a release folder: its dlatents
     with open_checkpoint(existing(tf_ckpt)) as ck:
-        report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed)
+        report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
+                                   dlatents=beside if beside.exists() else None)
     click.echo(format_table(report))
     if json_path:
         write_json(Path(json_path), report.to_json())

@@ -112,6 +112,16 @@ def test_verify_passes_on_a_release_built_with_another_seed(release, tmp_path):
         print(f"seed {seed} {m['model']}: worst ratio {max(r['ratio'] for r in rows):.2f}")
 
 
+def test_one_generator_zip_takes_the_dlatents_beside_it(release):
+    """verify on one released zip (not the folder) still feeds the generator the release's own
+    dlatents, and says so."""
+    _, ref, weights = release
+    result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
+                                           "--weights", str(weights / "generator.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert f"8 dlatents from {ref.resolve() / 'dlatents.pkl'}" in result.output
+
+
 def _judge_all(ref_dir, weights, stem, size=None):
     entry = json.loads((weights / "manifest.json").read_text())["models"][stem]
     header = models_pt.read_header(weights / entry["weights"])
