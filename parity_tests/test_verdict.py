@@ -151,3 +151,42 @@ def test_every_negative_control_fails_and_the_port_passes(release, stem, size):
             if must:
                 assert not report.passed, f"{kind} {dtype}: control {name} passes (score {score:.3g})"
                 assert report.first_failure is not None
+
+
+def test_a_classifier_written_by_someone_else(tmp_path):
+    """keras.applications' own MobileNet (alpha 0.5, 96 px), not our reference builder: converted
+    and verified through the CLI, the verdict passes it, and a small error still fails it."""
+    import tf_keras as keras
+
+    from models_tf.release import save_savedmodel_zip
+    from porting.samples import sample_images
+
+    rng = np.random.default_rng(5)
+    model = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.5, weights=None, classes=2,
+                                         classifier_activation=None)
+    x = sample_images(16, 96, seed=1)
+    for layer in model.layers:   # Keras' 0/1 statistics would hide a wrong epsilon: take real ones
+        if isinstance(layer, keras.layers.BatchNormalization):
+            feats = keras.Model(model.input, layer.input)(x, training=False).numpy()
+            c = feats.shape[-1]
+            mean, var = feats.reshape(-1, c).mean(0), feats.reshape(-1, c).var(0) + 1e-4
+            layer.set_weights([rng.uniform(0.6, 1.4, c), rng.normal(0.2, 0.2, c), mean,
+                               var * rng.uniform(0.7, 1.3, c)])
+    head = model.get_layer("conv_preds")
+    head.set_weights([head.get_weights()[0], rng.uniform(0.1, 0.5, 2)])   # a bias that is not 0
+    zipped = save_savedmodel_zip(model, tmp_path / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
+    weights = tmp_path / "mobilenet.safetensors"
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["convert", "--tf-ckpt", str(zipped), "--out", str(weights)]).exit_code == 0
+    result = runner.invoke(cli.main, ["verify", "--tf-ckpt", str(zipped), "--weights", str(weights),
+                                      "--json", str(tmp_path / "v.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["passed"] and len(report["layers"]) == 90
+    with open_checkpoint(zipped) as ck:
+        ref = tf_reference(ck, "classifier", models_pt.read_header(weights)["config"])
+    by_name = {c.name: c for c in controls.CONTROLS}
+    with controls.broken(by_name["bn_eps_1.001e-3"], models_pt.load(weights)) as wrong:
+        from porting.verify import judge_module
+
+        assert not judge_module(ref, wrong).passed
