@@ -67,6 +67,47 @@ def test_every_format_converts_to_identical_weights(small_classifier, tmp_path):
             np.testing.assert_array_equal(state[k], states["zip"][k], err_msg=f"{fmt}: {k}")
 
 
+def test_both_keras_weights_layouts_convert_to_the_savedmodels_tensors(small_classifier, tmp_path):
+    """save_weights("x.weights.h5") (tf_keras' and Keras 3's default layout: layers/<class>/vars/<i>,
+    no names) and save_weights("x.h5", save_format="h5") of the same classifier, and its
+    SavedModel, convert to bit-identical tensors."""
+    from safetensors.numpy import load_file
+
+    model, _, paths = small_classifier
+    new, legacy = tmp_path / "x.weights.h5", tmp_path / "x.h5"
+    model.save_weights(str(new))
+    model.save_weights(str(legacy), save_format="h5")
+    with h5py.File(new, "r") as f:
+        assert "layer_names" not in f.attrs and "layers/conv2d/vars/0" in f   # the nameless layout
+    with open_checkpoint(new) as ck:
+        assert ck.fmt == "keras3-h5" and "conv1/kernel:0" in ck.names
+    states = {}
+    for src in (new, legacy, paths["zip"]):
+        out = tmp_path / f"{src.name}.safetensors"
+        result = run("convert", "--tf-ckpt", src, "--out", out)
+        assert result.exit_code == 0 and "0 unused" in result.output, result.output
+        states[src.name] = load_file(str(out))
+    want = states[paths["zip"].name]
+    for name, state in states.items():
+        assert state.keys() == want.keys(), name
+        for k in state:
+            np.testing.assert_array_equal(state[k], want[k], err_msg=f"{name}: {k}")
+
+
+def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
+    """A generator in the nameless layout cannot be mapped without guessing: one line says which
+    layout was found and how to save a file that converts."""
+    from models_tf import generator as tfg
+
+    model = tfg.seeded_generator(tfg.small_config(32, channel_max=16), seed=2)
+    path = tmp_path / "g.weights.h5"
+    model.save_weights(str(path))
+    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "g.safetensors")
+    assert result.exit_code == 2
+    assert "does not carry the variables' names" in result.stderr and "save_format='h5'" in result.stderr
+    assert not (tmp_path / "g.safetensors").exists()
+
+
 def test_inspect_lists_every_variable_with_its_target(small_classifier):
     _, _, paths = small_classifier
     result = run("inspect", "--tf-ckpt", paths["zip"])

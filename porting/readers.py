@@ -234,10 +234,17 @@ def _read_tf_checkpoint(prefix: str, source: Path, fmt: str) -> Checkpoint:
     return Checkpoint(source, fmt, shapes, dtypes, read)
 
 
+KERAS3_LAYOUT = ("the `.weights.h5` layout that tf_keras and Keras 3 write by default (groups "
+                 "layers/<class name>/vars/<i>), which does not carry the variables' names")
+
+
 def _read_h5(path: Path, f) -> Checkpoint:
     group = f["model_weights"] if "model_weights" in f else f
     if "layer_names" not in group.attrs:
-        raise ReaderError(f"{path}: HDF5 file is not a Keras weights file (no 'layer_names')")
+        if "layers" in f and hasattr(f["layers"], "keys"):
+            return _read_keras3_h5(path, f)
+        raise ReaderError(f"{path}: HDF5 file is not a Keras weights file (no 'layer_names', and not "
+                          f"{KERAS3_LAYOUT})")
     datasets: dict[str, object] = {}
     for layer in group.attrs["layer_names"]:
         layer = layer.decode() if isinstance(layer, bytes) else str(layer)
@@ -253,3 +260,43 @@ def _read_h5(path: Path, f) -> Checkpoint:
     shapes = {n: tuple(d.shape) for n, d in datasets.items()}
     dtypes = {n: np.dtype(d.dtype).name for n, d in datasets.items()}
     return Checkpoint(path, "h5", shapes, dtypes, lambda n: np.asarray(datasets[n][()]))
+
+
+def _read_keras3_h5(path: Path, f) -> Checkpoint:
+    """The names are not in the file, only each layer's class and creation order: load it with
+    Keras' own loader into the reference model it fits, then read that model's named variables.
+    Only the classifier's structure can be told from the file alone (its widths and head are in
+    its first and last conv kernels); for any other model, refuse and say what would convert."""
+    groups = set(f["layers"].keys())
+
+    def kernel(name: str):
+        g = f["layers"].get(name)
+        return g["vars"].get("0") if g is not None and "vars" in g else None
+
+    convs = sorted(0 if n == "conv2d" else int(n[len("conv2d_"):])
+                   for n in groups if n == "conv2d" or (n.startswith("conv2d_") and n[len("conv2d_"):].isdigit()))
+    stem, head, dw = kernel("conv2d"), None, kernel("depthwise_conv2d")
+    if convs:
+        head = kernel(f"conv2d_{convs[-1]}" if convs[-1] else "conv2d")
+    if not (len(convs) == 15 and dw is not None and stem is not None and head is not None
+            and stem.shape[:3] == (3, 3, 3) and head.shape[:2] == (1, 1)):
+        raise ReaderError(
+            f"{path}: {KERAS3_LAYOUT}; only MobileNetV1's structure can be told from it (this file has "
+            f"{len(groups)} layer groups, {len(convs)} 'conv2d'). To convert this model, save it with "
+            "model.save_weights('x.h5', save_format='h5') (names kept) or as a SavedModel")
+    from porting.kinds.classifier import ASSUMED
+    from models_tf.classifier import build_classifier
+
+    config = {"alpha": stem.shape[3] / 32, "depth_multiplier": int(dw.shape[3]), "num_classes": int(head.shape[3]),
+              **ASSUMED, "input_size": 0,
+              "strided_padding": "explicit" if "zero_padding2d" in groups else "same"}
+    model = build_classifier(config)
+    try:
+        model.load_weights(str(path))
+    except Exception as e:
+        raise ReaderError(f"{path}: {KERAS3_LAYOUT}; it looks like MobileNetV1 (alpha {config['alpha']:g}, "
+                          f"{config['num_classes']} classes) but Keras cannot load it into one: "
+                          f"{_first_line(e)}") from None
+    values = {normalize_name(v.name): v.numpy() for v in model.variables}
+    return Checkpoint(path, "keras3-h5", {n: tuple(a.shape) for n, a in values.items()},
+                      {n: a.dtype.name for n, a in values.items()}, values.__getitem__)
