@@ -122,6 +122,40 @@ def test_one_generator_zip_takes_the_dlatents_beside_it(release):
     assert f"8 dlatents from {ref.resolve() / 'dlatents.pkl'}" in result.output
 
 
+def test_round_trip_reuses_the_models_verify_built(release):
+    """verify on a folder hands the round trip the SavedModels and float64 rebuilds its per-model
+    checks built (nothing read or built twice); the figures equal a round trip that builds its own."""
+    from porting.release import round_trip
+    from porting.verify import verify_checkpoint
+
+    _, ref, weights = release
+    manifest = json.loads((weights / "manifest.json").read_text())
+    built = {}
+    for stem in ("encoder", "mobilenet", "generator"):
+        entry, built[stem] = manifest["models"][stem], {}
+        with open_checkpoint(ref / entry["source"]) as ck:
+            verify_checkpoint(ck, weights / entry["weights"], tf_models=built[stem])
+        assert set(built[stem]) == {"savedmodel", "float64"}
+    reused, own = round_trip(ref, weights, manifest, tf_models=built), round_trip(ref, weights, manifest)
+    assert reused.passed and own.passed
+    for a, b in zip(reused.layers, own.layers):
+        assert (a.max_abs_diff, a.tf_error, a.port_error) == (b.max_abs_diff, b.tf_error, b.port_error)
+
+
+def test_generator_inputs_without_any_dlatents_file(monkeypatch, tmp_path):
+    """A clone without shared/ verifying one generator zip: seeded Gaussian dlatents, not a crash,
+    and the report's input source says so."""
+    from porting import verify_generator as vg
+
+    monkeypatch.setattr(vg, "RELEASED_DLATENTS", tmp_path / "absent.pkl")
+    config = {"w_dim": 514, "label_size": 2}
+    assert vg.input_source(None) == vg.GAUSSIAN == vg.input_source(tmp_path / "also_absent.pkl")
+    w = vg.make_inputs(config, 8, 64, 0)
+    vg.check_inputs(w)
+    assert w.shape == (8, 514) and np.allclose(w[:, 512:].sum(1), 1)   # label probabilities
+    np.testing.assert_array_equal(w, vg.make_inputs(config, 8, 64, 0))  # seeded
+
+
 def _judge_all(ref_dir, weights, stem, size=None):
     entry = json.loads((weights / "manifest.json").read_text())["models"][stem]
     header = models_pt.read_header(weights / entry["weights"])

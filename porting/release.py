@@ -99,15 +99,17 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
         from porting.errors import PortError
         raise PortError(f"{weights_dir}: no manifest.json; convert the release folder first")
     manifest = json.loads(manifest_path.read_text())
-    reports = []
+    reports, tf_models = [], {}
     bar = tqdm(list(manifest["models"].items()), desc="verifying", unit="model", disable=not progress)
     for stem, entry in bar:
         bar.set_postfix_str(stem)
+        tf_models[stem] = {}
         with open_checkpoint(Path(src) / entry["source"]) as ck:
             reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images,
-                                             dlatents=Path(src) / "dlatents.pkl"))
+                                             dlatents=Path(src) / "dlatents.pkl", tf_models=tf_models[stem]))
     if {"encoder", "mobilenet", "generator"} <= set(manifest["models"]) and dtype == "float32":
-        reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images))
+        # the SavedModels and float64 rebuilds the per-model checks built: nothing is read or built twice
+        reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images, tf_models))
     return reports
 
 
@@ -135,10 +137,11 @@ def _e(x) -> str:
 ROUND_TRIP_TOL = 1e-4  # the old fixed bar (float32, dlatents and reconstructions), reported
 
 
-def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8):
+def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None):
     """image -> encoder + classifier -> dlatent -> generator -> reconstruction, in TF (the
     SavedModels, loaded as the notebook loads them) and in PyTorch, judged against the same
-    pipeline run in float64 by the TF rebuilds; a Report of two rows."""
+    pipeline run in float64 by the TF rebuilds; a Report of two rows. ``tf_models``: stem ->
+    ``{"savedmodel": ..., "float64": ...}`` already built (``verify_release``); built here if absent."""
     import time
 
     import numpy as np
@@ -155,14 +158,19 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
     from porting.verify_classifier import check_inputs
 
     t0 = time.perf_counter()
-    tf_models, tf64, pt_models = {}, {}, {}
+    tf32, tf64, pt_models = {}, {}, {}
     for stem in ("encoder", "mobilenet", "generator"):
         entry = manifest["models"][stem]
         path = Path(weights_dir) / entry["weights"]
-        header = models_pt.read_header(path)
-        with open_checkpoint(Path(src) / entry["source"]) as ck:
-            tf_models[stem] = keras.models.load_model(str(ck.root), compile=False)
-            tf64[stem] = kinds.get(header["kind"]).hooks().tf_rebuild(header["config"], "float64", ck.read_all())
+        built = (tf_models or {}).get(stem) or {}
+        if built.get("savedmodel") is not None and built.get("float64") is not None:
+            tf32[stem], tf64[stem] = built["savedmodel"], built["float64"]
+        else:
+            header = models_pt.read_header(path)
+            with open_checkpoint(Path(src) / entry["source"]) as ck:
+                tf32[stem] = keras.models.load_model(str(ck.root), compile=False)
+                tf64[stem] = kinds.get(header["kind"]).hooks().tf_rebuild(header["config"], "float64",
+                                                                          ck.read_all())
         pt_models[stem] = models_pt.load(path)
     size = pt_models["generator"].config["resolution"]
     images = sample_images(num_images, size, seed=3000, channels_last=False)
@@ -174,7 +182,7 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
         return w, np.clip(np.asarray(g.g_synthesis(g.style_vector_calculator(w, training=False),
                                                    training=False)), -1, 1)
 
-    w_tf, recon_tf = tf_run(tf_models, images)
+    w_tf, recon_tf = tf_run(tf32, images)
     w_64, recon_64 = tf_run(tf64, images.astype(np.float64))
     with torch.no_grad():
         x = torch.from_numpy(images)

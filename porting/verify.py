@@ -215,6 +215,9 @@ class Reference:
     savedmodel_out: np.ndarray | None = None
     seconds: float = 0.0
     described: str = ""               # the inputs, in words, for the report
+    # The TF models built on the way ("savedmodel": as the notebook loads it; "float64": the
+    # rebuild that computed the truth), so a caller can reuse them (the release's round trip).
+    models: dict = field(default_factory=dict)
 
 
 def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_images: int = NUM_IMAGES,
@@ -239,14 +242,15 @@ def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_i
     hooks.check_inputs(inputs)
     variables = ck.read_all()
     tf = hooks.tf_trace(hooks.tf_rebuild(config, dtype, variables), inputs, dtype)
-    truth = None
+    truth, models = None, {"savedmodel": saved}
     if dtype == "float32":   # the float64 truth: the same rebuild, the same (float32) inputs
-        truth = hooks.tf_trace(hooks.tf_rebuild(config, "float64", variables), inputs, "float64")
+        models["float64"] = hooks.tf_rebuild(config, "float64", variables)
+        truth = hooks.tf_trace(models["float64"], inputs, "float64")
     sm_out = None
     if saved is not None and dtype == "float32" and native in (None, size):  # its own dtype and size
         sm_out = np.asarray(hooks.savedmodel_output(saved, inputs))
     return Reference(kind_name, dtype, config, hooks, inputs, size, tf, truth, str(ck.source), sm_out,
-                     time.perf_counter() - t0, described)
+                     time.perf_counter() - t0, described, models)
 
 
 def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "") -> Report:
@@ -269,8 +273,8 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "")
         raise AssertionError(f"PyTorch trace lacks layers {missing[:5]}")
     labels = list(ref.tf)
     truth = ref.truth or {}
-    report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described or f"{len(_batch(ref.inputs))} x {ref.size}px",
-                    hooks.output_tol[ref.dtype], hooks.layer_tol[ref.dtype], rule.to_json())
+    report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described, hooks.output_tol[ref.dtype],
+                    hooks.layer_tol[ref.dtype], rule.to_json())
     for label in labels:
         last = label == labels[-1]
         report.layers.append(judge(label, ref.tf[label], got[label], truth.get(label), rule,
@@ -285,20 +289,19 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "")
     return report.finish()
 
 
-def _batch(inputs):
-    return inputs[0] if isinstance(inputs, tuple) else inputs
-
-
 def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int = NUM_IMAGES,
                       size: int | None = None, seed: int = 0, rule: Rule = RULE,
-                      dlatents: Path | None = None) -> Report:
-    """Compare every activation of the TF reference and the PyTorch port on the same inputs."""
+                      dlatents: Path | None = None, tf_models: dict | None = None) -> Report:
+    """Compare every activation of the TF reference and the PyTorch port on the same inputs.
+    ``tf_models``: a dict that receives the TF models built on the way (``Reference.models``)."""
     import models_pt
 
     header = models_pt.read_header(weights)
     ref = tf_reference(ck, header["kind"], header["config"], dtype, num_images, size, seed, dlatents)
     report = judge_module(ref, models_pt.load(weights), rule, str(weights))
     report.same_source = header.get("source_sha256") == ck.sha256()
+    if tf_models is not None:
+        tf_models.update(ref.models)
     return report
 
 

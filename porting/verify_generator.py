@@ -15,6 +15,7 @@ import numpy as np
 from porting.verify import Hooks
 
 RELEASED_DLATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "released_dlatents.pkl"
+GAUSSIAN = "seeded Gaussian dlatents"   # the input source when no dlatents file is at hand
 
 
 def released_dlatents(path: Path | None = None) -> np.ndarray:
@@ -27,14 +28,14 @@ def input_source(dlatents: Path | None = None) -> str:
     """Where ``make_inputs`` takes its dlatents from."""
     if dlatents is not None and Path(dlatents).exists():
         return str(dlatents)
-    return str(RELEASED_DLATENTS) if RELEASED_DLATENTS.exists() else "seeded Gaussian dlatents"
+    return str(RELEASED_DLATENTS) if RELEASED_DLATENTS.exists() else GAUSSIAN
 
 
 def make_inputs(config: dict, n: int, size: int, seed: int, dlatents: Path | None = None) -> np.ndarray:
     """n dlatents [n, w_dim], starting at index ``seed`` of the real ones (wrapping); see the
     module's docstring for where they come from."""
     source = input_source(dlatents)
-    if source == "seeded Gaussian dlatents":
+    if source == GAUSSIAN:
         real = np.random.default_rng(seed).normal(0, 1, (max(n, 2), 512 + 2)).astype(np.float32)
         real[:, 512:] = np.random.default_rng(seed + 1).dirichlet(np.ones(2), len(real))
     else:
