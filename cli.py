@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter hides our output
 
 import click  # noqa: E402
+from attfind import truth as truth_defaults  # noqa: E402  (NumPy only)
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -229,10 +230,10 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
 @click.option("--compare", type=click.Path(dir_okay=False), default=None,
               help="An examples_1.tfrecord to compare the effects and ranking with [default: the one "
                    "beside --dlatents, if there is one].")
-@click.option("--truth-images", default=8, show_default=True,
+@click.option("--truth-images", default=truth_defaults.DEFAULT_TRUTH_IMAGES, show_default=True,
               help="With a tfrecord of the same images to compare: images whose effects are also computed "
                    "in float64, the truth that TF's and our float32 effects are judged against (0: no verdict).")
-@click.option("--truth-coordinates", default=64, show_default=True,
+@click.option("--truth-coordinates", default=truth_defaults.DEFAULT_TRUTH_COORDINATES, show_default=True,
               help="Coordinates of the float64 truth: spread over StyleSpace, plus the ranking's.")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,

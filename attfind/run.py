@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from attfind import selection as sel
+from attfind import truth
 from porting.atomic import atomic_path, write_json
 from porting.errors import PortError
 
@@ -37,8 +38,9 @@ class Options:
     pictures: bool = True
     device: str = "cpu"
     compare: Path | None = None    # an examples_1.tfrecord; default: the one beside the dlatents
-    truth_images: int = 8          # images whose effects are also computed in float64 for the verdict
-    truth_coordinates: int = 64    # ... at this many coordinates (spread over StyleSpace, plus the ranking's)
+    truth_images: int = truth.DEFAULT_TRUTH_IMAGES            # images whose effects are also computed
+    truth_coordinates: int = truth.DEFAULT_TRUTH_COORDINATES  # in float64 for the verdict, at this many
+                                                              # coordinates (spread, plus the ranking's)
 
 
 @dataclass
@@ -287,11 +289,10 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
     spread over StyleSpace plus the ranking's. Only for the tfrecord's own image set (the style
     ranges, and so every shift, depend on it). The truth is cached beside the effects."""
     from attfind.tfrecord import read_examples
-    from attfind.truth import float64_effects, judge_effects, truth_coordinates
 
     tb, td, te = read_examples(path)
     k, i = map(list, zip(*pair_images(td, dlatents)[:options.truth_images]))
-    coords = truth_coordinates(effects.shape[2], options.truth_coordinates, [j for _, j in result.ranking])
+    coords = truth.truth_coordinates(effects.shape[2], options.truth_coordinates, [j for _, j in result.ranking])
     tkey = hashlib.sha256(f"{key}/{i}/{coords.tolist()}".encode()).hexdigest()[:16]
     cached = _cached(cache_dir / "truth_float64.npz", tkey)
     if cached is None:
@@ -299,7 +300,7 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
             f"{len(coords)} coordinates x 2 directions; --truth-images 0 skips them)")
         ctx = bar(len(i) * len(coords), "float64 truth (coordinates)") if bar else None
         try:
-            cached = float64_effects(gen, clf, dlatents, i, options.shift_size, options.batch_size, coords,
+            cached = truth.float64_effects(gen, clf, dlatents, i, options.shift_size, options.batch_size, coords,
                                      options.device, on_batch=(lambda n: ctx.update(n)) if ctx else None)
         finally:
             if ctx is not None:
@@ -309,7 +310,7 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
             with open(tmp, "wb") as f:
                 np.savez(f, key=np.array(tkey), base=cached[0], effects=cached[1])
     tbase, teff = cached
-    verdict = judge_effects((tb[k], te[k][:, :, coords]), (base[i], effects[i][:, :, coords]),
+    verdict = truth.judge_effects((tb[k], te[k][:, :, coords]), (base[i], effects[i][:, :, coords]),
                             (tbase, teff[:, :, coords]))
     verdict.update(judged=True, coordinates=int(len(coords)))
     return verdict

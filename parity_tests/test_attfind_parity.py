@@ -225,6 +225,20 @@ def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp
     assert doc2["attributes"] == doc["attributes"]
 
 
+def test_cli_attfind_does_not_judge_another_image_set(attfind_release, tmp_path):
+    """With --max-images the style ranges come from fewer images than the tfrecord's: its effects
+    are other shifts, so the verdict is not taken (a correct port would fail it), and says why."""
+    ref, weights = attfind_release
+    out = tmp_path / "part"
+    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+                                      "--out", str(out), "--max-images", "6", "--no-pictures"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "attfind.json").read_text())
+    assert doc["tfrecord"]["compared_images"] == 6 and doc["tfrecord"]["same_ranking"] is None
+    assert doc["tfrecord"]["verdict"]["judged"] is False and "another image set" in r.stderr
+    assert not (out / "effects_cache" / "truth_float64.npz").exists()
+
+
 def test_cli_attfind_bad_input(attfind_release, tmp_path):
     ref, weights = attfind_release
     r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(ref / "dlatents.pkl"),
