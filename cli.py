@@ -90,6 +90,13 @@ def progress_bar(total: int, label: str):
                 disable=None if not os.environ.get("STYLEX_PROGRESS") else False)
 
 
+def log_line(msg: str):
+    """A message on stderr that does not tear an active progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
 @main.command()
 @click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
 @click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
@@ -235,21 +242,42 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
                    "in float64, the truth that TF's and our float32 effects are judged against (0: no verdict).")
 @click.option("--truth-coordinates", default=truth_defaults.DEFAULT_TRUTH_COORDINATES, show_default=True,
               help="Coordinates of the float64 truth: spread over StyleSpace, plus the ranking's.")
+@click.option("--workers", default=0, show_default=True,
+              help="Compute the effects on this many Ray workers (one image per unit of work; a local "
+                   "cluster is started unless --ray-address is given). 0: in this process.")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting one.")
+@click.option("--threads-per-worker", type=int, default=None,
+              help="torch CPU threads per worker [default: cores // workers on a local cluster, else 1].")
+@click.option("--worker-weights", type=click.Path(file_okay=False), default=None,
+              help="The converted folder's path as the workers see it [default: --weights]; every worker "
+                   "checks the files' sha256 against the driver's manifest.")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
             sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
-            truth_coordinates):
+            truth_coordinates, workers, ray_address, threads_per_worker, worker_weights):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
     from attfind.run import Options, format_ranking, run
 
     out = Path(out_dir) if out_dir else Path("runs") / "attfind" / Path(weights).name
+    if workers < 0:
+        raise click.BadParameter("must be 0 (this process) or a number of workers", param_hint="--workers")
     opts = Options(num_indices=num_indices, shift_size=shift_size, batch_size=batch_size, top=top,
                    examples=examples, independent=independent, sufficiency=sufficiency,
                    sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
                    compare=Path(existing(compare)) if compare else None, device=device,
-                   truth_images=truth_images, truth_coordinates=truth_coordinates)
-    outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
-                  log=lambda msg: click.echo(msg, err=True))
+                   truth_images=truth_images, truth_coordinates=truth_coordinates, workers=workers,
+                   ray_address=ray_address, threads_per_worker=threads_per_worker,
+                   worker_weights=Path(worker_weights) if worker_weights else None)
+    try:
+        outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
+                      log=log_line)
+    except KeyboardInterrupt:
+        cache = out / "effects_cache"
+        done = len(list(cache.glob("image_*.npz"))) if cache.exists() else 0
+        click.echo(f"\ninterrupted: {done} images' effects are in {cache}; the same command resumes from "
+                   "there (with or without --workers)", err=True)
+        sys.exit(130)
     click.echo(format_ranking(outcome.document))
     eff = outcome.document["effects"]
     if eff["evaluations_per_second"]:

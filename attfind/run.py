@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from porting.atomic import atomic_path, write_json
 from porting.errors import PortError
 
 CACHE_FORMAT = "attfind-effects/1"
+
+EffectSource = Callable[[list, Callable[[float], None]], Iterator[tuple[int, np.ndarray, np.ndarray]]]
+"""``source(todo, progress)`` yields ``(image, base [C], effects [2, S, C])`` for every image of
+``todo``; ``progress(total)`` reports the coordinates done so far."""
 
 
 class AttFindInputError(PortError):
@@ -41,6 +45,11 @@ class Options:
     truth_images: int = truth.DEFAULT_TRUTH_IMAGES            # images whose effects are also computed
     truth_coordinates: int = truth.DEFAULT_TRUTH_COORDINATES  # in float64 for the verdict, at this many
                                                               # coordinates (spread, plus the ranking's)
+    workers: int = 0               # > 0: the effects on that many Ray workers (attfind.distributed)
+    ray_address: str | None = None # join this Ray cluster instead of starting one
+    threads_per_worker: int | None = None
+    worker_weights: Path | None = None  # the converted folder as the workers see it
+    on_dispatch: Callable | None = None  # distributed only: called with the in-flight units (tests)
 
 
 @dataclass
@@ -75,7 +84,7 @@ def cache_key(entries: dict, dlatents: np.ndarray, style_min, style_max, shift_s
     """What the cached effects depend on: the weights (their hashes in the manifest), the
     dlatents, the style ranges and the shift size."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: e.get("sha256", e.get("weights")) for k, e in sorted(entries.items())},
+    h.update(json.dumps({k: e.get("weights_sha256", e.get("weights")) for k, e in sorted(entries.items())},
                         sort_keys=True).encode())
     for a in (dlatents, style_min, style_max):
         h.update(np.ascontiguousarray(a, np.float32).tobytes())
@@ -95,10 +104,35 @@ def _cached(path: Path, key: str):
         return None
 
 
+def local_source(backend, dlatents, style_min, style_max, shift_size: float = 1.0) -> EffectSource:
+    """The single-process path: ``backend.image`` for each image in turn."""
+    def source(todo, progress):
+        done = 0.0
+        for i in todo:
+            def on_batch(k):
+                nonlocal done
+                done += k
+                progress(done)
+            base, effects = backend.image(dlatents[i], style_min, style_max, shift_size, on_batch=on_batch)
+            yield i, base, effects
+    return source
+
+
+def write_cached(path: Path, key: str, base: np.ndarray, effects: np.ndarray) -> None:
+    """One image's cache entry, written to a temporary file and renamed: a reader (this run
+    resuming, or another run on the same cache) sees the whole entry or none."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), base=base, effects=effects)
+
+
 def compute_effects(backend, dlatents, style_min, style_max, cache_dir: Path | None, key: str,
-                    shift_size: float = 1.0, bar: Callable | None = None, log=print):
+                    shift_size: float = 1.0, bar: Callable | None = None, log=print,
+                    source: EffectSource | None = None):
     """Effects for every image, from the cache where it has them; returns (base [N, C],
-    effects [N, 2, S, C], number computed now)."""
+    effects [N, 2, S, C], number computed now). ``source(todo, progress)`` computes the rest and
+    yields ``(image, base, effects)`` in any order (default: ``local_source``; the Ray workers:
+    ``attfind.distributed.sweep``); each result is cached as it arrives."""
     n, s = len(dlatents), backend.num_styles
     base = np.zeros((n, 2), np.float32)
     effects = np.zeros((n, 2, s, 2), np.float32)
@@ -113,19 +147,57 @@ def compute_effects(backend, dlatents, style_min, style_max, cache_dir: Path | N
         log(f"effects: {n - len(todo)} of {n} images from the cache in {cache_dir}")
     if cache_dir:
         cache_dir.mkdir(parents=True, exist_ok=True)
-    ctx = bar(len(todo) * s, "effects (coordinates)") if bar and todo else None
+    if not todo:
+        return base, effects, 0
+    source = source or local_source(backend, dlatents, style_min, style_max, shift_size)
+    ctx = bar(len(todo) * s, "effects (coordinates)") if bar else None
+
+    def progress(total: float):
+        if ctx is not None:
+            ctx.update(int(min(total, ctx.total)) - ctx.n)
+
+    computed = set()
     try:
-        for i in todo:
-            base[i], effects[i] = backend.image(dlatents[i], style_min, style_max, shift_size,
-                                                on_batch=(lambda k: ctx.update(k)) if ctx else None)
+        for i, b, e in source(todo, progress):
+            if i in computed:        # a source must yield each image once; never write an entry twice
+                continue
+            computed.add(i)
+            base[i], effects[i] = b, e
             if cache_dir:
-                with atomic_path(cache_dir / f"image_{i:05d}.npz") as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, key=np.array(key), base=base[i], effects=effects[i])
+                write_cached(cache_dir / f"image_{i:05d}.npz", key, base[i], effects[i])
     finally:
         if ctx is not None:
             ctx.close()
+    if len(computed) != len(todo):
+        raise AttFindInputError(f"the effects of images {sorted(set(todo) - computed)[:10]} were not computed")
     return base, effects, len(todo)
+
+
+def ray_source(weights: Path, entries: dict, dlatents, style_min, style_max, options: Options, log,
+               on_dispatch=None):
+    """The effects on Ray workers (``attfind.distributed.sweep``) as an ``EffectSource``, and the
+    report it fills (retried units, which worker did what)."""
+    from attfind import distributed
+
+    opts = distributed.ClusterOptions(workers=options.workers or 1, address=options.ray_address,
+                                      device=options.device, threads_per_worker=options.threads_per_worker,
+                                      worker_weights=options.worker_weights)
+    expected = {stem: (entries[stem]["weights"], entries[stem].get("weights_sha256"))
+                for stem in ("generator", "mobilenet")}
+    report = distributed.SweepReport()
+
+    def source(todo, progress):
+        yield from distributed.sweep(Path(weights), expected, dlatents, todo, style_min, style_max,
+                                     options.shift_size, options.batch_size, opts, report, progress, log,
+                                     on_dispatch=on_dispatch or options.on_dispatch)
+    return source, report
+
+
+def torch_threads() -> int:
+    """This process's torch CPU threads: on a CPU, part of what makes two runs bit-identical."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -175,8 +247,11 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "
         f"({2 * len(dlatents) * backend.num_styles} generator + classifier evaluations)")
     t0 = time.perf_counter()
+    source, cluster = None, None
+    if options.workers or options.ray_address:
+        source, cluster = ray_source(weights, entries, dlatents, lo, hi, options, log)
     base, effects, computed = compute_effects(backend, dlatents, lo, hi, out_dir / "effects_cache", key,
-                                              options.shift_size, bar, log)
+                                              options.shift_size, bar, log, source=source)
     seconds = time.perf_counter() - t0
     result = sel.attfind(effects, base, num_indices=options.num_indices)
 
@@ -190,11 +265,14 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
         "shift_size": options.shift_size, "base_logits": base.tolist(),
         "style_min": lo.tolist(), "style_max": hi.tolist(),
         "effects": {"computed_images": computed, "cached_images": len(dlatents) - computed,
+                    "torch_threads": torch_threads(),
                     "seconds": round(seconds, 2),
                     "evaluations_per_second": (round(2 * computed * backend.num_styles / seconds, 1)
                                                if computed else None)},
         "near_ties": [[x.coordinate for x in pair] for pair in result.near_ties(1e-4)],
     })
+    if cluster is not None:
+        doc["effects"]["cluster"] = cluster.to_json()
 
     examples = options.compare or Path(dlatents_path).parent / "examples_1.tfrecord"
     if examples.exists():
@@ -306,9 +384,7 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
             if ctx is not None:
                 ctx.close()
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache_dir / "truth_float64.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, key=np.array(tkey), base=cached[0], effects=cached[1])
+        write_cached(cache_dir / "truth_float64.npz", tkey, *cached)
     tbase, teff = cached
     verdict = truth.judge_effects((tb[k], te[k][:, :, coords]), (base[i], effects[i][:, :, coords]),
                             (tbase, teff[:, :, coords]))

@@ -1,0 +1,326 @@
+"""AttFind's heavy step spread over Ray workers (``cli.py attfind --workers N``).
+
+The driver (the process that runs ``attfind.run.run``) keeps everything that decides the
+result: the style ranges, the cache and the selection. The workers only compute effects, each
+with its own copy of the PyTorch models (loaded once per worker from the converted folder) and
+the same code and batches as the single-process path (``FastEffects.image``), so on the same
+device type their effects are the single-process run's, bit for bit.
+
+A unit of work is one image: at the release's size one image is 5,760 x 2 evaluations (a
+minute on a GPU, hours on a CPU core), 250 of them balance well over up to ~60 workers, and a
+unit maps onto exactly one entry of the per-image effect cache. The driver writes each entry
+as its result arrives (``attfind.run.compute_effects``, write-then-rename), so a worker never
+needs the driver's disk, a killed worker leaves nothing behind, and a resumed run, distributed
+or not, reads the same entries.
+
+Faults: a worker that dies (killed, out of memory, its node lost) fails its unit; the driver
+starts a replacement, puts the unit back at the head of the queue, and says so. A worker that
+cannot load the weights fails the run with one line. Ctrl-C (or any error) stops the workers,
+and the local cluster if this run started it.
+
+Threads: a worker runs ``torch.set_num_threads(threads_per_worker)``; on a machine of C cores
+the default is C // N per worker, so N workers never fight over cores (PyTorch's CPU threads
+collapse when another process holds one of theirs).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from porting.errors import PortError
+
+SETUP, UNIT = "setup", "unit"
+DEPTH = 2   # units queued per worker: the next image waits in the worker's queue while one runs,
+            # so a worker never idles for the round trip to the driver (about 9% of a 64 px sweep)
+
+
+class DistributedError(PortError):
+    """The distributed sweep cannot go on (a worker cannot load the weights, workers keep dying)."""
+
+
+@dataclass
+class ClusterOptions:
+    workers: int = 2
+    address: str | None = None          # join an existing cluster (ray.init(address=...)); else start one
+    device: str = "cpu"                 # "cuda": one GPU per worker (Ray's GPU resource)
+    threads_per_worker: int | None = None   # default: cores // workers on a local cluster, else 1
+    worker_weights: Path | None = None  # the converted folder as the workers see it (default: the driver's)
+    max_deaths: int | None = None       # worker deaths tolerated before the run fails (default 2N + 2)
+    worker_class: type | None = None    # default EffectsWorker; a stand-in measures Ray's own overhead
+
+
+@dataclass
+class SweepReport:
+    """What the cluster did, for attfind.json and the log."""
+    workers: int = 0
+    address: str = ""
+    started_cluster: bool = False
+    threads_per_worker: int = 1
+    device: str = "cpu"
+    retried: list[dict] = field(default_factory=list)      # {"image", "worker_pid", "why"}
+    units: dict[int, int] = field(default_factory=dict)    # image -> pid of the worker that computed it
+    startup_seconds: float = 0.0
+    compute_seconds: float = 0.0        # summed over the units, as the workers timed them
+
+    def to_json(self) -> dict:
+        return {"workers": self.workers, "address": self.address, "started_cluster": self.started_cluster,
+                "threads_per_worker": self.threads_per_worker, "device": self.device,
+                "retried": self.retried, "startup_seconds": round(self.startup_seconds, 2),
+                "worker_compute_seconds": round(self.compute_seconds, 2),
+                "images_per_worker": _count_by_pid(self.units)}
+
+
+def _count_by_pid(units: dict[int, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pid in units.values():
+        out[str(pid)] = out.get(str(pid), 0) + 1
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- the worker side
+
+
+class EffectsWorker:
+    """One Ray worker: the models, loaded once, and ``FastEffects.image`` per unit."""
+
+    def setup(self, weights: str, expected: dict, device: str, batch_size: int, threads: int):
+        """Load and check the models. Returns the worker's identity, or one line saying why not
+        (never raises: a worker that cannot load the weights must fail the run clearly)."""
+        try:
+            import torch
+
+            import models_pt
+            from attfind.effects_pt import FastEffects
+
+            torch.set_num_threads(int(threads))
+            folder = Path(weights)
+            for stem, (name, sha) in expected.items():
+                f = folder / name
+                if not f.exists():
+                    return f"{f}: no such file on this worker (pass the folder's path on the workers " \
+                           "with --worker-weights, or copy it there)"
+                got = file_sha256(f)
+                if sha and got != sha:
+                    return f"{f}: sha256 {got[:12]}... on this worker, {sha[:12]}... on the driver " \
+                           "(another conversion?)"
+            gen = models_pt.load(folder / expected["generator"][0])
+            clf = models_pt.load(folder / expected["mobilenet"][0])
+            self.backend = FastEffects(gen, clf, batch_size=batch_size, device=device)
+            import ray
+
+            return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "device": str(self.backend.device),
+                    "threads": torch.get_num_threads()}
+        except Exception as e:  # noqa: BLE001 - reported to the driver as one line
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def image(self, unit: int, dlatent, style_min, style_max, shift_size: float, progress):
+        def on_batch(k):
+            progress.add.remote(unit, k)
+        t = time.perf_counter()
+        base, effects = self.backend.image(dlatent, style_min, style_max, shift_size, on_batch=on_batch)
+        return unit, base, effects, time.perf_counter() - t
+
+
+class Progress:
+    """Coordinates done per unit, summed by the driver for one progress bar over the cluster."""
+
+    def __init__(self):
+        self.done: dict[int, float] = {}
+
+    def add(self, unit: int, k: float):
+        self.done[unit] = self.done.get(unit, 0.0) + k
+
+    def reset(self, unit: int):
+        self.done.pop(unit, None)
+
+    def total(self) -> float:
+        return float(sum(self.done.values()))
+
+
+# --------------------------------------------------------------------------- the driver side
+
+
+def _init_cluster(opts: ClusterOptions, report: SweepReport, log) -> bool:
+    """Join ``opts.address`` or start a local cluster; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        report.address = "already initialised in this process"
+        return False
+    common = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                  configure_logging=True)
+    if opts.address:
+        ray.init(address=opts.address, **common)
+        report.address = opts.address
+        return False
+    cores = os.cpu_count() or 1
+    threads = opts.threads_per_worker or max(1, cores // opts.workers)
+    num_gpus = None
+    if opts.device.startswith("cuda"):
+        import torch
+
+        num_gpus = torch.cuda.device_count()
+        if num_gpus < opts.workers:
+            raise DistributedError(f"--device {opts.device} --workers {opts.workers}: each worker needs a GPU, "
+                                   f"this machine has {num_gpus}")
+    # the object store holds a few small arrays per unit; keep it off most of /dev/shm
+    ray.init(address="local", num_cpus=max(cores, opts.workers * threads), num_gpus=num_gpus,
+             object_store_memory=256 * 2 ** 20, **common)
+    report.address = "local"
+    log(f"started a local Ray cluster for {opts.workers} workers")
+    return True
+
+
+def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], style_min, style_max,
+          shift_size: float, batch_size: int, opts: ClusterOptions, report: SweepReport,
+          progress: Callable[[float], None] | None = None, log: Callable[[str], None] = print,
+          on_dispatch: Callable[[dict], None] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(image, base [C], effects [2, S, C])`` for every image of ``todo``, in the order
+    they finish. ``expected``: {stem: (file name, sha256)} of the generator's and the
+    classifier's weights in the converted folder, which every worker checks before it loads them.
+    ``progress(total)``: coordinates done so far over the cluster. ``on_dispatch(state)``: called
+    after each round of submissions with ``{"in_flight": {pid: [images]}, "done": n}`` (for
+    tests and monitors)."""
+    import ray
+
+    if opts.workers < 1:
+        raise DistributedError(f"--workers {opts.workers}: need at least one worker")
+    t0 = time.perf_counter()
+    started = _init_cluster(opts, report, log)
+    report.started_cluster = started
+    report.workers, report.device = opts.workers, opts.device
+    cores = os.cpu_count() or 1
+    threads = opts.threads_per_worker or (max(1, cores // opts.workers) if started else 1)
+    report.threads_per_worker = threads
+    gpus = 1 if opts.device.startswith("cuda") else 0
+    worker_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(opts.worker_class or EffectsWorker)
+    tracker = ray.remote(num_cpus=0)(Progress).remote()
+    worker_weights = str(opts.worker_weights or weights)
+    device = "cuda" if gpus else opts.device     # Ray sets CUDA_VISIBLE_DEVICES to the worker's GPU
+    max_deaths = opts.max_deaths if opts.max_deaths is not None else 2 * opts.workers + 2
+    lo_ref, hi_ref = ray.put(np.asarray(style_min)), ray.put(np.asarray(style_max))
+
+    workers: dict[int, object] = {}          # slot -> actor handle
+    pids: dict[int, int] = {}                # slot -> pid, once set up
+    inflight: dict[object, tuple] = {}       # ObjectRef -> (SETUP, slot) | (UNIT, slot, image)
+    idle: deque[int] = deque()               # a slot appears once per free place in its queue
+    dead_pids: dict[int, int | None] = {}
+    queue = deque(todo)
+    deaths = 0
+    next_slot = 0
+
+    def start_worker():
+        nonlocal next_slot
+        slot, next_slot = next_slot, next_slot + 1
+        workers[slot] = worker_cls.remote()
+        ref = workers[slot].setup.remote(worker_weights, expected, device, batch_size, threads)
+        inflight[ref] = (SETUP, slot)
+
+    def lose(slot: int, why: str, image: int | None):
+        """A worker is gone: replace it (once per worker) and put its image back in the queue."""
+        nonlocal deaths
+        if slot in workers:
+            deaths += 1
+            dead_pids[slot] = pids.pop(slot, None)
+            workers.pop(slot)
+            while slot in idle:
+                idle.remove(slot)
+            if deaths > max_deaths:
+                raise DistributedError(f"{deaths} workers lost (last: {why}); giving up. The effects computed so "
+                                       "far are in the cache: the run resumes from there")
+            if queue or image is not None or any(v[0] == UNIT for v in inflight.values()):
+                start_worker()
+        pid = dead_pids.get(slot)
+        if image is None:
+            log(f"worker {pid} lost while loading the models ({why}); a new one is started")
+            return
+        queue.appendleft(image)
+        tracker.reset.remote(image)
+        report.retried.append({"image": int(image), "worker_pid": pid, "why": why})
+        log(f"worker {pid} lost ({why}) with image {image} in its hands; the image is retried on another worker")
+
+    try:
+        for _ in range(min(opts.workers, max(1, len(todo)))):
+            start_worker()
+        done, last_poll = 0, 0.0
+        while queue or inflight:
+            while idle and queue:
+                slot, image = idle.popleft(), queue.popleft()
+                ref = workers[slot].image.remote(image, dlatents[image], lo_ref, hi_ref, shift_size, tracker)
+                inflight[ref] = (UNIT, slot, image)
+            if on_dispatch is not None:
+                held: dict = {}
+                for v in inflight.values():
+                    if v[0] == UNIT:
+                        held.setdefault(pids.get(v[1]), []).append(v[2])
+                on_dispatch({"in_flight": held, "done": done})
+            if not inflight:
+                if queue:
+                    raise DistributedError("no worker left to run the remaining images")
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            if progress is not None and time.perf_counter() - last_poll > 0.5:
+                last_poll = time.perf_counter()
+                progress(ray.get(tracker.total.remote()))
+            for ref in ready:
+                what = inflight.pop(ref)
+                slot = what[1]
+                try:
+                    value = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
+                    lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
+                    continue
+                except ray.exceptions.RayTaskError as e:   # the computation itself raised: not a fault
+                    cause = e.cause if getattr(e, "cause", None) is not None else e
+                    where = f"image {what[2]}" if what[0] == UNIT else "setup"
+                    raise DistributedError(f"worker {pids.get(slot)} failed on {where}: {type(cause).__name__}: "
+                                           f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
+                if what[0] == SETUP:
+                    if isinstance(value, str):
+                        raise DistributedError(f"a Ray worker could not load the weights: {value}")
+                    pids[slot] = value["pid"]
+                    if not report.startup_seconds and len(pids) == len(workers):
+                        report.startup_seconds = time.perf_counter() - t0
+                        log(f"{len(pids)} workers ready in {report.startup_seconds:.1f} s (pids "
+                            f"{', '.join(str(p) for p in pids.values())}; {threads} torch "
+                            f"thread{'s' if threads > 1 else ''} each"
+                            f"{', one GPU each' if gpus else ''})")
+                    idle.extend([slot] * DEPTH)
+                    continue
+                image, base, effects, seconds = value
+                report.units[int(image)] = pids.get(slot)
+                report.compute_seconds += seconds
+                done += 1
+                if slot in workers:
+                    idle.append(slot)
+                yield int(image), base, effects
+        if progress is not None:
+            progress(ray.get(tracker.total.remote()))
+    finally:
+        for w in list(workers.values()):
+            try:
+                ray.kill(w)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if started:
+            ray.shutdown()
+
