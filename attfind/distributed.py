@@ -68,12 +68,14 @@ class SweepReport:
     units: dict[int, int] = field(default_factory=dict)    # image -> pid of the worker that computed it
     startup_seconds: float = 0.0
     compute_seconds: float = 0.0        # summed over the units, as the workers timed them
+    stop_seconds: float = 0.0           # stopping the workers (and the cluster this run started)
 
     def to_json(self) -> dict:
         return {"workers": self.workers, "address": self.address, "started_cluster": self.started_cluster,
                 "threads_per_worker": self.threads_per_worker, "device": self.device,
                 "retried": self.retried, "startup_seconds": round(self.startup_seconds, 2),
                 "worker_compute_seconds": round(self.compute_seconds, 2),
+                "stop_seconds": round(self.stop_seconds, 2),
                 "images_per_worker": _count_by_pid(self.units)}
 
 
@@ -316,6 +318,7 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
         if progress is not None:
             progress(ray.get(tracker.total.remote()))
     finally:
+        t_stop = time.perf_counter()
         for w in list(workers.values()):
             try:
                 ray.kill(w)
@@ -323,4 +326,5 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
                 pass
         if started:
             ray.shutdown()
+        report.stop_seconds = time.perf_counter() - t_stop
 

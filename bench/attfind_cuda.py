@@ -7,7 +7,16 @@
    release's examples_1.tfrecord is given, against TF's; the AttFind ranking of both.
 2. Evaluations per second and one image's full sweep on CUDA, at the reference size and at the
    release's 256 px configuration (generator widths up to 512, MobileNetV1 1.0; weights drawn at
-   random, which does not change the work), with TF32 off as FastEffects sets it.
+   random, which does not change the work), with TF32 off as FastEffects sets it; at 256 px for
+   each of ``--batch-sizes-256``, with the peak GPU memory and the effects against the CPU on two
+   coordinates of every style layer. Issue 12's target: >= 800 evaluations/s (a release < 1 h).
+
+One command on a GPU machine, from a fresh clone (about 10 minutes with the 64 px reference):
+
+    make install && .venv/bin/python cli.py make-reference --out reference && \\
+    .venv/bin/python cli.py convert --tf-ckpt reference --out weights/reference && \\
+    .venv/bin/python bench/attfind_cuda.py --weights weights/reference --dlatents reference/dlatents.pkl \\
+        --tfrecord reference/examples_1.tfrecord
 """
 from __future__ import annotations
 
@@ -38,7 +47,8 @@ def main():
     ap.add_argument("--tfrecord", type=Path)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--images-256", type=int, default=1)
+    ap.add_argument("--images-256", type=int, default=1, help="Images swept per batch size at 256 px (0: skip).")
+    ap.add_argument("--batch-sizes-256", type=int, nargs="+", default=[64, 128, 256])
     args = ap.parse_args()
 
     import numpy as np
@@ -91,15 +101,25 @@ def main():
             elif "noise_strength" in name:
                 p.fill_(0.1)
     clf256 = MobileNetV1(**models["mobilenet"].config).eval()
-    big = FastEffects(g256, clf256, batch_size=64, device=args.device)
     w256 = np.random.default_rng(0).normal(size=(4, config["w_dim"])).astype(np.float32)
-    s256 = big.styles(w256)
-    lo256, hi256 = sel.style_ranges(s256)
-    rate, seconds = sweep_rate(big, w256, lo256, hi256, images=args.images_256)
-    print(f"   256 px release configuration ({big.num_styles} coordinates): {rate:,.0f} evaluations/s, "
-          f"one image's full sweep {seconds:.1f} s, batch 64")
-    print(f"   peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if torch.cuda.is_available() else "")
-
+    cpu256 = FastEffects(g256, clf256, batch_size=16)
+    lo256, hi256 = sel.style_ranges(cpu256.styles(w256))
+    # effects on CUDA against the CPU, on a sample of coordinates of every style layer
+    sample = [int(cpu256.offsets[layer]) + c for layer in range(len(cpu256.sizes)) for c in (0, 1)]
+    _, c_eff = cpu256.image(w256[0], lo256, hi256, coordinates=sample)
+    for batch in args.batch_sizes_256:
+        torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+        big = FastEffects(g256, clf256, batch_size=batch, device=args.device)
+        _, g_eff = big.image(w256[0], lo256, hi256, coordinates=sample)
+        diff = np.abs(g_eff[:, sample] - c_eff[:, sample]).max()
+        rate, seconds = sweep_rate(big, w256, lo256, hi256, images=args.images_256)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+        print(f"   256 px release configuration ({big.num_styles} coordinates), batch {batch}: {rate:,.0f} "
+              f"evaluations/s, one image's full sweep {seconds:.1f} s, a release of 250 images "
+              f"{250 * seconds / 3600:.2f} h on this GPU; peak GPU memory {peak:.1f} GiB; effects vs CPU "
+              f"({len(sample)} coordinates) max abs diff {diff:.1e}")
+        del big
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 if __name__ == "__main__":
     main()

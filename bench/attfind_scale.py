@@ -18,7 +18,9 @@ overhead, and what a whole 256 px release sweep costs on 1, 8 and 64 GPUs. PyTor
    target), the overhead measured in 2 and the cluster start measured in 1 plus a CUDA start.
 4. ``--cpu-256``: evaluations/s of one CPU core at 256 px (the release's configuration, random
    weights, which does not change the work), on a sample of coordinates of every style layer
-   weighted by the layer's size; from it, a CPU-only user's time per image and per release.
+   weighted by the layer's size (each sampled call's base image taken off; its prefix, which a
+   sweep renders once per layer, left in: a slight overestimate of the time); from it, a
+   CPU-only user's time per image and per release.
 """
 from __future__ import annotations
 
@@ -94,19 +96,25 @@ def cpu_256_rate(seconds_per_layer: float) -> tuple[float, list]:
         for name, p in g.named_parameters():
             if name.endswith("bias") and "styles" in name:
                 p.zero_()
-    clf = MobileNetV1(input_size=256, alpha=1.0, num_classes=2).eval()
+    clf = MobileNetV1(alpha=1.0, depth_multiplier=1, num_classes=2, bn_epsilon=1e-3,
+                      strided_padding="explicit").eval()
     backend = FastEffects(g, clf, batch_size=8)
     w = np.random.default_rng(0).normal(size=(4, 514)).astype(np.float32)
     lo, hi = sel.style_ranges(backend.styles(w))
+    t = time.perf_counter()
+    backend.image(w[0], lo, hi, coordinates=[])           # the base image alone, once per image in a sweep
+    t_base = time.perf_counter() - t
     rows, weighted = [], 0.0
     for layer, size in enumerate(backend.sizes):
         first = int(backend.offsets[layer])
         t = time.perf_counter()
-        n = 0
+        n = calls = 0
         while n == 0 or time.perf_counter() - t < seconds_per_layer:   # 4 evaluations per call
             backend.image(w[0], lo, hi, coordinates=[first + n % size, first + (n + 1) % size])
-            n += 2
-        per_eval = (time.perf_counter() - t) / (2 * n)
+            n, calls = n + 2, calls + 1
+        # each call also renders the base image and the layer's prefix, which a sweep does once
+        # per image and once per layer: the base is taken off, the prefix (at most a base) is not
+        per_eval = (time.perf_counter() - t - calls * t_base) / (2 * n)
         rows.append((layer, size, per_eval))
         weighted += 2 * size * per_eval
     return 2 * backend.num_styles / weighted, rows
@@ -168,11 +176,12 @@ def main():
             print(f"   single process ({threads} thread{'s' if threads > 1 else ''}): {singles[threads][0]:.1f} s, "
                   f"{evals / singles[threads][0]:,.0f} evaluations/s")
         same = np.array_equal(eff, singles[threads][2]) and np.array_equal(base, singles[threads][1])
-        work = wall - report.startup_seconds
+        work = wall - report.startup_seconds - report.stop_seconds
         print(f"   Ray, {workers} worker{'s' if workers > 1 else ''} x {threads} threads: "
               f"{wall:.1f} s in all ({evals / wall:,.0f} evaluations/s = {t_single / wall:.2f}x the single process "
-              f"on {cores} threads), of which {report.startup_seconds:.1f} s cluster start; after the start "
-              f"{evals / work:,.0f} evaluations/s = {t_single / work:.2f}x")
+              f"on {cores} threads), of which {report.startup_seconds:.1f} s cluster start and "
+              f"{report.stop_seconds:.1f} s stop; between them {evals / work:,.0f} evaluations/s = "
+              f"{t_single / work:.2f}x; the workers computed {report.compute_seconds / workers / work:.0%} of that time")
         print(f"      effects bit-identical to the single process on {threads} thread{'s' if threads > 1 else ''}: "
               f"{same}; against {cores} threads: max abs diff {np.abs(eff - eff1).max():.1e}, ranking identical: "
               f"{sel.attfind(eff, base).ranking == ranking1}")
@@ -185,7 +194,7 @@ def main():
     for workers in (1, 2):
         cls = null_worker_class(s, math.ceil(2 * s / args.batch_size))
         wall, report, _, _ = ray_run(args.weights, expected, dl_null, lo, hi, workers, args.batch_size, cls)
-        work = wall - report.startup_seconds
+        work = wall - report.startup_seconds - report.stop_seconds
         overhead[workers] = work * workers / args.null_units
         print(f"   {workers} worker{'s' if workers > 1 else ''}: {1e3 * work / args.null_units:.2f} ms per unit "
               f"of driver wall time, {1e3 * overhead[workers]:.2f} ms of worker time per unit "
