@@ -252,10 +252,16 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
 @click.option("--worker-weights", type=click.Path(file_okay=False), default=None,
               help="The converted folder's path as the workers see it [default: --weights]; every worker "
                    "checks the files' sha256 against the driver's manifest.")
+@click.option("--discriminator-filter", is_flag=True,
+              help="The notebook's use_discriminator: reject a greedy pick whose shift changes the "
+                   "discriminator's output by more than --discriminator-threshold (mean over its affected "
+                   "images, up to 10); what was filtered is recorded in attfind.json.")
+@click.option("--discriminator-threshold", default=0.2, show_default=True)
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
             sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
-            truth_coordinates, workers, ray_address, threads_per_worker, worker_weights):
+            truth_coordinates, workers, ray_address, threads_per_worker, worker_weights, discriminator_filter,
+            discriminator_threshold):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
     from attfind.run import Options, format_ranking, run
 
@@ -268,7 +274,8 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    compare=Path(existing(compare)) if compare else None, device=device,
                    truth_images=truth_images, truth_coordinates=truth_coordinates, workers=workers,
                    ray_address=ray_address, threads_per_worker=threads_per_worker,
-                   worker_weights=Path(worker_weights) if worker_weights else None)
+                   worker_weights=Path(worker_weights) if worker_weights else None,
+                   discriminator_filter=discriminator_filter, discriminator_threshold=discriminator_threshold)
     try:
         outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                       log=log_line)
@@ -285,6 +292,87 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    f"({eff['evaluations_per_second']} evaluations/s), {eff['cached_images']} from the cache")
     for f in outcome.files:
         click.echo(f"wrote {f}")
+
+
+@main.command("flip-rate")
+@click.option("--weights", required=True, type=click.Path(), help="A converted release folder.")
+@click.option("--dlatents", "dlatents_path", required=True, type=click.Path(), help="dlatents.pkl.")
+@click.option("--k", default=10, show_default=True, help="Attributes changed together (the table's k; the plot: 1..k).")
+@click.option("--methods", default="attfind,wu,random", show_default=True,
+              help="Comma-separated: attfind, wu, random, ganspace, attfind-own (a control: towards the own class).")
+@click.option("--shift-size", default=1.0, show_default=True, help="AttFind's shift rule, for every StyleSpace method.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: runs/flip_rate/<weights folder name>].")
+@click.option("--attfind-out", default=None, type=click.Path(file_okay=False),
+              help="The cli.py attfind output whose effect cache AttFind's ranking comes from "
+                   "[default: runs/attfind/<weights folder name>]; computed and cached there if absent.")
+@click.option("--num-indices", default=8, show_default=True, help="AttFind's picks per class.")
+@click.option("--random-seeds", default=5, show_default=True)
+@click.option("--bootstrap", default=1000, show_default=True, help="Resamples of the images for the intervals.")
+@click.option("--wu-select", type=click.Choice(["auto", "top", "threshold"]), default="auto", show_default=True,
+              help="Wu et al.'s images of a class: the top --wu-fraction by probability, those above "
+                   "--wu-threshold, or auto (the top fraction unless it leaves fewer than 5 images).")
+@click.option("--wu-fraction", default=0.02, show_default=True)
+@click.option("--wu-threshold", default=0.9, show_default=True)
+@click.option("--ganspace-samples", default=2000, show_default=True)
+@click.option("--ganspace-layers", default=None, help="Style layers J-K of the GANSpace edits [default: all].")
+@click.option("--ganspace-sigma", default=2.0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--max-images", type=int, default=None, help="Use only the first N dlatents.")
+@user_errors
+def flip_rate(weights, dlatents_path, k, methods, shift_size, out_dir, attfind_out, num_indices, random_seeds,
+              bootstrap, wu_select, wu_fraction, wu_threshold, ganspace_samples, ganspace_layers, ganspace_sigma,
+              device, max_images):
+    """Flip rates of AttFind, Wu et al., random (and GANSpace) when each image's top-k change."""
+    from attfind import selection as sel
+    from attfind.fliprate import FlipOptions, format_table, run_flip_rate
+
+    out = Path(out_dir) if out_dir else Path("runs") / "flip_rate" / Path(weights).name
+    opts = FlipOptions(k=k, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                       shift_size=shift_size, num_indices=num_indices, random_seeds=random_seeds,
+                       bootstrap=bootstrap, wu=sel.WuSelection(wu_select, wu_fraction, wu_threshold),
+                       ganspace_samples=ganspace_samples, ganspace_layers=ganspace_layers,
+                       ganspace_sigma=ganspace_sigma, device=device, max_images=max_images)
+    doc = run_flip_rate(Path(existing(weights)), Path(existing(dlatents_path)), out, opts,
+                        attfind_out=Path(attfind_out) if attfind_out else None, bar=progress_bar, log=log_line)
+    click.echo(format_table(doc))
+    click.echo(f"{doc['seconds']} s")
+    for name in ("flip_rate.md", "flip_rate.json", "flip_rate.png"):
+        click.echo(f"wrote {out / name}")
+
+
+@main.command()
+@click.option("--weights", required=True, type=click.Path(), help="A converted release folder.")
+@click.option("--dlatents", "dlatents_path", type=click.Path(), default=None,
+              help="The release's dlatents.pkl: their label probabilities are held fixed in the samples, and "
+                   "their images are drawn and measured [default: uniform labels, sampled images].")
+@click.option("--samples", default=2000, show_default=True, help="z samples for the PCA.")
+@click.option("--components", default=10, show_default=True)
+@click.option("--layers", default=None, help="Style layers J-K the edits apply to [default: all].")
+@click.option("--sigma", default=2.0, show_default=True, help="Largest strength, in units of a component's std.")
+@click.option("--rows", default=4, show_default=True, help="Images per grid.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: runs/ganspace/<weights folder name>].")
+@user_errors
+def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, seed, device, out_dir):
+    """GANSpace on the ported generator: PCA of w, edits on a range of style layers, grids."""
+    from attfind.ganspace import run_ganspace
+
+    out = Path(out_dir) if out_dir else Path("runs") / "ganspace" / Path(weights).name
+    try:
+        doc = run_ganspace(Path(existing(weights)), out, samples, components, layers, sigma,
+                           Path(existing(dlatents_path)) if dlatents_path else None, rows, seed=seed, device=device,
+                           log=log_line)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    click.echo(f"{'component':>9}  {'explained':>9}  {'dP1 at -s':>9}  {'dP1 at +s':>9}")
+    for c in doc["classifier"]:
+        click.echo(f"{c['component']:>9}  {c['explained_variance']:>9.4f}  {c['prob1_change_at_minus_sigma']:>+9.4f}  "
+                   f"{c['prob1_change_at_plus_sigma']:>+9.4f}")
+    for name in doc["pictures"] + ["ganspace.json", "basis.npz"]:
+        click.echo(f"wrote {out / name}")
 
 
 @main.command("export-onnx")

@@ -134,3 +134,36 @@ class FastEffects:
                 if on_batch is not None:
                     on_batch(len(chunk) / 2)
         return base.cpu().numpy(), effects.cpu().numpy()
+
+    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 1.0):
+        """The PyTorch side of ``selection.DiscriminatorFilter``: ``changes(images, d, j)`` ->
+        ``|D(G(edited)) - D(G(original))|`` per image, where coordinate ``j`` moves to its min
+        (d = 0) or max (d = 1) as in the effects; the discriminator sees each generated image
+        alone (batch 1, so minibatch stddev has no other image to see, as in the TF backend)
+        with the label probabilities its dlatent carries."""
+        disc = discriminator.eval().to(self.device).to(self.dtype)
+        g = self.generator
+        label_size = g.config["label_size"]
+        targets = (np.asarray(style_min), np.asarray(style_max))
+        base_scores: dict[int, float] = {}
+
+        @torch.no_grad()
+        def score(n: int, layer: int | None = None, channel: int = 0, delta: float = 0.0) -> float:
+            w = torch.as_tensor(np.asarray(dlatents[n], np.float32).reshape(1, -1), device=self.device).to(self.dtype)
+            conv, rgb = g.style_vectors(w)
+            if layer is not None:
+                conv = [s.clone() for s in conv]
+                conv[layer][0, channel] += delta
+            img = g.synthesis(conv, rgb).contiguous()
+            return float(disc(img, w[:, -label_size:])[0, 0])
+
+        def changes(images, d: int, j: int) -> np.ndarray:
+            layer, c = g.split_coordinate(int(j))
+            out = []
+            for n in images:
+                if n not in base_scores:
+                    base_scores[n] = score(n)
+                delta = shift_size * (float(targets[d][j]) - float(styles[n][j]))
+                out.append(score(n, layer, c, delta) - base_scores[n])
+            return np.abs(np.asarray(out))
+        return changes

@@ -99,3 +99,36 @@ class NotebookEffects:
             if on_coordinate is not None:
                 on_coordinate()
         return base, effects
+
+    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 1.0,
+                              label_size: int = 2):
+        """The TF side of ``selection.DiscriminatorFilter``, as the notebook would compute it:
+        shift the style bias, regenerate, run the discriminator (``discriminator((images_nchw,
+        labels))``, each image alone, labels from its dlatent), put the bias back."""
+        tf = _tf()
+        targets = (np.asarray(style_min), np.asarray(style_max))
+        base_scores: dict[int, float] = {}
+
+        def score(n: int) -> float:
+            w = np.asarray(dlatents[n], np.float32).reshape(1, -1)
+            img = self.generator.g_synthesis(self.generator.style_vector_calculator(w, training=False), training=False)
+            labels = w[:, -label_size:]
+            return float(np.asarray(discriminator((img, tf.constant(labels)), training=False))[0, 0])
+
+        def changes(images, d: int, j: int) -> np.ndarray:
+            layer, c = split_coordinate(self.sizes, int(j))
+            var = self.biases[layer]
+            out = []
+            for n in images:
+                if n not in base_scores:
+                    base_scores[n] = score(n)
+                original = var.numpy()
+                shift = np.zeros_like(original)
+                shift[0, c] = shift_size * (targets[d][j] - styles[n][j])
+                try:
+                    var.assign_add(shift)
+                    out.append(score(n) - base_scores[n])
+                finally:
+                    var.assign(original)
+            return np.abs(np.asarray(out))
+        return changes

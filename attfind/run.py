@@ -50,6 +50,9 @@ class Options:
     threads_per_worker: int | None = None
     worker_weights: Path | None = None  # the converted folder as the workers see it
     on_dispatch: Callable | None = None  # distributed only: called with the in-flight units (tests)
+    discriminator_filter: bool = False  # the notebook's use_discriminator (selection.DiscriminatorFilter)
+    discriminator_threshold: float = sel.DISCRIMINATOR_THRESHOLD
+    discriminator_images: int = sel.DISCRIMINATOR_IMAGES
 
 
 @dataclass
@@ -173,6 +176,19 @@ def compute_effects(backend, dlatents, style_min, style_max, cache_dir: Path | N
     return base, effects, len(todo)
 
 
+def discriminator_filter(weights: Path, entries: dict, backend, dlatents, styles, style_min, style_max,
+                         options: Options) -> sel.DiscriminatorFilter:
+    """``selection.DiscriminatorFilter`` with the converted discriminator of the release folder."""
+    import models_pt
+
+    if "discriminator" not in entries:
+        raise AttFindInputError(f"{weights}/manifest.json: --discriminator-filter needs the discriminator, "
+                                "and this converted folder has none")
+    disc = models_pt.load(Path(weights) / entries["discriminator"]["weights"])
+    changes = backend.discriminator_changes(disc, dlatents, styles, style_min, style_max, options.shift_size)
+    return sel.DiscriminatorFilter(changes, options.discriminator_threshold, options.discriminator_images)
+
+
 def ray_source(weights: Path, entries: dict, dlatents, style_min, style_max, options: Options, log,
                on_dispatch=None):
     """The effects on Ray workers (``attfind.distributed.sweep``) as an ``EffectSource``, and the
@@ -253,7 +269,10 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     base, effects, computed = compute_effects(backend, dlatents, lo, hi, out_dir / "effects_cache", key,
                                               options.shift_size, bar, log, source=source)
     seconds = time.perf_counter() - t0
-    result = sel.attfind(effects, base, num_indices=options.num_indices)
+    disc_filter = None
+    if options.discriminator_filter:
+        disc_filter = discriminator_filter(weights, entries, backend, dlatents, styles, lo, hi, options)
+    result = sel.attfind(effects, base, num_indices=options.num_indices, disc_filter=disc_filter)
 
     doc = result.to_dict()
     for a in doc["attributes"]:
@@ -273,10 +292,19 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     })
     if cluster is not None:
         doc["effects"]["cluster"] = cluster.to_json()
+    if disc_filter is not None:
+        doc["discriminator_filter"] = disc_filter.to_dict()
+        rejected = doc["discriminator_filter"]["rejected"]
+        log(f"discriminator filter (threshold {options.discriminator_threshold:g}): "
+            f"{len(disc_filter.decisions)} candidates asked, {len(rejected)} rejected"
+            + (f": {', '.join(f'({d}, {j})' for d, j in rejected[:8])}" if rejected else ""))
 
     examples = options.compare or Path(dlatents_path).parent / "examples_1.tfrecord"
     if examples.exists():
-        doc["tfrecord"] = compare_with_tfrecord(examples, dlatents, base, effects, result)
+        doc["tfrecord"] = compare_with_tfrecord(examples, dlatents, base, effects, result,
+                                                (sel.DiscriminatorFilter(disc_filter.changes, disc_filter.threshold,
+                                                                         disc_filter.max_images)
+                                                 if disc_filter is not None else None))
         t = doc["tfrecord"]
         if t["compared_images"]:
             log(f"against {examples}: {t['compared_images']} images, max |effect difference| "
@@ -327,8 +355,10 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     return Outcome(result, doc, files + [out_dir / "attfind.json"])
 
 
-def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
-    """Released (or make-reference's) effects against ours, image by image, matched by dlatent."""
+def compare_with_tfrecord(path: Path, dlatents, base, effects, result, disc_filter=None) -> dict:
+    """Released (or make-reference's) effects against ours, image by image, matched by dlatent;
+    for the same image set, the ranking from its effects too (with ``disc_filter``, the same
+    discriminator filter as ours)."""
     from attfind.tfrecord import read_examples
 
     tb, td, te = read_examples(path)
@@ -347,7 +377,8 @@ def compare_with_tfrecord(path: Path, dlatents, base, effects, result) -> dict:
         order = np.asarray(k)[np.argsort(i)]      # tfrecord rows in the dlatents' order
         theirs = sel.attfind(te[order], tb[order], **{
             key: result.params[key] for key in ("num_indices", "max_image_effect",
-                                                "unstable_threshold", "unstable_max_count")})
+                                                "unstable_threshold", "unstable_max_count")},
+                             disc_filter=disc_filter)
         out["same_ranking"] = theirs.ranking == result.ranking
         out["tfrecord_ranking"] = [list(p) for p in theirs.ranking]
     return out

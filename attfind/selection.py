@@ -398,7 +398,8 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
     4. labels = argmax of ``base_logits``;
     5. ``picks[0] = greedy_select(target_class=0)`` over the images labelled 1 and
        ``picks[1] = greedy_select(target_class=1)`` over the images labelled 0, each with
-       ``num_indices``, ``max_image_effect`` and the optional ``disc_filter(d, j)``;
+       ``num_indices``, ``max_image_effect`` and the optional ``disc_filter(d, j)`` (or a
+       ``DiscriminatorFilter``, bound to each greedy run's target class and images);
     6. ``combine_classes(picks[0], picks[1], filtered effects)``.
     """
     e = _effects(effects)
@@ -409,7 +410,12 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
         raise ValueError(f"base_logits: expected shape {[e.shape[0], e.shape[3]]}, got {list(logits.shape)}")
     filtered, unstable = filter_unstable(e, unstable_threshold, unstable_max_count)
     labels = split_by_class(logits)
-    runs = {c: greedy_run(filtered, labels != c, c, num_indices, max_image_effect, disc_filter)
+
+    def filter_for(c):   # a DiscriminatorFilter needs to know whose images a candidate moves
+        if disc_filter is not None and hasattr(disc_filter, "bind"):
+            return disc_filter.bind(filtered, c, labels != c)
+        return disc_filter
+    runs = {c: greedy_run(filtered, labels != c, c, num_indices, max_image_effect, filter_for(c))
             for c in (0, 1)}
     picks = {c: list(r.picks) for c, r in runs.items()}
     attributes = combine_classes(picks[0], picks[1], filtered)
@@ -492,6 +498,12 @@ class SufficiencyPlan:
         return out
 
 
+def plan_from_lists(labels, per_image: Sequence[Iterable[tuple[int, int]]], k: int) -> SufficiencyPlan:
+    """Edits from one ordered list of ``(d, j)`` per image (each towards that image's other class):
+    the first ``k`` distinct coordinates of each list."""
+    return _plan(labels, per_image, k)
+
+
 def _plan(labels, per_image: Sequence[Iterable[tuple[int, int]]], k: int) -> SufficiencyPlan:
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
@@ -572,3 +584,120 @@ def near_ties(attributes, tol: float) -> list[tuple[Any, Any]]:
         if math.isfinite(sa) and math.isfinite(sb) and abs(sa - sb) < tol:
             out.append((a, b))
     return out
+
+
+# --------------------------------------------------------------------------- the discriminator filter
+
+DISCRIMINATOR_THRESHOLD = 0.2
+DISCRIMINATOR_IMAGES = 10
+
+
+class DiscriminatorFilter:
+    """The notebook's optional filter (``use_discriminator``): a would-be greedy pick ``(d, j)`` is
+    rejected when moving coordinate ``j`` in direction ``d`` changes the discriminator's output
+    by more than ``threshold`` on the images it affects.
+
+    The affected images are those of the greedy run's image set on which the candidate raises
+    the target class, at most ``max_images`` (10) of them, largest gain first (ties: the lower
+    image index). The change on each is ``|D(G(edited)) - D(G(original))|``, the discriminator
+    fed each image alone with the label probabilities its dlatent carries; the candidate is
+    rejected when the mean change over the affected images exceeds the threshold. A candidate
+    that raises the target class on no image is never rejected (it is never picked either).
+
+    ``changes(images, d, j) -> [len(images)]`` is the backend's part (TF: the style-bias shift
+    and the SavedModel discriminator; PyTorch: the ported modules); everything else is here,
+    so both backends decide alike. Every decision is recorded in ``decisions``."""
+
+    def __init__(self, changes: Callable[[list, int, int], np.ndarray], threshold: float = DISCRIMINATOR_THRESHOLD,
+                 max_images: int = DISCRIMINATOR_IMAGES):
+        self.changes = changes
+        self.threshold = float(threshold)
+        self.max_images = int(max_images)
+        self.decisions: list[dict] = []
+
+    def affected(self, effects, target_class: int, image_mask, d: int, j: int) -> list[int]:
+        gain = np.asarray(effects)[:, d, j, target_class].astype(np.float64)
+        idx = np.flatnonzero(np.asarray(image_mask, bool) & (gain > 0))
+        order = idx[np.argsort(-gain[idx], kind="stable")]
+        return [int(n) for n in order[:self.max_images]]
+
+    def bind(self, effects, target_class: int, image_mask) -> DiscFilter:
+        def reject(d: int, j: int) -> bool:
+            images = self.affected(effects, target_class, image_mask, d, j)
+            if not images:
+                return False
+            ch = np.abs(np.asarray(self.changes(images, int(d), int(j)), np.float64))
+            mean = float(ch.mean())
+            rejected = mean > self.threshold
+            self.decisions.append({"target_class": int(target_class), "direction": int(d), "coordinate": int(j),
+                                   "images": images, "changes": [float(x) for x in ch], "mean_change": mean,
+                                   "rejected": bool(rejected)})
+            return rejected
+        return reject
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "max_images": self.max_images,
+                "rule": "reject (d, j) when the mean |D(edited) - D(original)| over its affected images "
+                        "(up to max_images of the greedy run's images, largest gain first) exceeds threshold",
+                "rejected": [[x["direction"], x["coordinate"]] for x in self.decisions if x["rejected"]],
+                "decisions": self.decisions}
+
+
+# --------------------------------------------------------------------------- Wu et al.'s selection
+
+WU_TOP_FRACTION = 0.02
+WU_THRESHOLD = 0.9
+WU_MIN_IMAGES = 5
+
+
+@dataclass
+class WuSelection:
+    """Which images "exhibit" a class for Wu et al.'s StyleSpace analysis: the top ``fraction``
+    by that class's probability (``mode="top"``), those above ``threshold`` (``"threshold"``),
+    or ``"auto"``: the top fraction unless it leaves fewer than ``min_images``, then the
+    threshold, and if that leaves fewer too, the ``min_images`` most probable."""
+    mode: str = "auto"
+    fraction: float = WU_TOP_FRACTION
+    threshold: float = WU_THRESHOLD
+    min_images: int = WU_MIN_IMAGES
+
+    def choose(self, probs_of_class: np.ndarray) -> tuple[np.ndarray, str]:
+        p = np.asarray(probs_of_class, np.float64)
+        order = np.argsort(-p, kind="stable")
+        top = order[:max(1, int(math.ceil(self.fraction * len(p))))]
+        above = np.flatnonzero(p > self.threshold)
+        if self.mode == "top":
+            return np.sort(top), f"top {self.fraction:g}"
+        if self.mode == "threshold":
+            if not len(above):
+                raise ValueError(f"no image has a probability above {self.threshold:g} for this class")
+            return above, f"p > {self.threshold:g}"
+        if self.mode != "auto":
+            raise ValueError(f"WuSelection mode {self.mode!r}: expected auto, top or threshold")
+        if len(top) >= self.min_images:
+            return np.sort(top), f"top {self.fraction:g}"
+        if len(above) >= self.min_images:
+            return above, f"p > {self.threshold:g} (the top {self.fraction:g} is {len(top)} images)"
+        return np.sort(order[:self.min_images]), (f"the {self.min_images} most probable (top {self.fraction:g}: "
+                                                  f"{len(top)} images, p > {self.threshold:g}: {len(above)})")
+
+
+def wu_ranking(styles, probs, target_class: int, selection: WuSelection = WuSelection()) -> tuple[list, dict]:
+    """Wu et al.'s attribute selection for one class: ``z[j] = (mean over the images exhibiting
+    the class of s[:, j] - mean over all images) / std over all images`` (coordinates that do not
+    vary get 0), ranked by ``|z|``, highest first (ties: the lower j); the direction is the sign
+    (``d = 1``, towards the range's max, where ``z > 0``). Needs no effects: only the style vectors
+    ``[N, S]`` and the classifier's probabilities ``[N, C]``. Returns ``([(d, j, z)], record)``."""
+    st = np.asarray(styles, np.float64)
+    pr = np.asarray(probs, np.float64)
+    if st.ndim != 2 or pr.ndim != 2 or len(st) != len(pr):
+        raise ValueError(f"styles [N, S] and probs [N, C] expected, got {list(st.shape)} and {list(pr.shape)}")
+    chosen, rule = selection.choose(pr[:, target_class])
+    std = st.std(axis=0)
+    diff = st[chosen].mean(axis=0) - st.mean(axis=0)
+    z = np.divide(diff, std, out=np.zeros_like(diff), where=std > 0)
+    order = np.argsort(-np.abs(z), kind="stable")
+    ranking = [(int(z[j] > 0), int(j), float(z[j])) for j in order]
+    record = {"target_class": int(target_class), "rule": rule, "images": [int(i) for i in chosen],
+              "num_images": int(len(chosen))}
+    return ranking, record

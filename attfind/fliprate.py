@@ -1,0 +1,257 @@
+"""The flip-rate experiment of the reproduction studies: change each image's top-k attributes,
+each towards the image's other class, and count the images whose predicted class changes.
+
+Methods (each gives every image an ordered list of edits towards its other class; the first k
+distinct ones are applied together, with AttFind's shift rule for StyleSpace edits):
+
+- ``attfind``: AttFind's ranking, from the same code and effect cache as ``cli.py attfind``
+  (an image of class 1 takes the ranked ``(d, j)`` as they are, one of class 0 flipped);
+- ``wu``: Wu et al.'s StyleSpace selection (``selection.wu_ranking``) for the other class;
+- ``random``: k random coordinates in random directions, several seeds: the floor;
+- ``ganspace``: the GANSpace components that most move the classifier towards the other class
+  (``attfind.ganspace``), each added with strength ``sigma`` on the chosen style layers;
+- ``attfind-own``: a control, AttFind's attributes turned towards the image's *own* class; its
+  flip rate must be lower than ``attfind``'s (an experiment wired wrong would not show it).
+
+Flip rates per class and overall, for k = 1..K, with bootstrap confidence intervals over
+images (for ``random``, each image's flip is first averaged over the seeds).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from attfind import selection as sel
+
+METHODS = ("attfind", "wu", "random", "ganspace", "attfind-own")
+TITLES = {"attfind": "AttFind", "wu": "Wu et al.", "random": "random", "ganspace": "GANSpace",
+          "attfind-own": "AttFind, own class (control)"}
+DEFAULT_METHODS = ("attfind", "wu", "random")
+
+
+@dataclass
+class FlipOptions:
+    k: int = 10
+    methods: tuple = DEFAULT_METHODS
+    shift_size: float = 1.0
+    num_indices: int = sel.NUM_INDICES
+    random_seeds: int = 5
+    bootstrap: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    wu: sel.WuSelection = field(default_factory=sel.WuSelection)
+    ganspace_samples: int = 2000
+    ganspace_components: int = 10
+    ganspace_layers: str | None = None
+    ganspace_sigma: float = 2.0
+    batch_size: int = 128
+    device: str = "cpu"
+    max_images: int | None = None
+    cache_dir: Path | None = None     # AttFind's effect cache [default: <attfind out>/effects_cache]
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int, rng, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values [n]`` over ``resamples`` resamplings."""
+    v = np.asarray(values, np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(v), size=(resamples, len(v)))
+    means = v[idx].mean(axis=1)
+    a = (1 - confidence) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def summarise(flips: np.ndarray, labels: np.ndarray, resamples: int, seed: int, confidence: float) -> dict:
+    """``flips [N]`` (0/1, or a fraction over seeds) -> rate and interval per class and overall."""
+    out = {}
+    for name, mask in (("class 0", labels == 0), ("class 1", labels == 1), ("all", np.ones(len(labels), bool))):
+        rng = np.random.default_rng(seed)
+        v = flips[mask]
+        lo, hi = bootstrap_ci(v, resamples, rng, confidence)
+        out[name] = {"rate": float(v.mean()) if len(v) else float("nan"), "ci": [lo, hi], "images": int(mask.sum())}
+    return out
+
+
+def random_lists(labels, num_styles: int, k: int, seed: int) -> list[list[tuple[int, int]]]:
+    rng = np.random.default_rng(seed)
+    return [[(int(d), int(j)) for d, j in zip(rng.integers(0, 2, k), rng.choice(num_styles, k, replace=False))]
+            for _ in labels]
+
+
+def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: FlipOptions = FlipOptions(),
+                  attfind_out: Path | None = None, bar: Callable | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """The experiment; writes ``flip_rate.json``, ``flip_rate.md`` and ``flip_rate.png`` into
+    ``out_dir`` and returns the JSON document."""
+    from attfind import ganspace as gs
+    from attfind.effects_pt import FastEffects
+    from attfind.run import (AttFindInputError, cache_key, compute_effects, edited_outputs, load_models,
+                             softmax)
+    from porting.atomic import write_json
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    t0 = time.perf_counter()
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise AttFindInputError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    if options.k < 1:
+        raise AttFindInputError("--k must be at least 1")
+    out_dir = Path(out_dir)
+    gen, clf, entries = load_models(weights)
+    items = load_dlatents(dlatents_path)
+    dlatents = dlatent_matrix(items)
+    if options.max_images:
+        dlatents = dlatents[:options.max_images]
+    backend = FastEffects(gen, clf, batch_size=options.batch_size, device=options.device)
+    styles = backend.styles(dlatents)
+    lo, hi = sel.style_ranges(styles)
+    n, s, K = len(dlatents), backend.num_styles, options.k
+    if K > s:
+        raise AttFindInputError(f"--k {K}: this generator has only {s} StyleSpace coordinates")
+
+    doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": n, "k": K,
+           "shift_size": options.shift_size, "methods": list(options.methods), "bootstrap": options.bootstrap,
+           "confidence": options.confidence, "per_k": {}, "selection": {}}
+    needs_effects = any(m.startswith("attfind") for m in options.methods)
+    if needs_effects:
+        cache = options.cache_dir or Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
+        key = cache_key(entries, dlatents, lo, hi, options.shift_size)
+        base, effects, computed = compute_effects(backend, dlatents, lo, hi, cache, key, options.shift_size, bar, log)
+        result = sel.attfind(effects, base, num_indices=options.num_indices)
+        doc["selection"]["attfind"] = {"cache": str(cache), "computed_images": computed,
+                                       "ranking": [list(p) for p in result.ranking]}
+    else:
+        base = backend_logits(backend, dlatents)
+    labels = sel.split_by_class(base)
+    probs = softmax(base)
+    doc["labels"] = labels.tolist()
+
+    lists: dict[str, list] = {}       # method -> per image (or per seed, per image) ordered edits
+    if "attfind" in options.methods or "attfind-own" in options.methods:
+        ranked = result.ranking
+        towards_other = [ranked if c == 1 else [(1 - d, j) for d, j in ranked] for c in labels]
+        lists["attfind"] = towards_other
+        lists["attfind-own"] = [[(1 - d, j) for d, j in lst] for lst in towards_other]
+        if len(ranked) < K:
+            log(f"AttFind ranked {len(ranked)} attributes (--num-indices {options.num_indices} per class): "
+                f"k above {len(ranked)} applies them all")
+    if "wu" in options.methods:
+        per_class, records = {}, []
+        for c in (0, 1):
+            ranking, record = sel.wu_ranking(styles, probs, c, options.wu)
+            per_class[c] = [(d, j) for d, j, _ in ranking[:K]]
+            record["top"] = [[d, j, round(z, 4)] for d, j, z in ranking[:K]]
+            records.append(record)
+        lists["wu"] = [per_class[1 - c] for c in labels]
+        doc["selection"]["wu"] = {"mode": options.wu.mode, "fraction": options.wu.fraction,
+                                  "threshold": options.wu.threshold, "min_images": options.wu.min_images,
+                                  "classes": records}
+    if "random" in options.methods:
+        lists["random"] = [random_lists(labels, s, K, options.seed + r) for r in range(options.random_seeds)]
+        doc["selection"]["random"] = {"seeds": [options.seed + r for r in range(options.random_seeds)]}
+
+    rates: dict[str, np.ndarray] = {}          # method -> [K, N] flips
+    for method in options.methods:
+        if method == "ganspace":
+            continue
+        runs = lists[method] if method == "random" else [lists[method]]
+        flips = np.zeros((K, n))
+        for per_image in runs:
+            for k in range(1, K + 1):
+                plan = sel.plan_from_lists(labels, per_image, k)
+                _, after = edited_outputs(backend, dlatents, plan.deltas(styles, lo, hi, options.shift_size))
+                flips[k - 1] += sel.flipped(base, after)
+        rates[method] = flips / len(runs)
+        log(f"{TITLES[method]}: flip rate at k = {K}: {rates[method][-1].mean():.3f}")
+
+    if "ganspace" in options.methods:
+        layers = gs.parse_layers(options.ganspace_layers, gen.num_layers)
+        basis = gs.basis_for(backend.generator, options.ganspace_samples, options.ganspace_components,
+                             options.seed, dlatents)
+        moved = gs.classifier_moves(backend, dlatents, basis, layers, gen.num_layers, options.ganspace_sigma)
+        ranked = {c: gs.ranked_moves(moved["margin_change"], np.flatnonzero(labels != c), c, options.ganspace_sigma)
+                  for c in (0, 1)}
+        flips = np.zeros((K, n))
+        kk = min(K, len(basis.std))
+        for k in range(1, K + 1):
+            moves = [[(i, st) for i, st, _ in ranked[1 - c][:min(k, kk)]] for c in labels]
+            wl = gs.edit(dlatents, basis, moves, layers, gen.num_layers).astype(np.float32)
+            _, after = gs.render_pt(backend, wl)
+            flips[k - 1] = sel.flipped(base, after)
+        rates["ganspace"] = flips
+        doc["selection"]["ganspace"] = {"samples": options.ganspace_samples, "layers": list(layers),
+                                        "sigma": options.ganspace_sigma, "basis": basis.to_json(),
+                                        "ranked": {str(c): [[i, st, round(p, 4)] for i, st, p in ranked[c]]
+                                                   for c in (0, 1)}}
+        log(f"GANSpace: flip rate at k = {K}: {flips[-1].mean():.3f}")
+
+    for method, flips in rates.items():
+        doc["per_k"][method] = [summarise(flips[k], labels, options.bootstrap, options.seed, options.confidence)
+                                for k in range(K)]
+    doc["result"] = {m: doc["per_k"][m][-1] for m in rates}
+    doc["seconds"] = round(time.perf_counter() - t0, 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "flip_rate.json", doc)
+    _write_text(out_dir / "flip_rate.md", format_table(doc))
+    plot(doc, out_dir / "flip_rate.png")
+    return doc
+
+
+def backend_logits(backend, dlatents, batch: int = 64) -> np.ndarray:
+    return np.concatenate([backend.logits(dlatents[i:i + batch]) for i in range(0, len(dlatents), batch)])
+
+
+def _write_text(path: Path, text: str):
+    from porting.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def format_table(doc: dict) -> str:
+    """The studies' table: methods as columns, classes as rows, at k = K."""
+    methods = [m for m in doc["methods"] if m in doc["result"]]
+    pct = int(round(100 * doc["confidence"]))
+    head = f"| flip rate, top {doc['k']} ({pct}% CI) | " + " | ".join(TITLES[m] for m in methods) + " |"
+    lines = [head, "| --- |" + " --- |" * len(methods)]
+    for row, label in (("class 0", "class 0 -> 1"), ("class 1", "class 1 -> 0"), ("all", "all images")):
+        cells = []
+        for m in methods:
+            r = doc["result"][m][row]
+            cells.append(f"{r['rate']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]")
+        lines.append(f"| {label} ({doc['result'][methods[0]][row]['images']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, path: Path) -> Path:
+    """Flip rate against k for every method, with its confidence band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from porting.atomic import atomic_path
+
+    ks = np.arange(1, doc["k"] + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for m, per_k in doc["per_k"].items():
+        rate = [r["all"]["rate"] for r in per_k]
+        lo = [r["all"]["ci"][0] for r in per_k]
+        hi = [r["all"]["ci"][1] for r in per_k]
+        line, = ax.plot(ks, rate, marker="o", ms=3, label=TITLES[m])
+        ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("k (attributes changed together)")
+    ax.set_ylabel("flip rate (all images)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{doc['images']} images; bands: {int(round(100 * doc['confidence']))}% bootstrap CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,265 @@
+"""The reproduction studies' analyses on the port (issue 13): Wu et al.'s selection, the
+flip-rate experiment, GANSpace edits through TF and PyTorch, and the discriminator filter in
+both AttFind backends. On the 32 px reference release with a planted attribute."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from attfind import selection as sel
+
+
+# --------------------------------------------------------------------------- Wu et al.
+
+
+def test_wu_finds_the_coordinate_the_class_depends_on():
+    rng = np.random.default_rng(0)
+    styles = rng.normal(size=(200, 6))
+    p1 = 1 / (1 + np.exp(-4 * styles[:, 3]))          # class 1 where coordinate 3 is high
+    probs = np.stack([1 - p1, p1], axis=1)
+    r1, rec1 = sel.wu_ranking(styles, probs, 1)
+    r0, rec0 = sel.wu_ranking(styles, probs, 0)
+    assert r1[0][:2] == (1, 3) and r0[0][:2] == (0, 3)     # up for class 1, down for class 0
+    assert abs(r1[0][2]) > 3 * abs(r1[1][2])
+    # auto: the top 2% of 200 is 4 images, fewer than 5: the threshold rule takes over
+    assert rec1["rule"].startswith("p > 0.9") and rec1["num_images"] == int((p1 > 0.9).sum())
+    _, top = sel.wu_ranking(styles, probs, 1, sel.WuSelection("top", fraction=0.05))
+    assert top["rule"] == "top 0.05" and top["num_images"] == 10
+    with pytest.raises(ValueError, match="no image has a probability above 1 "):
+        sel.wu_ranking(styles, probs, 1, sel.WuSelection("threshold", threshold=1.0))
+    flat = styles.copy()
+    flat[:, 2] = 1.0                                       # a coordinate that does not vary scores 0
+    assert dict(((j, z) for _, j, z in sel.wu_ranking(flat, probs, 1)[0]))[2] == 0.0
+
+
+# --------------------------------------------------------------------------- flip rate
+
+
+@pytest.fixture(scope="module")
+def flip(attfind_release, tmp_path_factory):
+    """``cli.py attfind``, then ``cli.py flip-rate`` reading its effect cache."""
+    ref, weights = attfind_release
+    out = tmp_path_factory.mktemp("flip")
+    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+                                      "--out", str(out / "attfind"), "--no-pictures", "--truth-images", "0"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli.main, ["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+                                      "--methods", "attfind,wu,random,attfind-own", "--out", str(out / "flip"),
+                                      "--attfind-out", str(out / "attfind"), "--bootstrap", "500"])
+    assert r.exit_code == 0, r.output
+    return out, json.loads((out / "flip" / "flip_rate.json").read_text()), r.output
+
+
+def test_flip_rate_methods_clear_the_random_floor(flip):
+    out, doc, text = flip
+    res = doc["result"]
+    labels = np.asarray(doc["labels"])
+    assert 0.2 < labels.mean() < 0.8                                   # both classes present
+    rnd = res["random"]["all"]
+    assert 0.0 < rnd["rate"] < 1.0 and rnd["ci"][0] < rnd["rate"] < rnd["ci"][1]   # not degenerate
+    for m in ("attfind", "wu"):
+        assert res[m]["all"]["rate"] > rnd["ci"][1], (m, res[m]["all"], rnd)
+    # the control: the same attributes turned towards the image's own class flip (almost) nothing
+    own = res["attfind-own"]["all"]
+    assert own["rate"] < rnd["ci"][0] and own["rate"] < res["attfind"]["all"]["rate"] - 0.5
+    # the flip rate grows, on the whole, with k for AttFind (k = 1 .. 10 in the JSON)
+    per_k = [r["all"]["rate"] for r in doc["per_k"]["attfind"]]
+    assert len(per_k) == 10 and per_k[-1] >= per_k[0]
+    assert "| flip rate, top 10 (95% CI) | AttFind | Wu et al. | random |" in text
+    assert (out / "flip" / "flip_rate.md").read_text().count("\n") == 5
+    from PIL import Image
+
+    assert Image.open(out / "flip" / "flip_rate.png").size[0] > 300
+
+
+def test_flip_rate_takes_attfind_from_its_cache(flip):
+    out, doc, _ = flip
+    att = json.loads((out / "attfind" / "attfind.json").read_text())
+    assert doc["selection"]["attfind"]["computed_images"] == 0          # every image from the cache
+    assert doc["selection"]["attfind"]["ranking"] == [[a["direction"], a["coordinate"]] for a in att["attributes"]]
+    wu = doc["selection"]["wu"]
+    assert wu["mode"] == "auto" and all(c["num_images"] >= 5 for c in wu["classes"])
+
+
+def test_flip_rate_rejects_an_unknown_method(attfind_release, tmp_path):
+    ref, weights = attfind_release
+    r = CliRunner().invoke(cli.main, ["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+                                      "--methods", "attfind,pca", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown pca" in r.output
+
+
+# --------------------------------------------------------------------------- GANSpace
+
+
+def _tf_models(ref, stems):
+    import tf_keras as keras
+
+    from porting.readers import open_checkpoint
+
+    out = {}
+    for stem in stems:
+        with open_checkpoint(ref / f"{stem}.savedmodel.zip") as ck:
+            out[stem] = keras.models.load_model(str(ck.root), compile=False)
+    return out
+
+
+def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
+    import torch
+
+    import models_pt
+    from attfind import ganspace as gs
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    ref, weights = attfind_release
+    g_pt = models_pt.load(weights / "generator.safetensors")
+    g_tf = _tf_models(ref, ["generator"])["generator"]
+    release = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
+    cfg = g_pt.config
+    basis = gs.basis_for(g_pt, 400, 4, seed=3, dlatents=release)      # once, in NumPy, shared
+    assert basis.explained[0] > basis.explained[-1] > 0
+    z = gs.sample_z(6, cfg["z_dim"], seed=11)
+    labels = gs.sample_labels(6, cfg["label_size"], release)
+    layers, L = (2, 5), g_pt.num_layers
+    moves = [[(0, 2.0), (2, -1.5)]] * 6
+
+    w_tf = np.asarray(g_tf.generator_mapping((z, labels), training=False))
+    w_pt = gs.map_pt(g_pt, z, labels)
+    img_tf = gs.render_tf(g_tf, gs.edit(w_tf, basis, moves, layers, L).astype(np.float32))
+
+    def pt_images(w, lay=layers, mv=moves, dtype=torch.float32, model=g_pt):
+        wl = torch.as_tensor(gs.edit(w, basis, mv, lay, L), dtype=dtype)
+        with torch.no_grad():
+            return model.synthesis(*model.style_vectors(wl)).numpy()
+
+    img_pt = pt_images(w_pt)
+    unedited = pt_images(w_pt, mv=gs.same([], 6))
+    assert np.abs(img_pt - unedited).max() > 0.05                      # the edit does something
+    assert (np.abs(img_pt) >= 1).mean() < 0.01 and img_pt.std() > 0.05  # images not clamped, not flat
+    assert np.abs(img_tf - img_pt).max() <= 1e-4
+    # negative controls: the edit on the next layers, or with a component's sign flipped
+    assert np.abs(img_tf - pt_images(w_pt, lay=(3, 6))).max() > 1e-3
+    assert np.abs(img_tf - pt_images(w_pt, mv=[[(0, -2.0), (2, -1.5)]] * 6)).max() > 1e-3
+
+    # float64: the TF rebuild and the port, both in float64, from the same z and basis
+    from porting import kinds
+    from porting.readers import open_checkpoint
+    from porting.verify_generator import tf_rebuild
+
+    with open_checkpoint(ref / "generator.savedmodel.zip") as ck:
+        config = kinds.detect(ck.names, str(ck.source)).infer_config(ck.shapes)
+        g64 = tf_rebuild(config, "float64", ck.read_all())
+    w64_tf = np.asarray(g64.generator_mapping((z.astype(np.float64), labels.astype(np.float64))))
+    img64_tf = gs.render_tf(g64, gs.edit(w64_tf, basis, moves, layers, L))
+    g_pt64 = models_pt.load(weights / "generator.safetensors").double()
+    with torch.no_grad():
+        w64_pt = g_pt64.mapping(torch.from_numpy(z.astype(np.float64)), torch.from_numpy(labels.astype(np.float64)))
+    img64_pt = pt_images(w64_pt.numpy(), dtype=torch.float64, model=g_pt64)
+    assert np.abs(img64_tf - img64_pt).max() <= 1e-9 * max(1.0, np.abs(img64_tf).max())
+
+
+def test_cli_ganspace_writes_grids(attfind_release, tmp_path):
+    ref, weights = attfind_release
+    r = CliRunner().invoke(cli.main, ["ganspace", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+                                      "--samples", "200", "--components", "3", "--layers", "0-3", "--rows", "2",
+                                      "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "ganspace.json").read_text())
+    assert doc["layers"] == [0, 3] and len(doc["classifier"]) == 3
+    assert sorted(p.name for p in tmp_path.glob("component_*.png")) == [f"component_0{i}.png" for i in range(3)]
+    assert any(abs(c["prob1_change_at_plus_sigma"]) > 1e-3 for c in doc["classifier"])
+    r = CliRunner().invoke(cli.main, ["ganspace", "--weights", str(weights), "--layers", "0-99",
+                                      "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "style layers 0-" in r.output
+
+
+def test_ganspace_joins_the_flip_rate_table(attfind_release, tmp_path):
+    from attfind.fliprate import FlipOptions, run_flip_rate
+
+    ref, weights = attfind_release
+    doc = run_flip_rate(weights, ref / "dlatents.pkl", tmp_path,
+                        FlipOptions(k=3, methods=("ganspace", "random"), ganspace_samples=300, bootstrap=200),
+                        log=lambda m: None)
+    assert set(doc["result"]) == {"ganspace", "random"}
+    g = doc["selection"]["ganspace"]
+    assert len(g["basis"]["std"]) == 10 and len(g["ranked"]["0"]) == 10
+    assert 0.0 <= doc["result"]["ganspace"]["all"]["rate"] <= 1.0
+    assert "GANSpace" in (tmp_path / "flip_rate.md").read_text()
+
+
+# --------------------------------------------------------------------------- the discriminator filter
+
+
+@pytest.fixture(scope="module")
+def disc_setup(attfind_release):
+    import models_pt
+    from attfind.effects_pt import FastEffects
+    from attfind.effects_tf import NotebookEffects, conv_styles
+    from attfind.tfrecord import read_examples
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    ref, weights = attfind_release
+    m = models_pt.load(weights)
+    be = FastEffects(m["generator"], m["mobilenet"])
+    dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
+    st = be.styles(dl)
+    lo, hi = sel.style_ranges(st)
+    out = [be.image(w, lo, hi) for w in dl]
+    pt = {"base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out]),
+          "changes": be.discriminator_changes(m["discriminator"], dl, st, lo, hi)}
+    tfm = _tf_models(ref, ["generator", "mobilenet", "discriminator"])
+    tb, _, te = read_examples(ref / "examples_1.tfrecord")
+    nb = NotebookEffects(tfm["generator"], tfm["mobilenet"])
+    tst = conv_styles(tfm["generator"], dl)
+    tlo, thi = sel.style_ranges(tst)
+    tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi)}
+    planted = json.loads((ref / "reference.json").read_text())["planted"]
+    return pt, tf, planted
+
+
+def _filtered(side, threshold):
+    f = sel.DiscriminatorFilter(side["changes"], threshold)
+    return sel.attfind(side["effects"], side["base"], disc_filter=f), f
+
+
+def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
+    pt, tf, planted = disc_setup
+    plain = sel.attfind(pt["effects"], pt["base"])
+    assert plain.ranking[0] == (planted["direction"], planted["coordinate"])
+    # the notebook's threshold: on these weights no candidate moves D that much
+    r_pt, f_pt = _filtered(pt, sel.DISCRIMINATOR_THRESHOLD)
+    r_tf, f_tf = _filtered(tf, sel.DISCRIMINATOR_THRESHOLD)
+    assert r_pt.ranking == r_tf.ranking == plain.ranking and not f_pt.to_dict()["rejected"]
+    means = [d["mean_change"] for d in f_pt.decisions]
+    assert min(means) > 1e-4, "the discriminator does not react to the edits: the filter proves nothing"
+    for a, b in zip(f_pt.decisions, f_tf.decisions):                  # the same candidates, the same images
+        assert (a["direction"], a["coordinate"], a["images"]) == (b["direction"], b["coordinate"], b["images"])
+        assert abs(a["mean_change"] - b["mean_change"]) <= 1e-4 * max(1.0, a["mean_change"])
+    # a threshold below the planted coordinate's change filters it out, in both backends alike
+    planted_change = next(d["mean_change"] for d in f_pt.decisions if d["coordinate"] == planted["coordinate"])
+    r_pt, f_pt = _filtered(pt, planted_change / 2)
+    r_tf, f_tf = _filtered(tf, planted_change / 2)
+    assert f_pt.to_dict()["rejected"] == f_tf.to_dict()["rejected"] and f_pt.to_dict()["rejected"]
+    assert r_pt.ranking == r_tf.ranking
+    assert r_pt.ranking != plain.ranking                             # the negative control bites
+    assert planted["coordinate"] not in [j for _, j in r_pt.ranking]
+
+
+def test_attfind_records_the_filter(attfind_release, disc_setup, tmp_path):
+    from attfind.run import Options, run
+
+    ref, weights = attfind_release
+    pt, _, planted = disc_setup
+    _, probe = _filtered(pt, np.inf)
+    threshold = next(d["mean_change"] for d in probe.decisions if d["coordinate"] == planted["coordinate"]) / 2
+    outcome = run(weights, ref / "dlatents.pkl", tmp_path,
+                  Options(pictures=False, truth_images=0, discriminator_filter=True,
+                          discriminator_threshold=threshold), log=lambda m: None)
+    rec = outcome.document["discriminator_filter"]
+    assert rec["threshold"] == threshold and [planted["direction"], planted["coordinate"]] in rec["rejected"]
+    assert outcome.result.ranking == _filtered(pt, threshold)[0].ranking
+    assert outcome.document["params"]["disc_filter"] is True
+    assert outcome.document["tfrecord"]["same_ranking"] is True       # the tfrecord ranked with the same filter
