@@ -135,35 +135,43 @@ class FastEffects:
                     on_batch(len(chunk) / 2)
         return base.cpu().numpy(), effects.cpu().numpy()
 
-    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 1.0):
+    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0):
         """The PyTorch side of ``selection.DiscriminatorFilter``: ``changes(images, d, j)`` ->
-        ``|D(G(edited)) - D(G(original))|`` per image, where coordinate ``j`` moves to its min
-        (d = 0) or max (d = 1) as in the effects; the discriminator sees each generated image
-        alone (batch 1, so minibatch stddev has no other image to see, as in the TF backend)
-        with the label probabilities its dlatent carries."""
+        ``|D(after) - D(before)|`` per image: before, the clamped image with its dlatent's label
+        probabilities; after, coordinate ``j`` shifted by ``shift_size`` times the way to its min
+        (d = 0) or max (d = 1), clamped, with the classifier's softmax on it as labels. The
+        discriminator sees each image alone (batch 1), as in the TF backend."""
         disc = discriminator.eval().to(self.device).to(self.dtype)
         g = self.generator
         label_size = g.config["label_size"]
         targets = (np.asarray(style_min), np.asarray(style_max))
-        base_scores: dict[int, float] = {}
+        before: dict[int, float] = {}
+        after: dict[tuple, float] = {}     # both greedy runs ask about the same coordinates
 
         @torch.no_grad()
-        def score(n: int, layer: int | None = None, channel: int = 0, delta: float = 0.0) -> float:
+        def image_of(n: int, layer: int | None = None, channel: int = 0, delta: float = 0.0):
             w = torch.as_tensor(np.asarray(dlatents[n], np.float32).reshape(1, -1), device=self.device).to(self.dtype)
             conv, rgb = g.style_vectors(w)
             if layer is not None:
                 conv = [s.clone() for s in conv]
                 conv[layer][0, channel] += delta
-            img = g.synthesis(conv, rgb).contiguous()
-            return float(disc(img, w[:, -label_size:])[0, 0])
+            return w, g.synthesis(conv, rgb).clamp(-1, 1).contiguous()
 
+        @torch.no_grad()
         def changes(images, d: int, j: int) -> np.ndarray:
             layer, c = g.split_coordinate(int(j))
             out = []
             for n in images:
-                if n not in base_scores:
-                    base_scores[n] = score(n)
+                if (n, d, j) in after:
+                    out.append(after[(n, d, j)])
+                    continue
+                if n not in before:
+                    w, img = image_of(n)
+                    before[n] = float(disc(img, w[:, -label_size:])[0, 0])
                 delta = shift_size * (float(targets[d][j]) - float(styles[n][j]))
-                out.append(score(n, layer, c, delta) - base_scores[n])
+                _, img = image_of(n, layer, c, delta)
+                labels = torch.softmax(self.classifier(img), dim=1)
+                after[(n, d, j)] = float(disc(img, labels)[0, 0]) - before[n]
+                out.append(after[(n, d, j)])
             return np.abs(np.asarray(out))
         return changes

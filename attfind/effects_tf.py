@@ -100,35 +100,44 @@ class NotebookEffects:
                 on_coordinate()
         return base, effects
 
-    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 1.0,
+    def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0,
                               label_size: int = 2):
-        """The TF side of ``selection.DiscriminatorFilter``, as the notebook would compute it:
-        shift the style bias, regenerate, run the discriminator (``discriminator((images_nchw,
-        labels))``, each image alone, labels from its dlatent), put the bias back."""
+        """The TF side of ``selection.DiscriminatorFilter``, as the notebook computes it: before, the
+        clamped image and its dlatent's labels; after, the style bias shifted, the clamped image
+        and the classifier's softmax on it as labels (the bias is put back); the discriminator
+        (``discriminator((images_nchw, labels))``) sees each image alone."""
         tf = _tf()
         targets = (np.asarray(style_min), np.asarray(style_max))
-        base_scores: dict[int, float] = {}
+        before: dict[int, float] = {}
+        after: dict[tuple, float] = {}     # both greedy runs ask about the same coordinates
 
-        def score(n: int) -> float:
-            w = np.asarray(dlatents[n], np.float32).reshape(1, -1)
+        def clamped(w):
             img = self.generator.g_synthesis(self.generator.style_vector_calculator(w, training=False), training=False)
-            labels = w[:, -label_size:]
-            return float(np.asarray(discriminator((img, tf.constant(labels)), training=False))[0, 0])
+            return tf.clip_by_value(img, -1.0, 1.0)
 
         def changes(images, d: int, j: int) -> np.ndarray:
             layer, c = split_coordinate(self.sizes, int(j))
             var = self.biases[layer]
             out = []
             for n in images:
-                if n not in base_scores:
-                    base_scores[n] = score(n)
+                if (n, d, j) in after:
+                    out.append(after[(n, d, j)])
+                    continue
+                w = np.asarray(dlatents[n], np.float32).reshape(1, -1)
+                if n not in before:
+                    img = clamped(w)
+                    before[n] = float(np.asarray(discriminator((img, tf.constant(w[:, -label_size:])),
+                                                               training=False))[0, 0])
                 original = var.numpy()
                 shift = np.zeros_like(original)
                 shift[0, c] = shift_size * (targets[d][j] - styles[n][j])
                 try:
                     var.assign_add(shift)
-                    out.append(score(n) - base_scores[n])
+                    img = clamped(w)
                 finally:
                     var.assign(original)
+                labels = tf.nn.softmax(self.classifier(tf.transpose(img, [0, 2, 3, 1]), training=False))
+                after[(n, d, j)] = float(np.asarray(discriminator((img, labels), training=False))[0, 0]) - before[n]
+                out.append(after[(n, d, j)])
             return np.abs(np.asarray(out))
         return changes

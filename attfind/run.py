@@ -53,6 +53,7 @@ class Options:
     discriminator_filter: bool = False  # the notebook's use_discriminator (selection.DiscriminatorFilter)
     discriminator_threshold: float = sel.DISCRIMINATOR_THRESHOLD
     discriminator_images: int = sel.DISCRIMINATOR_IMAGES
+    discriminator_shift: float = sel.DISCRIMINATOR_SHIFT
 
 
 @dataclass
@@ -185,7 +186,8 @@ def discriminator_filter(weights: Path, entries: dict, backend, dlatents, styles
         raise AttFindInputError(f"{weights}/manifest.json: --discriminator-filter needs the discriminator, "
                                 "and this converted folder has none")
     disc = models_pt.load(Path(weights) / entries["discriminator"]["weights"])
-    changes = backend.discriminator_changes(disc, dlatents, styles, style_min, style_max, options.shift_size)
+    changes = backend.discriminator_changes(disc, dlatents, styles, style_min, style_max,
+                                            options.discriminator_shift)
     return sel.DiscriminatorFilter(changes, options.discriminator_threshold, options.discriminator_images)
 
 
