@@ -1,5 +1,6 @@
 """Command line: make a reference release, inspect, convert and verify StylEx checkpoints; AttFind.
 
+    python cli.py download celeb_a_age
     python cli.py make-reference --out reference
     python cli.py inspect --tf-ckpt reference/mobilenet.savedmodel.zip
     python cli.py convert --tf-ckpt reference/mobilenet.savedmodel.zip
@@ -95,6 +96,47 @@ def log_line(msg: str):
     from tqdm import tqdm
 
     tqdm.write(msg, file=sys.stderr)
+
+
+@main.command()
+@click.argument("name", default="celeb_a_age")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the release [default: ./NAME].")
+@click.option("--base-url", default=None,
+              help="Where the files are [default: the notebook's bucket, "
+                   "https://storage.googleapis.com/explaining-in-style/NAME/].")
+@click.option("--retries", default=4, show_default=True, help="Tries after the first, with exponential backoff.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds without an answer before a try fails.")
+@user_errors
+def download(name, out_dir, base_url, retries, timeout):
+    """Fetch a released model folder (four *.savedmodel.zip, dlatents.pkl, examples_1.tfrecord).
+
+    Resumes partial files, retries, checks each file before it takes its final name, records
+    URL, size and sha256 in release.json, and fetches nothing again that is complete and
+    unchanged. Exit 1 when a file is missing on the server or was refused (listed)."""
+    from porting.download import download as fetch
+
+    def bar(total, label, initial=0):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                    file=sys.stderr, mininterval=0.5,
+                    disable=None if not os.environ.get("STYLEX_PROGRESS") else False)
+
+    out, outcome = fetch(name, Path(out_dir) if out_dir else None, base_url, retries=retries, timeout=timeout,
+                         bar=bar, log=log_line)
+    for f in outcome.fetched:
+        how = f" (resumed at byte {outcome.resumed[f]:,})" if f in outcome.resumed else ""
+        click.echo(f"{f:<30} fetched{how}" + (f"; changed on the server: {outcome.changed[f]}" if f in outcome.changed
+                                               else ""))
+    for f in outcome.unchanged:
+        click.echo(f"{f:<30} complete and unchanged")
+    for f in outcome.missing:
+        click.echo(f"{f:<30} MISSING on the server")
+    for f, why in outcome.failed.items():
+        click.echo(f"{f:<30} FAILED: {why}")
+    click.echo(f"release: {out} (manifest {out / 'release.json'})")
+    sys.exit(0 if outcome.ok else EXIT_FAILED)
 
 
 @main.command()
