@@ -94,18 +94,68 @@ def test_both_keras_weights_layouts_convert_to_the_savedmodels_tensors(small_cla
             np.testing.assert_array_equal(state[k], want[k], err_msg=f"{name}: {k}")
 
 
-def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
-    """A generator in the nameless layout cannot be mapped without guessing: one line says which
-    layout was found and how to save a file that converts."""
-    from models_tf import generator as tfg
+@pytest.mark.parametrize("kind", ["generator", "encoder", "discriminator"])
+def test_nameless_keras_layout_of_every_release_model_converts(kind, tmp_path):
+    """The generator, encoder and discriminator saved with save_weights("x.weights.h5") convert to
+    the same tensors as their SavedModels (and, where Keras' names-kept HDF5 layout holds every
+    weight, as that file): their configs are told from the file's structure."""
+    from safetensors.numpy import load_file
 
-    model = tfg.seeded_generator(tfg.small_config(32, channel_max=16), seed=2)
-    path = tmp_path / "g.weights.h5"
-    model.save_weights(str(path))
-    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "g.safetensors")
+    from models_tf import generator as tfg
+    from models_tf import resnet_d
+    from models_tf.release import save_savedmodel_zip
+
+    if kind == "generator":
+        model = tfg.seeded_generator(tfg.small_config(32, channel_max=16), seed=2)
+    else:
+        model = resnet_d.seeded(kind, resnet_d.small_config(kind, 32, 16), seed=3)
+    new, legacy = tmp_path / f"{kind}.weights.h5", tmp_path / f"{kind}.h5"
+    model.save_weights(str(new))
+    model.save_weights(str(legacy), save_format="h5")
+    sources = [new, save_savedmodel_zip(model, tmp_path / f"{kind}.savedmodel.zip", f"{kind}.savedmodel")]
+    if kind != "generator":        # the names-kept layout stores layers' weights only, not dlatent_avg
+        sources.append(legacy)
+    states = {}
+    for src in sources:
+        out = tmp_path / f"{src.name}.safetensors"
+        result = run("convert", "--tf-ckpt", src, "--out", out)
+        assert result.exit_code == 0 and f"{kind}:" in result.output and "0 unused" in result.output, result.output
+        states[src.name] = load_file(str(out))
+    with open_checkpoint(new) as ck:
+        assert ck.fmt == "keras3-h5"
+    want = states[sources[1].name]
+    assert np.ptp(np.concatenate([v.ravel() for v in want.values()])) > 1.0        # seeded, not zeros
+    for name, state in states.items():
+        assert state.keys() == want.keys(), name
+        for k in state:
+            np.testing.assert_array_equal(state[k], want[k], err_msg=f"{name}: {k}")
+
+
+def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
+    """A model that is none of the release's in the nameless layout cannot be mapped without
+    guessing: one line says which layout was found and how to save a file that converts. So
+    does a release model whose file lost a layer."""
+    import tf_keras as keras
+
+    from models_tf import resnet_d
+
+    other = keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), keras.layers.Dense(2)])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(str(path))
+    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "o.safetensors")
     assert result.exit_code == 2
     assert "does not carry the variables' names" in result.stderr and "save_format='h5'" in result.stderr
-    assert not (tmp_path / "g.safetensors").exists()
+    assert "none of the release's models" in result.stderr and not (tmp_path / "o.safetensors").exists()
+
+    enc = resnet_d.seeded("encoder", resnet_d.small_config("encoder", 32, 16), seed=3)
+    path = tmp_path / "e.weights.h5"
+    enc.save_weights(str(path))
+    with h5py.File(path, "a") as f:
+        del f["layers/block_1/conv0"]                    # a layer's weights gone
+    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "e.safetensors")
+    assert result.exit_code == 2 and "the encoder" in result.stderr and "Keras cannot load it" in result.stderr, \
+        result.stderr
+    assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_inspect_lists_every_variable_with_its_target(small_classifier):

@@ -262,41 +262,94 @@ def _read_h5(path: Path, f) -> Checkpoint:
     return Checkpoint(path, "h5", shapes, dtypes, lambda n: np.asarray(datasets[n][()]))
 
 
-def _read_keras3_h5(path: Path, f) -> Checkpoint:
-    """The names are not in the file, only each layer's class and creation order: load it with
-    Keras' own loader into the reference model it fits, then read that model's named variables.
-    Only the classifier's structure can be told from the file alone (its widths and head are in
-    its first and last conv kernels); for any other model, refuse and say what would convert."""
+def _h5_shapes(f) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+
+    def visit(name, obj):
+        if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+            out[name] = tuple(obj.shape)
+    f.visititems(visit)
+    return out
+
+
+def _numbered(shapes: dict, pattern: str) -> list[tuple]:
+    """Shapes of ``pattern`` with ``{}`` replaced by '', '_1', '_2', ... (Keras' names for the
+    n-th layer of one class), in creation order, as long as they exist."""
+    out, k = [], 0
+    while (shape := shapes.get(pattern.format("" if k == 0 else f"_{k}"))) is not None:
+        out.append(shape)
+        k += 1
+    return out
+
+
+def _keras3_config(path: Path, f) -> tuple[str, dict]:
+    """The model kind and config of a nameless ``.weights.h5``, told from its layer structure and
+    shapes (each kind's reference model in models_tf creates its layers in the release's order):
+
+    - MobileNetV1: 15 'conv2d' groups, a 3x3x3 stem, a 1x1 head; widths and head from those;
+    - the generator: 'layers/synthesis/torgbs/to_rgb*' (one per resolution, its width),
+      'layers/mapping/dense/equalized_dense*' (depth, z size), the style dense layers (w size);
+    - encoder and discriminator: 'layers/conv' (FromRGB), 'layers/block*' (one per resolution
+      above 4, top first), 'layers/conv_1' (Conv4x4: one more input channel with minibatch
+      stddev, i.e. the discriminator), 'out' (latent or label size)."""
+    from porting.kinds.classifier import ASSUMED
+    from porting.kinds.resnet_d import MBSTD_GROUP
+
     groups = set(f["layers"].keys())
-
-    def kernel(name: str):
-        g = f["layers"].get(name)
-        return g["vars"].get("0") if g is not None and "vars" in g else None
-
+    shapes = _h5_shapes(f)
     convs = sorted(0 if n == "conv2d" else int(n[len("conv2d_"):])
                    for n in groups if n == "conv2d" or (n.startswith("conv2d_") and n[len("conv2d_"):].isdigit()))
-    stem, head, dw = kernel("conv2d"), None, kernel("depthwise_conv2d")
-    if convs:
-        head = kernel(f"conv2d_{convs[-1]}" if convs[-1] else "conv2d")
-    if not (len(convs) == 15 and dw is not None and stem is not None and head is not None
-            and stem.shape[:3] == (3, 3, 3) and head.shape[:2] == (1, 1)):
-        raise ReaderError(
-            f"{path}: {KERAS3_LAYOUT}; only MobileNetV1's structure can be told from it (this file has "
-            f"{len(groups)} layer groups, {len(convs)} 'conv2d'). To convert this model, save it with "
-            "model.save_weights('x.h5', save_format='h5') (names kept) or as a SavedModel")
-    from porting.kinds.classifier import ASSUMED
-    from models_tf.classifier import build_classifier
+    stem, dw = shapes.get("layers/conv2d/vars/0"), shapes.get("layers/depthwise_conv2d/vars/0")
+    head = shapes.get(f"layers/conv2d_{convs[-1]}/vars/0" if convs and convs[-1] else "layers/conv2d/vars/0")
+    if len(convs) == 15 and dw and stem and head and stem[:3] == (3, 3, 3) and head[:2] == (1, 1):
+        return "classifier", {"alpha": stem[3] / 32, "depth_multiplier": int(dw[3]), "num_classes": int(head[3]),
+                              **ASSUMED, "input_size": 0,
+                              "strided_padding": "explicit" if "zero_padding2d" in groups else "same"}
+    rgbs = _numbered(shapes, "layers/synthesis/torgbs/to_rgb{}/conv/vars/0")
+    mapping = _numbered(shapes, "layers/mapping/dense/equalized_dense{}/vars/0")
+    style = shapes.get("style_vector_calculator/style_dense_blocks/style_dense_block/dense/vars/0")
+    if rgbs and mapping and style:
+        return "generator", {"resolution": 4 * 2 ** (len(rgbs) - 1), "channels": [int(s[2]) for s in rgbs],
+                             "z_dim": int(mapping[0][0]), "w_dim": int(style[0]),
+                             "label_size": int(style[0]) - int(mapping[-1][1]), "mapping_layers": len(mapping),
+                             "mapping_lr_mul": 0.01}   # ASSUMPTION, as porting.kinds.generator
+    blocks = _numbered(shapes, "layers/block{}/conv1/vars/0")
+    from_rgb, conv4, out = shapes.get("layers/conv/vars/0"), shapes.get("layers/conv_1/vars/0"), shapes.get("out/vars/0")
+    if blocks and from_rgb and conv4 and out and from_rgb[:3] == (1, 1, 3):
+        widths = [int(conv4[3])] + [int(b[3]) for b in reversed(blocks[1:])] + [int(from_rgb[3])]
+        config = {"resolution": 4 * 2 ** len(blocks), "channels": widths}
+        if conv4[2] == widths[0] + 1:
+            return "discriminator", {**config, "label_size": int(out[1]), "mbstd_group": MBSTD_GROUP}
+        return "encoder", {**config, "latent_size": int(out[1])}
+    raise ReaderError(
+        f"{path}: {KERAS3_LAYOUT}; its structure is none of the release's models (MobileNetV1, the StylEx "
+        f"generator, encoder or discriminator as models_tf builds them: this file has {len(groups)} layer groups "
+        f"under 'layers/'). To convert this model, save it with model.save_weights('x.h5', save_format='h5') "
+        "(names kept) or as a SavedModel")
 
-    config = {"alpha": stem.shape[3] / 32, "depth_multiplier": int(dw.shape[3]), "num_classes": int(head.shape[3]),
-              **ASSUMED, "input_size": 0,
-              "strided_padding": "explicit" if "zero_padding2d" in groups else "same"}
-    model = build_classifier(config)
+
+def _read_keras3_h5(path: Path, f) -> Checkpoint:
+    """The names are not in the file, only each layer's class and creation order: tell the model
+    and its config from the structure (``_keras3_config``), build that reference model, load the
+    file into it with Keras' own loader, then read the model's named variables."""
+    kind, config = _keras3_config(path, f)
+    if kind == "classifier":
+        from models_tf.classifier import build_classifier
+
+        model = build_classifier(config)
+    elif kind == "generator":
+        from models_tf.generator import build_generator
+
+        model = build_generator(config)
+    else:
+        from models_tf.resnet_d import build
+
+        model = build(kind, config)
     try:
         model.load_weights(str(path))
     except Exception as e:
-        raise ReaderError(f"{path}: {KERAS3_LAYOUT}; it looks like MobileNetV1 (alpha {config['alpha']:g}, "
-                          f"{config['num_classes']} classes) but Keras cannot load it into one: "
-                          f"{_first_line(e)}") from None
+        raise ReaderError(f"{path}: {KERAS3_LAYOUT}; it looks like the {kind} ({config}) but Keras cannot load it "
+                          f"into one: {_first_line(e)}. Save it with save_format='h5' or as a SavedModel") from None
     values = {normalize_name(v.name): v.numpy() for v in model.variables}
     return Checkpoint(path, "keras3-h5", {n: tuple(a.shape) for n, a in values.items()},
                       {n: a.dtype.name for n, a in values.items()}, values.__getitem__)
