@@ -123,8 +123,13 @@ def download(name, out_dir, base_url, retries, timeout):
                     file=sys.stderr, mininterval=0.5,
                     disable=None if not os.environ.get("STYLEX_PROGRESS") else False)
 
-    out, outcome = fetch(name, Path(out_dir) if out_dir else None, base_url, retries=retries, timeout=timeout,
-                         bar=bar, log=log_line)
+    try:
+        out, outcome = fetch(name, Path(out_dir) if out_dir else None, base_url, retries=retries, timeout=timeout,
+                             bar=bar, log=log_line)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: complete files keep their names, a partial one stays as <name>.part in "
+                   f"{out_dir or name}; the same command resumes from there", err=True)
+        sys.exit(130)
     for f in outcome.fetched:
         how = f" (resumed at byte {outcome.resumed[f]:,})" if f in outcome.resumed else ""
         click.echo(f"{f:<30} fetched{how}" + (f"; changed on the server: {outcome.changed[f]}" if f in outcome.changed
@@ -295,9 +300,9 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
               help="The converted folder's path as the workers see it [default: --weights]; every worker "
                    "checks the files' sha256 against the driver's manifest.")
 @click.option("--discriminator-filter", is_flag=True,
-              help="The notebook's use_discriminator: reject a greedy pick whose shift changes the "
-                   "discriminator's output by more than --discriminator-threshold (mean over its affected "
-                   "images, up to 10); what was filtered is recorded in attfind.json.")
+              help="The notebook's use_discriminator: reject a greedy pick when shifting its coordinate "
+                   "changes the discriminator's output by more than --discriminator-threshold on any of its "
+                   "affected images (up to 10 per direction); what was filtered is recorded in attfind.json.")
 @click.option("--discriminator-threshold", default=0.2, show_default=True)
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,

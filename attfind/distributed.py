@@ -170,7 +170,11 @@ def _init_cluster(opts: ClusterOptions, report: SweepReport, log) -> bool:
     common = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                   configure_logging=True)
     if opts.address:
-        ray.init(address=opts.address, **common)
+        try:
+            ray.init(address=opts.address, **common)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
+            raise DistributedError(f"--ray-address {opts.address}: cannot join that Ray cluster: "
+                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         report.address = opts.address
         return False
     cores = os.cpu_count() or 1
@@ -208,19 +212,42 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
     t0 = time.perf_counter()
     started = _init_cluster(opts, report, log)
     report.started_cluster = started
+    actors: dict = {"workers": {}, "lost": [], "tracker": None}   # what the finally below must stop
+    try:
+        yield from _drive(weights, expected, dlatents, todo, style_min, style_max, shift_size, batch_size, opts,
+                          report, progress, log, on_dispatch, t0, started, actors)
+    finally:
+        t_stop = time.perf_counter()
+        handles = list(actors["workers"].values()) + actors["lost"] + [actors["tracker"]]
+        for w in (h for h in handles if h is not None):
+            try:
+                ray.kill(w)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if started:
+            ray.shutdown()
+        report.stop_seconds = time.perf_counter() - t_stop
+
+
+def _drive(weights, expected, dlatents, todo, style_min, style_max, shift_size, batch_size, opts, report,
+           progress, log, on_dispatch, t0, started, actors: dict):
+    """The driver's loop (``sweep``'s body): the actors it starts go into ``actors``, which
+    ``sweep`` stops however the loop ends."""
+    import ray
+
     report.workers, report.device = opts.workers, opts.device
     cores = os.cpu_count() or 1
     threads = opts.threads_per_worker or (max(1, cores // opts.workers) if started else 1)
     report.threads_per_worker = threads
     gpus = 1 if opts.device.startswith("cuda") else 0
     worker_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(opts.worker_class or EffectsWorker)
-    tracker = ray.remote(num_cpus=0)(Progress).remote()
+    tracker = actors["tracker"] = ray.remote(num_cpus=0)(Progress).remote()
+    workers = actors["workers"]              # slot -> actor handle
     worker_weights = str(opts.worker_weights or weights)
     device = "cuda" if gpus else opts.device     # Ray sets CUDA_VISIBLE_DEVICES to the worker's GPU
     max_deaths = opts.max_deaths if opts.max_deaths is not None else 2 * opts.workers + 2
     lo_ref, hi_ref = ray.put(np.asarray(style_min)), ray.put(np.asarray(style_max))
 
-    workers: dict[int, object] = {}          # slot -> actor handle
     pids: dict[int, int] = {}                # slot -> pid, once set up
     inflight: dict[object, tuple] = {}       # ObjectRef -> (SETUP, slot) | (UNIT, slot, image)
     idle: deque[int] = deque()               # a slot appears once per free place in its queue
@@ -242,7 +269,7 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
         if slot in workers:
             deaths += 1
             dead_pids[slot] = pids.pop(slot, None)
-            workers.pop(slot)
+            actors["lost"].append(workers.pop(slot))       # killed at the end, in case it lives on
             while slot in idle:
                 idle.remove(slot)
             if deaths > max_deaths:
@@ -259,72 +286,66 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
         report.retried.append({"image": int(image), "worker_pid": pid, "why": why})
         log(f"worker {pid} lost ({why}) with image {image} in its hands; the image is retried on another worker")
 
-    try:
-        for _ in range(min(opts.workers, max(1, len(todo)))):
-            start_worker()
-        done, last_poll = 0, 0.0
-        while queue or inflight:
-            while idle and queue:
-                slot, image = idle.popleft(), queue.popleft()
-                ref = workers[slot].image.remote(image, dlatents[image], lo_ref, hi_ref, shift_size, tracker)
-                inflight[ref] = (UNIT, slot, image)
-            if on_dispatch is not None:
-                held: dict = {}
-                for v in inflight.values():
-                    if v[0] == UNIT:
-                        held.setdefault(pids.get(v[1]), []).append(v[2])
-                on_dispatch({"in_flight": held, "done": done})
-            if not inflight:
-                if queue:
-                    raise DistributedError("no worker left to run the remaining images")
-                break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-            if progress is not None and time.perf_counter() - last_poll > 0.5:
-                last_poll = time.perf_counter()
-                progress(ray.get(tracker.total.remote()))
-            for ref in ready:
-                what = inflight.pop(ref)
-                slot = what[1]
-                try:
-                    value = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                        ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
-                    lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
-                    continue
-                except ray.exceptions.RayTaskError as e:   # the computation itself raised: not a fault
-                    cause = e.cause if getattr(e, "cause", None) is not None else e
-                    where = f"image {what[2]}" if what[0] == UNIT else "setup"
-                    raise DistributedError(f"worker {pids.get(slot)} failed on {where}: {type(cause).__name__}: "
-                                           f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
-                if what[0] == SETUP:
-                    if isinstance(value, str):
-                        raise DistributedError(f"a Ray worker could not load the weights: {value}")
-                    pids[slot] = value["pid"]
-                    if not report.startup_seconds and len(pids) == len(workers):
-                        report.startup_seconds = time.perf_counter() - t0
-                        log(f"{len(pids)} workers ready in {report.startup_seconds:.1f} s (pids "
-                            f"{', '.join(str(p) for p in pids.values())}; {threads} torch "
-                            f"thread{'s' if threads > 1 else ''} each"
-                            f"{', one GPU each' if gpus else ''})")
-                    idle.extend([slot] * DEPTH)
-                    continue
-                image, base, effects, seconds = value
-                report.units[int(image)] = pids.get(slot)
-                report.compute_seconds += seconds
-                done += 1
-                if slot in workers:
-                    idle.append(slot)
-                yield int(image), base, effects
-        if progress is not None:
+    for _ in range(min(opts.workers, max(1, len(todo)))):
+        start_worker()
+    done, last_poll = 0, 0.0
+
+    def units_in_flight() -> bool:
+        return any(v[0] == UNIT for v in inflight.values())
+
+    while queue or units_in_flight():     # a replacement still loading when all is done is not waited for
+        while idle and queue:
+            slot, image = idle.popleft(), queue.popleft()
+            ref = workers[slot].image.remote(image, dlatents[image], lo_ref, hi_ref, shift_size, tracker)
+            inflight[ref] = (UNIT, slot, image)
+        if on_dispatch is not None:
+            held: dict = {}
+            for v in inflight.values():
+                if v[0] == UNIT:
+                    held.setdefault(pids.get(v[1]), []).append(v[2])
+            on_dispatch({"in_flight": held, "done": done})
+        if not inflight:
+            raise DistributedError("no worker left to run the remaining images")
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+        if progress is not None and time.perf_counter() - last_poll > 0.5:
+            last_poll = time.perf_counter()
             progress(ray.get(tracker.total.remote()))
-    finally:
-        t_stop = time.perf_counter()
-        for w in list(workers.values()):
+        for ref in ready:
+            what = inflight.pop(ref)
+            slot = what[1]
             try:
-                ray.kill(w)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        if started:
-            ray.shutdown()
-        report.stop_seconds = time.perf_counter() - t_stop
+                value = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
+                lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
+                continue
+            except ray.exceptions.RayTaskError as e:   # the computation itself raised: not a fault
+                cause = e.cause if getattr(e, "cause", None) is not None else e
+                where = f"image {what[2]}" if what[0] == UNIT else "setup"
+                raise DistributedError(f"worker {pids.get(slot)} failed on {where}: {type(cause).__name__}: "
+                                       f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
+            except ray.exceptions.RayError as e:       # killed by Ray's memory monitor, unschedulable...
+                lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
+                continue
+            if what[0] == SETUP:
+                if isinstance(value, str):
+                    raise DistributedError(f"a Ray worker could not load the weights: {value}")
+                pids[slot] = value["pid"]
+                if not report.startup_seconds and len(pids) == len(workers):
+                    report.startup_seconds = time.perf_counter() - t0
+                    log(f"{len(pids)} workers ready in {report.startup_seconds:.1f} s (pids "
+                        f"{', '.join(str(p) for p in pids.values())}; {threads} torch "
+                        f"thread{'s' if threads > 1 else ''} each"
+                        f"{', one GPU each' if gpus else ''})")
+                idle.extend([slot] * DEPTH)
+                continue
+            image, base, effects, seconds = value
+            report.units[int(image)] = pids.get(slot)
+            report.compute_seconds += seconds
+            done += 1
+            if slot in workers:
+                idle.append(slot)
+            yield int(image), base, effects
+    if progress is not None:
+        progress(ray.get(tracker.total.remote()))
 

@@ -101,11 +101,13 @@ class NotebookEffects:
         return base, effects
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0,
-                              label_size: int = 2):
+                              label_size: int | None = None):
         """The TF side of ``selection.DiscriminatorFilter``, as the notebook computes it: before, the
         clamped image and its dlatent's labels; after, the style bias shifted, the clamped image
         and the classifier's softmax on it as labels (the bias is put back); the discriminator
-        (``discriminator((images_nchw, labels))``) sees each image alone."""
+        (``discriminator((images_nchw, labels))``) sees each image alone. ``label_size``: the
+        dlatent's label part [default: the classifier's number of classes, whose probabilities
+        the release's dlatents carry]."""
         tf = _tf()
         targets = (np.asarray(style_min), np.asarray(style_max))
         before: dict[int, float] = {}
@@ -126,7 +128,8 @@ class NotebookEffects:
                 w = np.asarray(dlatents[n], np.float32).reshape(1, -1)
                 if n not in before:
                     img = clamped(w)
-                    before[n] = float(np.asarray(discriminator((img, tf.constant(w[:, -label_size:])),
+                    k = label_size or int(self.classifier(tf.transpose(img, [0, 2, 3, 1]), training=False).shape[-1])
+                    before[n] = float(np.asarray(discriminator((img, tf.constant(w[:, -k:])),
                                                                training=False))[0, 0])
                 original = var.numpy()
                 shift = np.zeros_like(original)

@@ -120,6 +120,10 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     if needs_effects:
         cache = options.cache_dir or Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
         key = cache_key(entries, dlatents, lo, hi, options.shift_size)
+        if options.cache_dir is None and other_run(cache, key):
+            log(f"{cache} holds the effects of another run (other images, shift size or weights); "
+                f"this one's go to {out_dir / 'effects_cache'}")
+            cache = out_dir / "effects_cache"
         base, effects, computed = compute_effects(backend, dlatents, lo, hi, cache, key, options.shift_size, bar, log)
         result = sel.attfind(effects, base, num_indices=options.num_indices)
         doc["selection"]["attfind"] = {"cache": str(cache), "computed_images": computed,
@@ -199,6 +203,19 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     _write_text(out_dir / "flip_rate.md", format_table(doc))
     plot(doc, out_dir / "flip_rate.png")
     return doc
+
+
+def other_run(cache: Path, key: str) -> bool:
+    """True when ``cache`` holds entries of another key (another attfind run's): flip-rate then
+    keeps its own, instead of overwriting that run's."""
+    first = next(iter(sorted(Path(cache).glob("image_*.npz"))), None) if Path(cache).exists() else None
+    if first is None:
+        return False
+    try:
+        with np.load(first) as z:
+            return str(z["key"]) != key
+    except Exception:  # noqa: BLE001 - a foreign or broken file: not ours to overwrite
+        return True
 
 
 def backend_logits(backend, dlatents, batch: int = 64) -> np.ndarray:

@@ -34,6 +34,11 @@ RELEASE_FILES = ("generator.savedmodel.zip", "encoder.savedmodel.zip", "discrimi
                  "mobilenet.savedmodel.zip", "dlatents.pkl", "examples_1.tfrecord")
 MANIFEST = "release.json"
 CHUNK = 1 << 20
+RETRY_STATUS = {408, 429}          # plus every 5xx: retried with backoff
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status in RETRY_STATUS
 
 
 class DownloadError(PortError):
@@ -99,8 +104,8 @@ def check_content(path: Path, name: str) -> None:
         try:
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise DownloadError(f"{name}: the zip does not open: {e}") from None
+        except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, NotImplementedError...
+            raise DownloadError(f"{name}: the zip does not open: {type(e).__name__}: {e}") from None
         if bad is not None:
             raise DownloadError(f"{name}: the zip member {bad} is corrupted (CRC mismatch)")
     elif name.endswith(".pkl"):
@@ -136,6 +141,8 @@ class Downloader:
         self.retries, self.backoff, self.timeout = int(retries), float(backoff), float(timeout)
         self.bar, self.log = bar, log
         self.session = session or requests.Session()
+        # byte offsets must count the file's bytes: no transfer compression
+        self.session.headers["Accept-Encoding"] = "identity"
         self.manifest_path = self.out_dir / MANIFEST
         self.manifest = self._read_manifest()
 
@@ -169,7 +176,7 @@ class Downloader:
                     r.close()
                     if r.status_code == 404:
                         return None
-                if r.status_code >= 500:
+                if _retryable(r.status_code):
                     raise requests.HTTPError(f"HTTP {r.status_code}")
                 if r.status_code >= 400:
                     raise DownloadError(f"{url}: HTTP {r.status_code} {r.reason}")
@@ -181,6 +188,8 @@ class Downloader:
                     raise DownloadError(f"{url}: no answer after {attempt + 1} tries "
                                         f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
                 time.sleep(self.backoff * 2 ** attempt)
+            except requests.RequestException as e:   # a URL requests cannot use, too many redirects...
+                raise DownloadError(f"{url}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
         return None
 
     def fetch(self, name: str, outcome: Outcome) -> None:
@@ -217,7 +226,7 @@ class Downloader:
                 meta = json.loads(part_meta.read_text())
             except (OSError, json.JSONDecodeError):
                 meta = {}
-            if server.get("ranges") and _same_version(meta, server):
+            if _same_version(meta, server):     # a Range is asked for; a 200 reply restarts it
                 start = part.stat().st_size
             else:
                 part.unlink()
@@ -241,13 +250,15 @@ class Downloader:
                             outcome.missing.append(name)
                             self.log(f"{name}: gone from the server (404) during the download")
                             part.unlink(missing_ok=True)
+                            part_meta.unlink(missing_ok=True)
                             return
-                        if r.status_code >= 500:
+                        if _retryable(r.status_code):
                             raise requests.HTTPError(f"HTTP {r.status_code}")
                         if r.status_code >= 400:
                             raise DownloadError(f"{name}: HTTP {r.status_code} {r.reason} from {url}")
                         if have and r.status_code != 206:      # the server ignored the range: start over
                             have = 0
+                            outcome.resumed.pop(name, None)
                             if ctx is not None:
                                 ctx.reset(total=total)
                         elif have:
@@ -273,6 +284,10 @@ class Downloader:
                     self.log(f"{name}: {type(e).__name__} ({str(e).splitlines()[0][:100]}); retrying in {wait:g} s "
                              f"from byte {part.stat().st_size if part.exists() else 0:,}")
                     time.sleep(wait)
+                except requests.RequestException as e:
+                    raise DownloadError(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+                except OSError as e:                        # our side: the disk, not the server
+                    raise DownloadError(f"{name}: cannot write {part}: {e}") from None
         finally:
             if ctx is not None:
                 ctx.close()
