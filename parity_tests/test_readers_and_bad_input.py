@@ -94,21 +94,30 @@ def test_both_keras_weights_layouts_convert_to_the_savedmodels_tensors(small_cla
             np.testing.assert_array_equal(state[k], want[k], err_msg=f"{name}: {k}")
 
 
+@pytest.mark.parametrize("widths", ["equal", "tapered"])
 @pytest.mark.parametrize("kind", ["generator", "encoder", "discriminator"])
-def test_nameless_keras_layout_of_every_release_model_converts(kind, tmp_path):
+def test_nameless_keras_layout_of_every_release_model_converts(kind, widths, tmp_path):
     """The generator, encoder and discriminator saved with save_weights("x.weights.h5") convert to
     the same tensors as their SavedModels (and, where Keras' names-kept HDF5 layout holds every
-    weight, as that file): their configs are told from the file's structure."""
+    weight, as that file): their configs are told from the file's structure. Once with every
+    width equal (32 px), once with widths that halve per resolution as the release's do (64 px,
+    64 down to 8), where reading a width from the wrong layer cannot go unnoticed."""
     from safetensors.numpy import load_file
 
     from models_tf import generator as tfg
     from models_tf import resnet_d
     from models_tf.release import save_savedmodel_zip
 
+    res, cap, base = (32, 16, 32768) if widths == "equal" else (64, 64, 512)
     if kind == "generator":
-        model = tfg.seeded_generator(tfg.small_config(32, channel_max=16), seed=2)
+        config = {**tfg.small_config(res, channel_max=cap), "channel_base": base}
+        model = tfg.seeded_generator(config, seed=2)
+        chans = tfg.channels(config)
     else:
-        model = resnet_d.seeded(kind, resnet_d.small_config(kind, 32, 16), seed=3)
+        config = {**resnet_d.small_config(kind, res, cap), "channel_base": base}
+        model = resnet_d.seeded(kind, config, seed=3)
+        chans = resnet_d.channels(config)
+    assert (len(set(chans.values())) == 1) == (widths == "equal"), chans
     new, legacy = tmp_path / f"{kind}.weights.h5", tmp_path / f"{kind}.h5"
     model.save_weights(str(new))
     model.save_weights(str(legacy), save_format="h5")

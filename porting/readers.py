@@ -289,9 +289,10 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
     - MobileNetV1: 15 'conv2d' groups, a 3x3x3 stem, a 1x1 head; widths and head from those;
     - the generator: 'layers/synthesis/torgbs/to_rgb*' (one per resolution, its width),
       'layers/mapping/dense/equalized_dense*' (depth, z size), the style dense layers (w size);
-    - encoder and discriminator: 'layers/conv' (FromRGB), 'layers/block*' (one per resolution
-      above 4, top first), 'layers/conv_1' (Conv4x4: one more input channel with minibatch
-      stddev, i.e. the discriminator), 'out' (latent or label size)."""
+    - encoder and discriminator: 'layers/conv' (FromRGB: the top resolution's width),
+      'layers/block*' (one per resolution r above 4, top first, each ending in r/2's width),
+      'layers/conv_1' (Conv4x4: one more input channel with minibatch stddev, i.e. the
+      discriminator), 'out' (latent or label size)."""
     from porting.kinds.classifier import ASSUMED
     from porting.kinds.resnet_d import MBSTD_GROUP
 
@@ -316,7 +317,7 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
     blocks = _numbered(shapes, "layers/block{}/conv1/vars/0")
     from_rgb, conv4, out = shapes.get("layers/conv/vars/0"), shapes.get("layers/conv_1/vars/0"), shapes.get("out/vars/0")
     if blocks and from_rgb and conv4 and out and from_rgb[:3] == (1, 1, 3):
-        widths = [int(conv4[3])] + [int(b[3]) for b in reversed(blocks[1:])] + [int(from_rgb[3])]
+        widths = [int(conv4[3])] + [int(b[3]) for b in reversed(blocks[:-1])] + [int(from_rgb[3])]
         config = {"resolution": 4 * 2 ** len(blocks), "channels": widths}
         if conv4[2] == widths[0] + 1:
             return "discriminator", {**config, "label_size": int(out[1]), "mbstd_group": MBSTD_GROUP}
