@@ -76,7 +76,8 @@ class SweepReport:
                 "retried": self.retried, "startup_seconds": round(self.startup_seconds, 2),
                 "worker_compute_seconds": round(self.compute_seconds, 2),
                 "stop_seconds": round(self.stop_seconds, 2),
-                "images_per_worker": _count_by_pid(self.units)}
+                "images_per_worker": _count_by_pid(self.units),
+                "worker_of_image": {str(i): pid for i, pid in sorted(self.units.items())}}
 
 
 def _count_by_pid(units: dict[int, int]) -> dict[str, int]:
@@ -160,6 +161,14 @@ class Progress:
 # --------------------------------------------------------------------------- the driver side
 
 
+def worker_threads(opts: ClusterOptions, local: bool) -> int:
+    """torch threads per worker: as asked, else cores // workers on a cluster this run starts on
+    this machine, else 1 (another cluster's machines are not this one)."""
+    if opts.threads_per_worker:
+        return int(opts.threads_per_worker)
+    return max(1, (os.cpu_count() or 1) // opts.workers) if local else 1
+
+
 def _init_cluster(opts: ClusterOptions, report: SweepReport, log) -> bool:
     """Join ``opts.address`` or start a local cluster; True if this call started it."""
     import ray
@@ -178,7 +187,7 @@ def _init_cluster(opts: ClusterOptions, report: SweepReport, log) -> bool:
         report.address = opts.address
         return False
     cores = os.cpu_count() or 1
-    threads = opts.threads_per_worker or max(1, cores // opts.workers)
+    threads = worker_threads(opts, local=True)
     num_gpus = None
     if opts.device.startswith("cuda"):
         import torch
@@ -236,9 +245,7 @@ def _drive(weights, expected, dlatents, todo, style_min, style_max, shift_size, 
     import ray
 
     report.workers, report.device = opts.workers, opts.device
-    cores = os.cpu_count() or 1
-    threads = opts.threads_per_worker or (max(1, cores // opts.workers) if started else 1)
-    report.threads_per_worker = threads
+    threads = report.threads_per_worker = worker_threads(opts, local=started)
     gpus = 1 if opts.device.startswith("cuda") else 0
     worker_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(opts.worker_class or EffectsWorker)
     tracker = actors["tracker"] = ray.remote(num_cpus=0)(Progress).remote()

@@ -124,17 +124,9 @@ def same(moves, n: int) -> list:
 
 def render_pt(backend, w_layers: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Images (clamped) and logits from per-layer w, through the PyTorch backend's models."""
-    import torch
+    from attfind.run import edited_outputs
 
-    images, logits = [], []
-    g = backend.generator
-    with torch.no_grad():
-        for i in range(0, len(w_layers), batch):
-            w = torch.as_tensor(w_layers[i:i + batch], dtype=backend.dtype, device=backend.device)
-            img = g.synthesis(*g.style_vectors(w)).clamp(-1, 1)
-            images.append(img.cpu().numpy())
-            logits.append(backend.classifier(img).cpu().numpy())
-    return np.concatenate(images), np.concatenate(logits)
+    return edited_outputs(backend, w_layers, batch=batch)
 
 
 def render_tf(generator, w_layers: np.ndarray, batch: int = 16) -> np.ndarray:

@@ -223,18 +223,20 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def edited_outputs(backend, dlatents, deltas: np.ndarray, batch: int = 32):
-    """Images and logits after adding ``deltas [N, S]`` to each image's conv styles."""
+def edited_outputs(backend, dlatents, deltas: np.ndarray | None = None, batch: int = 32):
+    """Images (clamped) and logits of ``dlatents`` (``[N, D]``, or per layer ``[N, layers, D]``)
+    after adding ``deltas [N, S]`` to each image's conv styles (none: as they are)."""
     import torch
 
     g = backend.generator
     images, logits = [], []
     with torch.no_grad():
         for i in range(0, len(dlatents), batch):
-            w = torch.as_tensor(np.asarray(dlatents[i:i + batch], np.float32), device=backend.device)
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch]), device=backend.device).to(backend.dtype)
             conv, rgb = g.style_vectors(w)
-            d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype, device=backend.device)
-            conv = list(torch.split(torch.cat(conv, dim=1) + d, backend.sizes, dim=1))
+            if deltas is not None:
+                d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype, device=backend.device)
+                conv = list(torch.split(torch.cat(conv, dim=1) + d, backend.sizes, dim=1))
             img = g.synthesis(conv, rgb).clamp(-1, 1)
             images.append(img.cpu().numpy())
             logits.append(backend.classifier(img).cpu().numpy())

@@ -128,6 +128,10 @@ def test_killed_worker_unit_is_retried(attfind_release, single, tmp_path):
     per_worker = outcome.document["effects"]["cluster"]["images_per_worker"]
     assert str(killed[0][0]) not in per_worker or per_worker[str(killed[0][0])] < 32
     assert sum(per_worker.values()) == 32       # each image computed (and cached) once
+    worker_of = outcome.document["effects"]["cluster"]["worker_of_image"]
+    for r in retried:                           # a retried image came from another, living worker
+        assert worker_of[str(r["image"])] not in (None, killed[0][0]), (r, worker_of)
+    assert len(set(worker_of.values())) >= 2
     d_entries = _entries(tmp_path)
     _same_effects(s_entries, d_entries)       # nothing lost, nothing torn
     assert outcome.result.ranking == s_outcome.result.ranking
