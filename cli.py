@@ -9,6 +9,10 @@
     python cli.py export-onnx --weights weights/reference --out onnx/reference
 
 Bad input ends with one line on stderr and exit code 2; a failed verification with exit code 1.
+
+The top of the project's layers: it may import every package (``crosscheck`` for what needs
+TF's models and the port together). The model kinds the options offer come from the registry
+(``porting.kinds.NAMES``).
 """
 from __future__ import annotations
 
@@ -21,6 +25,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter hide
 
 import click  # noqa: E402
 from attfind import truth as truth_defaults  # noqa: E402  (NumPy only)
+from porting.kinds import NAMES as KIND_NAMES  # noqa: E402  (the registry: no TF, no torch)
+from release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
+
+
+def build_keras(kind: str, config: dict):
+    """The TF reference model a nameless Keras ``.weights.h5`` loads into (``porting.readers``)."""
+    from crosscheck.tf_side import build_keras as build
+
+    return build(kind, config)
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -70,7 +83,7 @@ def main():
 @user_errors
 def make_reference(out_dir, seed, resolution, num_dlatents, channel_max, attfind):
     """Write seeded TF models in the released file layout (a 'reference release')."""
-    from models_tf.release import make_reference as make
+    from crosscheck.reference_release import make_reference as make
 
     info = make(Path(out_dir), seed=seed, resolution=resolution, num_dlatents=num_dlatents,
                 channel_max=channel_max, attfind=attfind, bar=progress_bar,
@@ -99,7 +112,7 @@ def log_line(msg: str):
 
 
 @main.command()
-@click.argument("name", default="celeb_a_age")
+@click.argument("name", default=DEFAULT_RELEASE)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the release [default: ./NAME].")
 @click.option("--base-url", default=None,
@@ -146,21 +159,17 @@ def download(name, out_dir, base_url, retries, timeout):
 
 @main.command()
 @click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
-@click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+@click.option("--model", type=click.Choice(KIND_NAMES),
               help="Force the model kind instead of detecting it from the variables.")
 @user_errors
 def inspect(tf_ckpt, model):
     """List every variable, its shape and the PyTorch parameter it maps to (or 'unused')."""
-    from porting import kinds, mapping
+    from porting.convert import prepare
     from porting.readers import open_checkpoint
-    import models_pt
 
-    with open_checkpoint(existing(tf_ckpt)) as ck:
-        kind = kinds.detect(ck.names, tf_ckpt, forced=model)
-        config = kind.infer_config(ck.shapes)
-        module = models_pt.model_class(kind.name)(**config)
-        pt_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        mplan = mapping.plan(kind.rules(config), pt_shapes, ck.names, where=tf_ckpt)
+    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
+        prep = prepare(ck.names, ck.shapes, tf_ckpt, model, allow_unused=True)
+        kind, config, mplan = prep.kind, prep.config, prep.plan
         targets = mplan.tf_to_pt()
         rule_of = {a.tf_name: a.rule for a in mplan.assignments if a.tf_name}
         click.echo(f"{tf_ckpt}: {ck.fmt}, {len(ck.names)} variables, model kind {kind.name}, config {config}")
@@ -181,11 +190,14 @@ def inspect(tf_ckpt, model):
 @click.option("--out", type=click.Path(),
               help="Output .safetensors file [default: weights/<name>.safetensors]; for a release "
                    "folder, an output folder [default: weights/<release folder name>].")
-@click.option("--model", type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+@click.option("--model", type=click.Choice(KIND_NAMES),
               help="Force the model kind instead of detecting it from the variables.")
 @click.option("--allow-nonfinite", is_flag=True, help="Convert even if a weight holds NaN or Inf.")
+@click.option("--allow-unused", is_flag=True,
+              help="Convert even if TF variables map to no PyTorch tensor (they are listed); without it, a "
+                   "variable the model kind does not expect to leave unused fails the conversion.")
 @user_errors
-def convert(tf_ckpt, out, model, allow_nonfinite):
+def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused):
     """Convert a TF checkpoint (or every model of a release folder) into PyTorch safetensors."""
     from porting.convert import convert_path
     from porting.release import convert_release, is_release_folder
@@ -194,7 +206,8 @@ def convert(tf_ckpt, out, model, allow_nonfinite):
         if model:
             raise click.BadParameter("a release folder holds several models; --model applies to one",
                                      param_hint="--model")
-        result = convert_release(Path(tf_ckpt), out, allow_nonfinite=allow_nonfinite)
+        result = convert_release(Path(tf_ckpt), out, allow_nonfinite=allow_nonfinite, allow_unused=allow_unused,
+                                 build_keras=build_keras)
         for stem, entry in result.models.items():
             click.echo(f"{stem:<14} {entry['kind']:<14} -> {result.out_dir / entry['weights']}"
                        f" ({len(entry['unused_tf_variables'])} unused TF variables)")
@@ -205,7 +218,8 @@ def convert(tf_ckpt, out, model, allow_nonfinite):
         if result.models:
             click.echo(f"manifest: {result.out_dir / 'manifest.json'}")
         sys.exit(EXIT_BAD_INPUT if result.failed or not result.models else 0)
-    path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite)
+    path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite,
+                              allow_unused=allow_unused, build_keras=build_keras)
     click.echo(f"{conv.kind}: {len(conv.state)} tensors from {conv.header['tf_variables']} TF variables "
                f"({len(conv.plan.unused)} unused) -> {path}")
     for name in conv.plan.unused:
@@ -231,10 +245,11 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
     within a small factor of TF's own (README: "How the port is checked"). --float64: both
     frameworks in float64, held to 1e-9 relative. With a release folder and a converted release
     folder, verifies every model and the encode-reconstruct round trip, and prints one summary."""
-    from porting.readers import open_checkpoint
-    from porting.release import format_summary, is_release_folder, verify_release
+    from crosscheck.verify import verify_checkpoint, verify_release
     from porting.atomic import write_json
-    from porting.verify import format_table, verify_checkpoint
+    from porting.readers import open_checkpoint
+    from porting.release import is_release_folder
+    from porting.verify import format_summary, format_table
 
     if num_images < 4:
         raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
@@ -250,8 +265,8 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
             write_json(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
         sys.exit(0 if passed else EXIT_FAILED)
     weights_path = existing(weights)
-    beside = existing(tf_ckpt).resolve().parent / "dlatents.pkl"   # one zip of a release folder: its dlatents
-    with open_checkpoint(existing(tf_ckpt)) as ck:
+    beside = existing(tf_ckpt).resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
+    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
                                    dlatents=beside if beside.exists() else None)
     click.echo(format_table(report))
@@ -310,7 +325,8 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
             truth_coordinates, workers, ray_address, threads_per_worker, worker_weights, discriminator_filter,
             discriminator_threshold):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
-    from attfind.run import Options, format_ranking, run
+    from attfind.report import format_ranking
+    from attfind.run import Options, run
 
     out = Path(out_dir) if out_dir else Path("runs") / "attfind" / Path(weights).name
     if workers < 0:
@@ -426,7 +442,7 @@ def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, s
 @click.option("--weights", required=True, type=click.Path(),
               help="A converted release folder (with manifest.json) or one .safetensors file.")
 @click.option("--model", "models", multiple=True,
-              type=click.Choice(["classifier", "generator", "encoder", "discriminator"]),
+              type=click.Choice(KIND_NAMES),
               help="Export only these (repeatable) [default: every model there].")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the .onnx files.")
 @click.option("--size", type=int, default=None,
@@ -443,6 +459,8 @@ def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
     from contextlib import nullcontext
 
     import models_pt
+    from crosscheck.tf_side import notebook_runner
+    from porting import kinds
     from porting.onnx_export import export, format_checks, verify_onnx
     from porting.readers import open_checkpoint
 
@@ -458,13 +476,14 @@ def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
             raise click.BadParameter(f"{weights} holds none of {', '.join(models)}", param_hint="--model")
     checks = []
     for stem, module in loaded.items():
-        model_size = clf_size if module.kind == "classifier" else None
+        model_size = clf_size if kinds.get(module.kind).onnx.size_fixed else None
         path = export(module, Path(out_dir) / f"{stem}.onnx", model_size)
         click.echo(f"wrote {path} (onnx.checker: ok)")
         if verify:
             tf_zip = existing(str(Path(tf_ckpt) / f"{stem}.savedmodel.zip")) if tf_ckpt else None
             with open_checkpoint(tf_zip) if tf_zip else nullcontext() as ck:
-                checks.append(verify_onnx(path, module, model_size, tf_savedmodel_root=ck.root if ck else None))
+                tf_output = notebook_runner(module.kind, ck.root) if ck else None
+                checks.append(verify_onnx(path, module, model_size, tf_output=tf_output))
     if checks:
         click.echo(format_checks(checks))
         if not all(c.passed for c in checks):

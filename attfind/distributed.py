@@ -3,13 +3,13 @@
 The driver (the process that runs ``attfind.run.run``) keeps everything that decides the
 result: the style ranges, the cache and the selection. The workers only compute effects, each
 with its own copy of the PyTorch models (loaded once per worker from the converted folder) and
-the same code and batches as the single-process path (``FastEffects.image``), so on the same
+the same code and batches as the single-process path (``TorchEffects.image``), so on the same
 device type their effects are the single-process run's, bit for bit.
 
 A unit of work is one image: at the release's size one image is 5,760 x 2 evaluations (a
 minute on a GPU, hours on a CPU core), 250 of them balance well over up to ~60 workers, and a
 unit maps onto exactly one entry of the per-image effect cache. The driver writes each entry
-as its result arrives (``attfind.run.compute_effects``, write-then-rename), so a worker never
+as its result arrives (``attfind.cache.compute_effects``, write-then-rename), so a worker never
 needs the driver's disk, a killed worker leaves nothing behind, and a resumed run, distributed
 or not, reads the same entries.
 
@@ -99,7 +99,7 @@ def file_sha256(path: Path) -> str:
 
 
 class EffectsWorker:
-    """One Ray worker: the models, loaded once, and ``FastEffects.image`` per unit."""
+    """One Ray worker: the models, loaded once, and ``TorchEffects.image`` per unit."""
 
     def setup(self, weights: str, expected: dict, device: str, batch_size: int, threads: int):
         """Load and check the models. Returns the worker's identity, or one line saying why not
@@ -108,7 +108,7 @@ class EffectsWorker:
             import torch
 
             import models_pt
-            from attfind.effects_pt import FastEffects
+            from attfind.effects_pt import TorchEffects
 
             torch.set_num_threads(int(threads))
             folder = Path(weights)
@@ -123,7 +123,7 @@ class EffectsWorker:
                            "(another conversion?)"
             gen = models_pt.load(folder / expected["generator"][0])
             clf = models_pt.load(folder / expected["mobilenet"][0])
-            self.backend = FastEffects(gen, clf, batch_size=batch_size, device=device)
+            self.backend = TorchEffects(gen, clf, batch_size=batch_size, device=device)
             import ray
 
             return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "device": str(self.backend.device),
@@ -135,10 +135,10 @@ class EffectsWorker:
         return os.getpid()
 
     def image(self, unit: int, dlatent, style_min, style_max, shift_size: float, progress):
-        def on_batch(k):
+        def on_progress(k):
             progress.add.remote(unit, k)
         t = time.perf_counter()
-        base, effects = self.backend.image(dlatent, style_min, style_max, shift_size, on_batch=on_batch)
+        base, effects = self.backend.image(dlatent, style_min, style_max, shift_size, on_progress=on_progress)
         return unit, base, effects, time.perf_counter() - t
 
 

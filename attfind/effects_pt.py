@@ -6,15 +6,19 @@ synthesis up to that layer cannot change, so it runs once per image and layer
 (``Generator.synthesis(start=layer, state=...)``), each row of the batch a copy of the image's
 styles with one coordinate moved. No weight is touched. The classifier sees the clamped
 images, as in the notebook, and the effect is the change of its logits.
+
+``TorchEffects`` implements ``attfind.backend.EffectsBackend``.
 """
 from __future__ import annotations
 
 import ctypes
 import sys
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+from models_pt.stylespace import StyleSpace
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters
 _malloc_tuned = False
@@ -44,7 +48,7 @@ def keep_freed_batch_memory() -> bool:
     return ok
 
 
-class FastEffects:
+class TorchEffects:
     def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
                  optimize: bool = True, dtype: torch.dtype = torch.float32):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
@@ -74,9 +78,8 @@ class FastEffects:
         classifier = classifier.eval().to(device)
         self.classifier = optimize_for_inference(classifier) if optimize else classifier
         self.batch_size = int(batch_size)
-        self.sizes = list(generator.style_sizes)
-        self.num_styles = sum(self.sizes)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.space: StyleSpace = generator.space
+        self.num_styles = len(self.space)
 
     @torch.no_grad()
     def styles(self, dlatents: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -97,23 +100,39 @@ class FastEffects:
         return self._classify(self.generator(w)).cpu().numpy()
 
     @torch.no_grad()
+    def edited_outputs(self, dlatents, deltas: np.ndarray | None = None, batch: int = 32):
+        """Clamped images and logits of ``dlatents`` (``[N, D]``, or per layer ``[N, layers, D]``)
+        after adding ``deltas [N, S]`` to each image's conv styles (none: as they are)."""
+        g = self.generator
+        images, logits = [], []
+        for i in range(0, len(dlatents), batch):
+            w = torch.as_tensor(np.asarray(dlatents[i:i + batch]), device=self.device).to(self.dtype)
+            conv, rgb = g.style_vectors(w)
+            if deltas is not None:
+                d = torch.as_tensor(deltas[i:i + batch], dtype=conv[0].dtype, device=self.device)
+                conv = list(torch.split(torch.cat(conv, dim=1) + d, self.space.sizes, dim=1))
+            img = g.synthesis(conv, rgb).clamp(-1, 1)
+            images.append(img.cpu().numpy())
+            logits.append(self.classifier(img).cpu().numpy())
+        return np.concatenate(images), np.concatenate(logits)
+
+    @torch.no_grad()
     def image(self, dlatent, style_min, style_max, shift_size: float = 1.0,
-              on_batch: Callable[[int], None] | None = None,
-              coordinates=None) -> tuple[np.ndarray, np.ndarray]:
-        """One image's ``(base logits [C], effects [2, S, C])``; ``on_batch(k)`` after k coordinates.
-        ``coordinates``: only these (the others stay 0); default all."""
+              coordinates: Iterable[int] | None = None, on_progress: Callable[[float], None] | None = None,
+              style=None) -> tuple[np.ndarray, np.ndarray]:
+        """One image's ``(base logits [C], effects [2, S, C])`` (``attfind.backend``); the style
+        vector is always computed here, from ``dlatent``."""
         g = self.generator
         w = torch.as_tensor(np.asarray(dlatent, np.float32).reshape(1, -1), device=self.device).to(self.dtype)
         conv, rgb = g.style_vectors(w)
         base = self._classify(g.synthesis(conv, rgb))[0]
         style = torch.cat(conv, dim=1)[0]
-        targets = torch.stack([torch.as_tensor(np.asarray(style_min), dtype=style.dtype),
-                               torch.as_tensor(np.asarray(style_max), dtype=style.dtype)]).to(self.device)
-        deltas = shift_size * (targets - style)                    # [2, S]
+        targets = torch.as_tensor(self.space.targets(style_min, style_max), dtype=style.dtype).to(self.device)
+        deltas = self.space.delta(style, targets, shift_size)      # [2, S]
         effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device, dtype=self.dtype)
         wanted = None if coordinates is None else {int(j) for j in coordinates}
-        for layer, size in enumerate(self.sizes):
-            lo = int(self.offsets[layer])
+        for layer, size in enumerate(self.space.sizes):
+            lo = self.space.coordinate(layer, 0)
             channels = [c for c in range(size) if wanted is None or lo + c in wanted]
             if not channels:
                 continue
@@ -131,8 +150,8 @@ class FastEffects:
                 rgbs = [s.expand(len(chunk), -1) for s in rgb]
                 logits = self._classify(g.synthesis(styles, rgbs, start=layer, state=state))
                 effects[d_idx, lo + c_idx] = logits - base
-                if on_batch is not None:
-                    on_batch(len(chunk) / 2)
+                if on_progress is not None:
+                    on_progress(len(chunk) / 2)
         return base.cpu().numpy(), effects.cpu().numpy()
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0):
@@ -144,7 +163,7 @@ class FastEffects:
         disc = discriminator.eval().to(self.device).to(self.dtype)
         g = self.generator
         label_size = g.config["label_size"]
-        targets = (np.asarray(style_min), np.asarray(style_max))
+        targets = self.space.targets(style_min, style_max)
         before: dict[int, float] = {}
         after: dict[tuple, float] = {}     # both greedy runs ask about the same coordinates
 
@@ -159,7 +178,7 @@ class FastEffects:
 
         @torch.no_grad()
         def changes(images, d: int, j: int) -> np.ndarray:
-            layer, c = g.split_coordinate(int(j))
+            layer, c = self.space.split(int(j))
             out = []
             for n in images:
                 if (n, d, j) in after:
@@ -168,7 +187,7 @@ class FastEffects:
                 if n not in before:
                     w, img = image_of(n)
                     before[n] = float(disc(img, w[:, -label_size:])[0, 0])
-                delta = shift_size * (float(targets[d][j]) - float(styles[n][j]))
+                delta = self.space.delta(float(styles[n][j]), float(targets[d][j]), shift_size)
                 _, img = image_of(n, layer, c, delta)
                 labels = torch.softmax(self.classifier(img), dim=1)
                 after[(n, d, j)] = float(disc(img, labels)[0, 0]) - before[n]

@@ -11,12 +11,17 @@ whatever objects have the notebook's API: the released SavedModels loaded with
 under one ``tf.function`` instead of eagerly: the numbers are the same (the test suite checks
 it), it is several times faster, and ``make-reference`` uses it to write ``examples_1.tfrecord``.
 The benchmark times the eager loop, as the notebook runs.
+
+``TFEffects`` implements ``attfind.backend.EffectsBackend``. Layer: ``attfind``; it imports TF
+and the StyleSpace helper (``models_pt.stylespace``, pure NumPy), nothing of ``models_tf``.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 import numpy as np
+
+from models_pt.stylespace import StyleSpace
 
 
 def _tf():
@@ -27,19 +32,6 @@ def _tf():
 def style_biases(generator) -> list:
     """The conv style layers' bias variables, each ``[1, C_l]``, in StyleSpace order."""
     return [b.dense_bias.weights[0] for b in generator.style_vector_calculator.style_dense_blocks]
-
-
-def layer_sizes(generator) -> list[int]:
-    return [int(v.shape[-1]) for v in style_biases(generator)]
-
-
-def split_coordinate(sizes: list[int], j: int) -> tuple[int, int]:
-    """StyleSpace coordinate -> (conv style layer, channel)."""
-    for layer, size in enumerate(sizes):
-        if j < size:
-            return layer, j
-        j -= size
-    raise IndexError(f"StyleSpace coordinate out of range (size {sum(sizes)})")
 
 
 def conv_styles(generator, dlatents: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -59,45 +51,76 @@ def classify_generated(generator, classifier, dlatent) -> np.ndarray:
     return classifier(tf.transpose(images, [0, 2, 3, 1]), training=False)  # the classifier is NHWC
 
 
-class NotebookEffects:
+class TFEffects:
     """Effects of every coordinate shift on one image at a time, through the style biases."""
 
     def __init__(self, generator, classifier, compiled: bool = False):
         self.generator, self.classifier = generator, classifier
         self.biases = style_biases(generator)
-        self.sizes = [int(v.shape[-1]) for v in self.biases]
-        self.num_styles = sum(self.sizes)
+        self.space = StyleSpace([int(v.shape[-1]) for v in self.biases])
+        self.num_styles = len(self.space)
         fn = lambda w: classify_generated(generator, classifier, w)  # noqa: E731
-        self._logits = _tf().function(fn) if compiled else fn
+        self._one = _tf().function(fn) if compiled else fn
 
-    def logits(self, dlatent) -> np.ndarray:
-        return np.asarray(self._logits(np.asarray(dlatent, np.float32).reshape(1, -1)))[0]
+    def _logits_of(self, w: np.ndarray) -> np.ndarray:
+        return np.asarray(self._one(w))[0]
 
-    def image(self, dlatent, style, style_min, style_max, shift_size: float = 1.0,
-              coordinates: Iterable[int] | None = None,
-              on_coordinate: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One image: ``(base logits [C], effects [2, S, C])``. ``style [S]``: its StyleSpace
-        vector; coordinate ``j`` moves by ``shift_size * (style_min[j] - style[j])`` (d = 0) or to
-        ``style_max[j]`` (d = 1). Coordinates not in ``coordinates`` (default: all) stay 0."""
+    def styles(self, dlatents: np.ndarray) -> np.ndarray:
+        return conv_styles(self.generator, dlatents)
+
+    def logits(self, dlatents: np.ndarray) -> np.ndarray:
+        """The notebook's helper on each dlatent in turn (one image per call)."""
+        return np.stack([self._logits_of(np.asarray(w, np.float32).reshape(1, -1)) for w in dlatents])
+
+    def edited_outputs(self, dlatents, deltas: np.ndarray | None = None, batch: int = 32):
+        """The notebook's calls with the StyleSpace vectors edited: style calculator (per style
+        layer for ``[N, layers, D]`` dlatents), ``deltas`` added, synthesis, clamp, classifier."""
+        tf = _tf()
+        g = self.generator
+        images, logits = [], []
+        for i in range(0, len(dlatents), batch):
+            w = np.asarray(dlatents[i:i + batch], np.float32)
+            if w.ndim == 3:   # the SavedModel's calculator takes one [N, D] w: one call per style layer
+                per_layer = [g.style_vector_calculator(w[:, k], training=False) for k in range(w.shape[1])]
+                conv = [per_layer[k][0][k] for k in range(len(self.space.sizes))]
+                rgb = [per_layer[2 * k + 1][1][k] for k in range(len(per_layer[0][1]))]
+            else:
+                conv, rgb = g.style_vector_calculator(w, training=False)
+            conv = [tf.convert_to_tensor(s) for s in conv]
+            if deltas is not None:
+                d = np.asarray(deltas[i:i + batch], np.float32)
+                conv = [s + d[:, self.space.layer_slice(k)] for k, s in enumerate(conv)]
+            img = tf.clip_by_value(g.g_synthesis((conv, list(rgb)), training=False), -1.0, 1.0)
+            images.append(np.asarray(img))
+            logits.append(np.asarray(self.classifier(tf.transpose(img, [0, 2, 3, 1]), training=False)))
+        return np.concatenate(images), np.concatenate(logits)
+
+    def image(self, dlatent, style_min, style_max, shift_size: float = 1.0,
+              coordinates: Iterable[int] | None = None, on_progress: Callable[[float], None] | None = None,
+              style: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One image: ``(base logits [C], effects [2, S, C])`` (``attfind.backend``). ``style [S]``:
+        its StyleSpace vector [default: computed from ``dlatent``]. Each coordinate moves by
+        AttFind's shift through its style bias, which is put back bit for bit."""
         w = np.asarray(dlatent, np.float32).reshape(1, -1)
-        base = self.logits(w)
+        style = self.styles(w)[0] if style is None else np.asarray(style)
+        base = self._logits_of(w)
         effects = np.zeros((2, self.num_styles, base.shape[0]), np.float32)
-        targets = (np.asarray(style_min), np.asarray(style_max))
+        targets = self.space.targets(style_min, style_max)
         for j in (range(self.num_styles) if coordinates is None else coordinates):
-            layer, c = split_coordinate(self.sizes, int(j))
+            layer, c = self.space.split(int(j))
             var = self.biases[layer]
             original = var.numpy()
             try:
                 for d in (0, 1):
                     shift = np.zeros_like(original)
-                    shift[0, c] = shift_size * (targets[d][j] - style[j])
+                    shift[0, c] = self.space.delta(style[j], targets[d][j], shift_size)
                     var.assign_add(shift)
-                    effects[d, j] = self.logits(w) - base
+                    effects[d, j] = self._logits_of(w) - base
                     var.assign(original)
             finally:
                 var.assign(original)
-            if on_coordinate is not None:
-                on_coordinate()
+            if on_progress is not None:
+                on_progress(1)
         return base, effects
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0,
@@ -109,7 +132,7 @@ class NotebookEffects:
         dlatent's label part [default: the classifier's number of classes, whose probabilities
         the release's dlatents carry]."""
         tf = _tf()
-        targets = (np.asarray(style_min), np.asarray(style_max))
+        targets = self.space.targets(style_min, style_max)
         before: dict[int, float] = {}
         after: dict[tuple, float] = {}     # both greedy runs ask about the same coordinates
 
@@ -118,7 +141,7 @@ class NotebookEffects:
             return tf.clip_by_value(img, -1.0, 1.0)
 
         def changes(images, d: int, j: int) -> np.ndarray:
-            layer, c = split_coordinate(self.sizes, int(j))
+            layer, c = self.space.split(int(j))
             var = self.biases[layer]
             out = []
             for n in images:
@@ -133,7 +156,7 @@ class NotebookEffects:
                                                                training=False))[0, 0])
                 original = var.numpy()
                 shift = np.zeros_like(original)
-                shift[0, c] = shift_size * (targets[d][j] - styles[n][j])
+                shift[0, c] = self.space.delta(styles[n][j], targets[d][j], shift_size)
                 try:
                     var.assign_add(shift)
                     img = clamped(w)

@@ -88,9 +88,11 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     """The experiment; writes ``flip_rate.json``, ``flip_rate.md`` and ``flip_rate.png`` into
     ``out_dir`` and returns the JSON document."""
     from attfind import ganspace as gs
-    from attfind.effects_pt import FastEffects
-    from attfind.run import (AttFindInputError, cache_key, compute_effects, edited_outputs, load_models,
-                             softmax)
+    from attfind.cache import cache_key, compute_effects
+    from attfind.effects_pt import TorchEffects
+    from attfind.errors import AttFindInputError
+    from attfind.run import load_models
+    from attfind.selection import softmax
     from porting.atomic import write_json
     from porting.dlatents import dlatent_matrix, load_dlatents
 
@@ -106,7 +108,7 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     dlatents = dlatent_matrix(items)
     if options.max_images:
         dlatents = dlatents[:options.max_images]
-    backend = FastEffects(gen, clf, batch_size=options.batch_size, device=options.device)
+    backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
     styles = backend.styles(dlatents)
     lo, hi = sel.style_ranges(styles)
     n, s, K = len(dlatents), backend.num_styles, options.k
@@ -167,7 +169,7 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
         for per_image in runs:
             for k in range(1, K + 1):
                 plan = sel.plan_from_lists(labels, per_image, k)
-                _, after = edited_outputs(backend, dlatents, plan.deltas(styles, lo, hi, options.shift_size))
+                _, after = backend.edited_outputs(dlatents, plan.deltas(backend.space, styles, lo, hi, options.shift_size))
                 flips[k - 1] += sel.flipped(base, after)
         rates[method] = flips / len(runs)
         log(f"{TITLES[method]}: flip rate at k = {K}: {rates[method][-1].mean():.3f}")
@@ -208,14 +210,10 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
 def other_run(cache: Path, key: str) -> bool:
     """True when ``cache`` holds entries of another key (another attfind run's): flip-rate then
     keeps its own, instead of overwriting that run's."""
+    from attfind.cache import read_cached
+
     first = next(iter(sorted(Path(cache).glob("image_*.npz"))), None) if Path(cache).exists() else None
-    if first is None:
-        return False
-    try:
-        with np.load(first) as z:
-            return str(z["key"]) != key
-    except Exception:  # noqa: BLE001 - a foreign or broken file: not ours to overwrite
-        return True
+    return first is not None and read_cached(first, key) is None   # another key, or foreign: not ours
 
 
 def backend_logits(backend, dlatents, batch: int = 64) -> np.ndarray:

@@ -124,9 +124,7 @@ def same(moves, n: int) -> list:
 
 def render_pt(backend, w_layers: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Images (clamped) and logits from per-layer w, through the PyTorch backend's models."""
-    from attfind.run import edited_outputs
-
-    return edited_outputs(backend, w_layers, batch=batch)
+    return backend.edited_outputs(w_layers, batch=batch)
 
 
 def render_tf(generator, w_layers: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -151,7 +149,7 @@ def classifier_moves(backend, dlatents, basis: Basis, layers, num_layers: int, s
     """How much each component moves the classifier on ``dlatents``: at +sigma and -sigma (in
     units of its std), the change of ``logit1 - logit0`` per image ``[K, 2, N]`` and the mean
     change of P(class 1)."""
-    from attfind.run import softmax
+    from attfind.selection import softmax
 
     n = len(dlatents)
     _, base = render_pt(backend, edit(dlatents, basis, same([], n), layers, num_layers).astype(np.float32))
@@ -192,16 +190,17 @@ def run_ganspace(weights, out_dir, samples: int = DEFAULT_SAMPLES, components: i
 
     from PIL import Image, ImageDraw
 
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from attfind.pictures import CAPTION, TILE, _captioned, _save
-    from attfind.run import load_models, softmax
+    from attfind.run import load_models
+    from attfind.selection import softmax
     from porting.atomic import write_json
     from porting.dlatents import dlatent_matrix, load_dlatents
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     gen, clf, _ = load_models(Path(weights))
-    backend = FastEffects(gen, clf, device=device)
+    backend = TorchEffects(gen, clf, device=device)
     cfg = gen.config
     release = dlatent_matrix(load_dlatents(dlatents_path)) if dlatents_path else None
     z = sample_z(samples, cfg["z_dim"], seed)

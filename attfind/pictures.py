@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attfind.selection import softmax
 from porting.atomic import atomic_path
 
 TILE = 128          # smallest tile edge in pixels (small models are scaled up)
@@ -49,19 +50,19 @@ def choose_examples(result, effects, d: int, j: int, k: int) -> list[tuple[int, 
     return [(n, dd, c) for _, n, dd, c in cands[:k]]
 
 
-def _deltas(styles, lo, hi, rows, j, shift_size, fraction=1.0):
+def _deltas(space, styles, lo, hi, rows, j, shift_size, fraction=1.0):
+    """Row r: image ``rows[r][0]``'s coordinate ``j`` moved ``fraction`` of AttFind's shift in
+    direction ``rows[r][1]``."""
     out = np.zeros((len(rows), styles.shape[1]), np.float32)
+    targets = space.targets(lo, hi)
     for r, (n, d, _) in enumerate(rows):
-        target = hi[j] if d == 1 else lo[j]
-        out[r, j] = fraction * shift_size * (target - styles[n, j])
+        out[r, j] = space.delta(styles[n, j], targets[d, j], fraction * shift_size)
     return out
 
 
 def draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir: Path, top: int = 4,
          examples: int = 4, shift_size: float = 1.0, frames: int = 8) -> list[Path]:
     from PIL import Image, ImageDraw
-
-    from attfind.run import edited_outputs, softmax
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,8 @@ def draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir: Path
         d, j = int(attr.direction), int(attr.coordinate)
         picks = choose_examples(result, effects, d, j, examples)
         w = dlatents[[n for n, _, _ in picks]]
-        before, logits_before = edited_outputs(backend, w, np.zeros((len(picks), styles.shape[1]), np.float32))
-        after, logits_after = edited_outputs(backend, w, _deltas(styles, lo, hi, picks, j, shift_size))
+        before, logits_before = backend.edited_outputs(w, np.zeros((len(picks), styles.shape[1]), np.float32))
+        after, logits_after = backend.edited_outputs(w, _deltas(backend.space, styles, lo, hi, picks, j, shift_size))
         pb, pa = softmax(logits_before), softmax(logits_after)
         tiles = []
         for r, (n, dd, c) in enumerate(picks):
@@ -91,8 +92,8 @@ def draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir: Path
         n, dd, c = picks[0]
         fracs = np.concatenate([np.linspace(0, 1, frames), np.linspace(1, 0, frames)[1:-1]])
         one = [picks[0]] * len(fracs)
-        deltas = np.concatenate([_deltas(styles, lo, hi, [picks[0]], j, shift_size, f) for f in fracs])
-        imgs, logits = edited_outputs(backend, dlatents[[n] * len(fracs)], deltas)
+        deltas = np.concatenate([_deltas(backend.space, styles, lo, hi, [picks[0]], j, shift_size, f) for f in fracs])
+        imgs, logits = backend.edited_outputs(dlatents[[n] * len(fracs)], deltas)
         probs = softmax(logits)
         gif = [_captioned(imgs[i], f"coord {j} x{fracs[i]:.2f} p{c}={probs[i, c]:.2f}", size)
                for i in range(len(one))]

@@ -1,5 +1,9 @@
 """The framework-free AttFind core: everything after the effects are computed. NumPy only.
 
+Layer: the AttFind core; imports nothing of the project (a test walks the imports). What it
+needs of StyleSpace (the shift of a coordinate) comes in as an argument, the generator's
+``models_pt.stylespace.StyleSpace``.
+
 A TensorFlow backend and a PyTorch backend compute the heavy part (step 2 of
 ``docs/attfind.md``: the classifier's change for every StyleSpace coordinate moved to its min or
 max); both hand their arrays to these functions, so the selection logic exists once and any
@@ -119,16 +123,10 @@ def style_ranges(styles) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def shift_targets(style, style_min, style_max, shift_size: float = 1.0) -> np.ndarray:
-    """Step 2's shift. ``style``: ``[S]`` or ``[N, S]``; returns the deltas to add, ``[2, S]`` or
-    ``[N, 2, S]``: ``[..., 0, j] = shift_size * (style_min[j] - s[j])`` (towards the min) and
-    ``[..., 1, j] = shift_size * (style_max[j] - s[j])`` (towards the max). With shift size 1 the
-    coordinate lands exactly on the end of its range."""
-    s = np.asarray(style)
-    targets = np.stack([np.asarray(style_min), np.asarray(style_max)])  # [2, S]
-    if s.shape[-1] != targets.shape[-1] or s.ndim not in (1, 2):
-        raise ValueError(f"style {list(s.shape)} does not match style_min/max {list(targets.shape[1:])}")
-    return shift_size * (targets - s[..., None, :])
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits ``[..., C]`` (the classifier returns logits)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def filter_unstable(effects, threshold: float = UNSTABLE_THRESHOLD,
@@ -481,20 +479,20 @@ class SufficiencyPlan:
         c = int(self.counts[n])
         return [(int(d), int(j)) for d, j in zip(self.directions[n, :c], self.coordinates[n, :c])]
 
-    def deltas(self, styles, style_min, style_max, shift_size: float = 1.0) -> np.ndarray:
+    def deltas(self, space, styles, style_min, style_max, shift_size: float = 1.0) -> np.ndarray:
         """``styles [N, S]`` -> what to add to them, ``[N, S]``: for each edit ``(d, j)`` of image
-        ``n``, ``shift_size * (target - styles[n, j])`` with ``target`` = ``style_min[j]``
-        (d = 0) or ``style_max[j]`` (d = 1), as in step 2; 0 elsewhere."""
+        ``n``, step 2's shift of coordinate ``j`` in direction ``d``, by the StyleSpace helper
+        ``space`` (``models_pt.stylespace.StyleSpace``: ``targets``, ``delta``); 0 elsewhere."""
         s = np.asarray(styles)
         if s.ndim != 2 or s.shape[0] != len(self.labels):
             raise ValueError(f"styles: expected [{len(self.labels)}, S], got {list(s.shape)}")
-        targets = np.stack([np.asarray(style_min), np.asarray(style_max)])  # [2, S]
+        targets = space.targets(style_min, style_max)  # [2, S]
         out = np.zeros_like(s)
         rows, cols = np.nonzero(self.coordinates >= 0)
         d, j = self.directions[rows, cols], self.coordinates[rows, cols]
         if (j >= s.shape[1]).any():
             raise ValueError(f"an edit names coordinate {int(j.max())} but styles have {s.shape[1]}")
-        out[rows, j] = shift_size * (targets[d, j] - s[rows, j])
+        out[rows, j] = space.delta(s[rows, j], targets[d, j], shift_size)
         return out
 
 

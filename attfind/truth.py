@@ -3,7 +3,7 @@
 TF's effects (``examples_1.tfrecord``) and the PyTorch backend's are both float32 runs of the
 same arithmetic; the 1e-4 bar that used to compare them was tuned on seeded weights. Here both
 are judged as ``verify`` judges a layer (``porting.verify.judge``): against the same effects
-computed in float64 by the ported modules (``FastEffects`` with ``dtype=torch.float64``, the
+computed in float64 by the ported modules (``TorchEffects`` with ``dtype=torch.float64``, the
 readable classifier), each float32 run's error must be within ``Rule.factor`` of the other's.
 The rule is applied both ways because the truth comes from the port's side: a wrong port would
 make *TF's* error against it large, not its own. The float64 port itself is held to TF's float64
@@ -26,19 +26,19 @@ def truth_coordinates(num_styles: int, count: int = DEFAULT_TRUTH_COORDINATES, m
 
 def float64_effects(generator, classifier, dlatents: np.ndarray, images, shift_size: float = 1.0,
                     batch_size: int = 128, coordinates=None, device: str = "cpu",
-                    on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+                    on_progress=None) -> tuple[np.ndarray, np.ndarray]:
     """``(base [n, C], effects [n, 2, S, C])`` in float64 for the rows ``images`` of ``dlatents``
     (``coordinates``: only these, the others left 0); the style ranges come from every dlatent,
     as in the float32 run."""
     import torch
 
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from attfind.selection import style_ranges
 
-    backend = FastEffects(generator, classifier, batch_size=batch_size, device=device, optimize=False,
+    backend = TorchEffects(generator, classifier, batch_size=batch_size, device=device, optimize=False,
                           dtype=torch.float64)
     lo, hi = style_ranges(backend.styles(dlatents))
-    out = [backend.image(dlatents[i], lo, hi, shift_size, coordinates=coordinates, on_batch=on_batch)
+    out = [backend.image(dlatents[i], lo, hi, shift_size, coordinates=coordinates, on_progress=on_progress)
            for i in images]
     return np.stack([b for b, _ in out]), np.stack([e for _, e in out])
 

@@ -7,7 +7,7 @@
    release's examples_1.tfrecord is given, against TF's; the AttFind ranking of both.
 2. Evaluations per second and one image's full sweep on CUDA, at the reference size and at the
    release's 256 px configuration (generator widths up to 512, MobileNetV1 1.0; weights drawn at
-   random, which does not change the work), with TF32 off as FastEffects sets it; at 256 px for
+   random, which does not change the work), with TF32 off as TorchEffects sets it; at 256 px for
    each of ``--batch-sizes-256``, with the peak GPU memory and the effects against the CPU on two
    coordinates of every style layer. Issue 12's target: >= 800 evaluations/s (a release < 1 h).
 
@@ -56,7 +56,7 @@ def main():
 
     import models_pt
     from attfind import selection as sel
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from models_pt.classifier import MobileNetV1
     from models_pt.generator import Generator
     from porting.dlatents import dlatent_matrix, load_dlatents
@@ -64,10 +64,10 @@ def main():
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
     models = models_pt.load(args.weights)
     dl = dlatent_matrix(load_dlatents(args.dlatents))
-    cpu = FastEffects(models["generator"], models["mobilenet"], batch_size=args.batch_size)
+    cpu = TorchEffects(models["generator"], models["mobilenet"], batch_size=args.batch_size)
     styles = cpu.styles(dl)
     lo, hi = sel.style_ranges(styles)
-    gpu = FastEffects(models_pt.load(args.weights)["generator"], models_pt.load(args.weights)["mobilenet"],
+    gpu = TorchEffects(models_pt.load(args.weights)["generator"], models_pt.load(args.weights)["mobilenet"],
                       batch_size=args.batch_size, device=args.device)
     g_out = [gpu.image(w, lo, hi) for w in dl]
     base = np.stack([b for b, _ in g_out])
@@ -102,14 +102,14 @@ def main():
                 p.fill_(0.1)
     clf256 = MobileNetV1(**models["mobilenet"].config).eval()
     w256 = np.random.default_rng(0).normal(size=(4, config["w_dim"])).astype(np.float32)
-    cpu256 = FastEffects(g256, clf256, batch_size=16)
+    cpu256 = TorchEffects(g256, clf256, batch_size=16)
     lo256, hi256 = sel.style_ranges(cpu256.styles(w256))
     # effects on CUDA against the CPU, on a sample of coordinates of every style layer
-    sample = [int(cpu256.offsets[layer]) + c for layer in range(len(cpu256.sizes)) for c in (0, 1)]
+    sample = [cpu256.space.coordinate(layer, c) for layer in range(len(cpu256.space.sizes)) for c in (0, 1)]
     _, c_eff = cpu256.image(w256[0], lo256, hi256, coordinates=sample)
     for batch in args.batch_sizes_256:
         torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
-        big = FastEffects(g256, clf256, batch_size=batch, device=args.device)
+        big = TorchEffects(g256, clf256, batch_size=batch, device=args.device)
         _, g_eff = big.image(w256[0], lo256, hi256, coordinates=sample)
         diff = np.abs(g_eff[:, sample] - c_eff[:, sample]).max()
         rate, seconds = sweep_rate(big, w256, lo256, hi256, images=args.images_256)

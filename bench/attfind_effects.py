@@ -6,10 +6,10 @@ the notebook-style TensorFlow loop, same models, same machine, one run.
     .venv/bin/python bench/attfind_effects.py --resolution 256 --channel-max 512   # the release's size
 
 One evaluation = one coordinate moved in one direction, the image regenerated, clamped and
-classified. TF: ``attfind.effects_tf.NotebookEffects`` on the SavedModels loaded as the notebook
+classified. TF: ``attfind.effects_tf.TFEffects`` on the SavedModels loaded as the notebook
 loads them, one image and one shift at a time through the style bias, eagerly (as the notebook)
 and under ``tf.function`` (as make-reference writes examples_1.tfrecord); timed on a sample of
-coordinates spread over every layer. PyTorch: ``attfind.effects_pt.FastEffects`` on the
+coordinates spread over every layer. PyTorch: ``attfind.effects_pt.TorchEffects`` on the
 converted weights. The full sweep of one image is measured where it takes under a few minutes,
 else extrapolated from the sampled rate (the output says which).
 """
@@ -57,9 +57,9 @@ def main():
 
     import models_pt
     from attfind import selection as sel
-    from attfind.effects_pt import FastEffects
-    from attfind.effects_tf import NotebookEffects, conv_styles
-    from models_tf.release import make_reference
+    from attfind.effects_pt import TorchEffects
+    from attfind.effects_tf import TFEffects, conv_styles
+    from crosscheck.reference_release import make_reference
     from porting.dlatents import dlatent_matrix, load_dlatents
     from porting.readers import open_checkpoint
     from porting.release import convert_release
@@ -92,22 +92,22 @@ def main():
     num_styles = sum(sizes)
     coords = sample_coordinates(sizes, args.tf_per_layer)
     for compiled in (False, True):
-        tf_be = NotebookEffects(tf_models["generator"], tf_models["mobilenet"], compiled=compiled)
-        tf_be.image(dl[0], styles[0], lo, hi, coordinates=coords[:1])     # warm-up (and trace)
+        tf_be = TFEffects(tf_models["generator"], tf_models["mobilenet"], compiled=compiled)
+        tf_be.image(dl[0], lo, hi, style=styles[0], coordinates=coords[:1])     # warm-up (and trace)
         t = time.perf_counter()
-        tf_be.image(dl[0], styles[0], lo, hi, coordinates=coords)
+        tf_be.image(dl[0], lo, hi, style=styles[0], coordinates=coords)
         rate = 2 * len(coords) / (time.perf_counter() - t)
         rows.append((f"TF notebook loop, {'tf.function' if compiled else 'eager (as the notebook)'}",
                      rate, f"{len(coords)} coordinates x 2 sampled"))
 
-    pt_be = FastEffects(pt["generator"], pt["mobilenet"], batch_size=args.batch_size)
+    pt_be = TorchEffects(pt["generator"], pt["mobilenet"], batch_size=args.batch_size)
     pt_be.image(dl[0], lo, hi, coordinates=coords[:4])                   # warm-up
     if args.pt_per_layer:
         pt_coords = sample_coordinates(sizes, args.pt_per_layer)
         t = time.perf_counter()
         pt_be.image(dl[0], lo, hi, coordinates=pt_coords)
         rate = 2 * len(pt_coords) / (time.perf_counter() - t)
-        rows.append(("PyTorch FastEffects (batched, prefix once)", rate,
+        rows.append(("PyTorch TorchEffects (batched, prefix once)", rate,
                      f"{len(pt_coords)} coordinates x 2 sampled, batch {args.batch_size}"))
     else:
         n = min(args.pt_images, len(dl))
@@ -115,7 +115,7 @@ def main():
         for i in range(n):
             pt_be.image(dl[i], lo, hi)
         rate = 2 * num_styles * n / (time.perf_counter() - t)
-        rows.append(("PyTorch FastEffects (batched, prefix once)", rate,
+        rows.append(("PyTorch TorchEffects (batched, prefix once)", rate,
                      f"{n} full sweeps, batch {args.batch_size}"))
 
     print(f"\nAttFind effects at {res} px, {num_styles} StyleSpace coordinates, {cores} cores")

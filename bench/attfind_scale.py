@@ -5,7 +5,7 @@ overhead, and what a whole 256 px release sweep costs on 1, 8 and 64 GPUs. PyTor
     .venv/bin/python bench/attfind_scale.py ... --cpu-256        # also the 256 px rate per CPU core
 
 1. Evaluations/s of the effects of ``--images`` images (no cache): the single-process path
-   (``attfind.run.local_source``, torch on every core), then 1 and 2 Ray workers on a local
+   (``attfind.cache.local_source``, torch on every core), then 1 and 2 Ray workers on a local
    cluster started for the run (``attfind.distributed.sweep``; each worker cores // N threads).
    For Ray, the wall time with and without the cluster's start (workers loading the models);
    the effects must be bit-identical to the single-process ones.
@@ -37,17 +37,17 @@ RELEASE_IMAGES, RELEASE_COORDINATES = 250, 5760
 
 
 class NullBackend:
-    """FastEffects' interface, computing nothing: what is left of a unit is Ray's own work."""
+    """TorchEffects' interface, computing nothing: what is left of a unit is Ray's own work."""
 
     def __init__(self, num_styles: int, batches: int):
         self.num_styles, self.batches = num_styles, batches
 
-    def image(self, dlatent, style_min, style_max, shift_size=1.0, on_batch=None, coordinates=None):
+    def image(self, dlatent, style_min, style_max, shift_size=1.0, coordinates=None, on_progress=None, style=None):
         import numpy as np
 
         for _ in range(self.batches):
-            if on_batch is not None:
-                on_batch(self.num_styles / self.batches)
+            if on_progress is not None:
+                on_progress(self.num_styles / self.batches)
         return np.zeros(2, np.float32), np.zeros((2, self.num_styles, 2), np.float32)
 
 
@@ -84,7 +84,7 @@ def cpu_256_rate(seconds_per_layer: float) -> tuple[float, list]:
     import torch
 
     from attfind import selection as sel
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from models_pt.classifier import MobileNetV1
     from models_pt.generator import Generator
 
@@ -98,15 +98,15 @@ def cpu_256_rate(seconds_per_layer: float) -> tuple[float, list]:
                 p.zero_()
     clf = MobileNetV1(alpha=1.0, depth_multiplier=1, num_classes=2, bn_epsilon=1e-3,
                       strided_padding="explicit").eval()
-    backend = FastEffects(g, clf, batch_size=8)
+    backend = TorchEffects(g, clf, batch_size=8)
     w = np.random.default_rng(0).normal(size=(4, 514)).astype(np.float32)
     lo, hi = sel.style_ranges(backend.styles(w))
     t = time.perf_counter()
     backend.image(w[0], lo, hi, coordinates=[])           # the base image alone, once per image in a sweep
     t_base = time.perf_counter() - t
     rows, weighted = [], 0.0
-    for layer, size in enumerate(backend.sizes):
-        first = int(backend.offsets[layer])
+    for layer, size in enumerate(backend.space.sizes):
+        first = backend.space.coordinate(layer, 0)
         t = time.perf_counter()
         n = calls = 0
         while n == 0 or time.perf_counter() - t < seconds_per_layer:   # 4 evaluations per call
@@ -140,8 +140,9 @@ def main():
 
     import models_pt
     from attfind import selection as sel
-    from attfind.effects_pt import FastEffects
-    from attfind.run import load_models, local_source
+    from attfind.effects_pt import TorchEffects
+    from attfind.cache import local_source
+    from attfind.run import load_models
     from porting.dlatents import dlatent_matrix, load_dlatents
 
     cores = os.cpu_count()
@@ -149,7 +150,7 @@ def main():
     gen, clf, entries = load_models(args.weights)
     dl = dlatent_matrix(load_dlatents(args.dlatents))[:args.images]
     torch.set_num_threads(cores)
-    backend = FastEffects(gen, clf, batch_size=args.batch_size)
+    backend = TorchEffects(gen, clf, batch_size=args.batch_size)
     lo, hi = sel.style_ranges(backend.styles(dl))
     s = backend.num_styles
     evals = 2 * s * len(dl)

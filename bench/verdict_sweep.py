@@ -55,7 +55,7 @@ def judge_case(case: str, zip_path: Path, weights: Path, num_images: int, size: 
     import models_pt
     from porting import controls
     from porting.readers import open_checkpoint
-    from porting.verify import tf_reference
+    from crosscheck.verify import tf_reference
 
     header = models_pt.read_header(weights)
     module = models_pt.load(weights)
@@ -81,10 +81,11 @@ def run_seed(seed: int, work: Path, args) -> dict:
 
     import numpy as np
 
-    from models_tf.classifier import default_config, seeded_classifier
-    from models_tf.release import make_reference, save_savedmodel_zip
+    from crosscheck.reference_release import make_reference, save_savedmodel_zip, seeded_classifier
+    from crosscheck.verify import round_trip
+    from models_tf.classifier import default_config
     from porting.convert import convert_path
-    from porting.release import convert_release, round_trip
+    from porting.release import convert_release
 
     t0 = time.perf_counter()
     src, weights = work / f"release_{seed}", work / f"weights_{seed}"

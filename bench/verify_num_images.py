@@ -38,12 +38,12 @@ def main(argv=None) -> int:
 
     import models_pt
     from porting.readers import open_checkpoint
-    from porting.release import round_trip
-    from porting.verify import judge_module, tf_reference
+    from crosscheck.verify import round_trip, tf_reference
+    from porting.verify import judge_module
 
     tmp = None
     if args.release is None:
-        from models_tf.release import make_reference
+        from crosscheck.reference_release import make_reference
         from porting.release import convert_release
 
         tmp = tempfile.TemporaryDirectory(prefix="verify-n-")

@@ -1,6 +1,9 @@
 """PyTorch modules of the StylEx release, and ``load`` to rebuild them from converted weights.
 
-PyTorch only: nothing here imports TensorFlow.
+Layer: the bottom, beside ``models_tf``. PyTorch only: nothing here imports TensorFlow or any
+other part of the project (a test walks the imports), so ``models_pt`` alone is what a user
+needs to load converted weights. Which class a weights file holds is written in its header
+(``"module"``, by the converter, from the model kind's record in ``porting.kinds``).
 
     import models_pt
     clf = models_pt.load("weights/mobilenet.safetensors")      # one model, eval mode
@@ -12,16 +15,6 @@ import importlib
 import json
 from pathlib import Path
 
-import torch
-
-# model kind (as written in the weights' metadata) -> "module:class"
-MODELS = {
-    "classifier": "models_pt.classifier:MobileNetV1",
-    "generator": "models_pt.generator:Generator",
-    "encoder": "models_pt.resnet_d:Encoder",
-    "discriminator": "models_pt.resnet_d:Discriminator",
-}
-
 METADATA_KEY = "stylex_port"  # safetensors metadata entry holding our JSON header
 
 
@@ -29,11 +22,26 @@ class WeightsError(ValueError):
     """A weights file that cannot be turned back into a module."""
 
 
-def model_class(kind: str):
-    if kind not in MODELS:
-        raise WeightsError(f"unknown model kind {kind!r}; known kinds: {', '.join(MODELS)}")
-    module, cls = MODELS[kind].split(":")
-    return getattr(importlib.import_module(module), cls)
+def model_class(header: dict, path: str | Path = "weights"):
+    """The class a weights header names (``"module": "models_pt.<file>:<Class>"``), checked to
+    be one of this package's modules of the header's kind."""
+    spec = header.get("module")
+    if not spec:
+        raise WeightsError(f"{path}: the header names no module class (written by converter "
+                           f"{header.get('converter_version', '?')}); convert the checkpoint again")
+    module, _, cls = str(spec).partition(":")
+    if not module.startswith(__name__ + ".") or not cls:
+        raise WeightsError(f"{path}: header names {spec!r}, not a class of {__name__}")
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        raise WeightsError(f"{path}: header names {spec!r}, which this version of {__name__} lacks") from None
+    import torch
+
+    if not (isinstance(found, type) and issubclass(found, torch.nn.Module)
+            and getattr(found, "kind", None) == header.get("kind")):
+        raise WeightsError(f"{path}: header names {spec!r} for a {header.get('kind')}, not such a module")
+    return found
 
 
 def read_header(path: str | Path) -> dict:
@@ -52,13 +60,13 @@ def read_header(path: str | Path) -> dict:
     return json.loads(meta[METADATA_KEY])
 
 
-def load_file(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_file(path: str | Path, device="cpu"):
     """Rebuild one module from its safetensors file alone, weights loaded strictly, eval mode."""
     from safetensors.torch import load_file as st_load
 
     path = Path(path)
     header = read_header(path)
-    module = model_class(header["kind"])(**header["config"])
+    module = model_class(header, path)(**header["config"])
     state = st_load(str(path), device="cpu")
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -67,15 +75,28 @@ def load_file(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.
     return module.to(device).eval()
 
 
-def load(path: str | Path, device: str | torch.device = "cpu"):
+def read_manifest(folder: str | Path) -> dict:
+    """The ``manifest.json`` of a converted release folder (``cli.py convert`` on a release):
+    ``{"models": {stem: {"kind", "weights", "weights_sha256", "source", ...}}, ...}``."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        raise WeightsError(f"{folder}: folder has no manifest.json (convert a release folder "
+                           "to get one, or pass a .safetensors file)")
+    try:
+        data = json.loads(manifest.read_text())
+        if not isinstance(data.get("models"), dict):
+            raise ValueError("no 'models' table")
+    except ValueError as e:
+        raise WeightsError(f"{manifest}: not a manifest written by `cli.py convert`: {e}") from None
+    return data
+
+
+def load(path: str | Path, device="cpu"):
     """A ``.safetensors`` file -> its module; a converted release folder -> ``{name: module}``."""
     path = Path(path)
     if path.is_dir():
-        manifest = path / "manifest.json"
-        if not manifest.exists():
-            raise WeightsError(f"{path}: folder has no manifest.json (convert a release folder "
-                               "to get one, or pass a .safetensors file)")
-        entries = json.loads(manifest.read_text())["models"]
+        entries = read_manifest(path)["models"]
         return {name: load_file(path / e["weights"], device) for name, e in entries.items()}
     if not path.exists():
         raise WeightsError(f"{path}: no such file")

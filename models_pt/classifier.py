@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from models_pt import tracing
 from models_pt.padding import Conv2dSame
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
@@ -83,3 +84,22 @@ class MobileNetV1(nn.Module):
     def forward(self, x):
         """x: NCHW images in [-1, 1] -> logits [N, num_classes]."""
         return self.head(self.blocks(self.stem(x)))
+
+    def trace_points(self) -> dict[str, str]:
+        """Submodule -> Keras layer name of every traced activation, in network order (the
+        padding layers exactly where the TF model has them; the last: the logits)."""
+        points = {"stem.conv": "conv1", "stem.bn": "conv1_bn", "stem.act": "conv1_relu"}
+        for i, (_, stride) in enumerate(BLOCKS):
+            k = i + 1
+            if stride == 2 and self.config["strided_padding"] == "explicit":
+                points[f"blocks.{i}.pad"] = f"conv_pad_{k}"
+            points.update({f"blocks.{i}.dw": f"conv_dw_{k}", f"blocks.{i}.dw_bn": f"conv_dw_{k}_bn",
+                           f"blocks.{i}.dw_act": f"conv_dw_{k}_relu", f"blocks.{i}.pw": f"conv_pw_{k}",
+                           f"blocks.{i}.pw_bn": f"conv_pw_{k}_bn", f"blocks.{i}.pw_act": f"conv_pw_{k}_relu"})
+        points.update({"head.pool": "global_average_pooling2d", "head.dropout": "dropout",
+                       "head.conv": "conv_preds", "head.flatten": "reshape_2", "": "predictions"})
+        return points
+
+    def trace(self, x):
+        """Every activation of ``trace_points`` on NCHW images ``x``, by forward hooks."""
+        return tracing.trace(self, self.trace_points(), x)

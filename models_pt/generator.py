@@ -26,28 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SQRT2 = math.sqrt(2.0)
-FIR = [1.0, 3.0, 3.0, 1.0]
-
-
-def fir_kernel(gain: float) -> torch.Tensor:
-    k = torch.tensor(FIR, dtype=torch.float64)
-    k = torch.outer(k, k)
-    return (k / k.sum() * gain).float()
-
-
-def fir_filter(x: torch.Tensor, kernel: torch.Tensor, pad0: int, pad1: int) -> torch.Tensor:
-    """Pad (pad0 before, pad1 after, both spatial axes), then a depthwise FIR filter."""
-    c = int(x.shape[1])  # a constant when traced for ONNX: the kernel needs a known shape
-    x = F.pad(x, (pad0, pad1, pad0, pad1))
-    return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, *kernel.shape), groups=c)
-
-
-def zero_upsample(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C, 2H, 2W], each sample at (2i, 2j), zeros between."""
-    n, c, h, w = x.shape
-    x = F.pad(x.reshape(n, c, h, 1, w, 1), (0, 1, 0, 0, 0, 1))
-    return x.reshape(n, c, 2 * h, 2 * w)
+from models_pt import tracing
+from models_pt.stylespace import StyleSpace
+from models_pt.ops import fir_filter, fir_kernel, lrelu, zero_upsample
 
 
 class StyleDense(nn.Module):
@@ -88,7 +69,7 @@ class ModulatedConv(nn.Module):
         # d[n, out] = 1 / sqrt(sum over in, kh, kw of (w * style[n, in])^2 + 1e-8)
         d = torch.rsqrt(style.square() @ w.square().sum(dim=(2, 3)).T + 1e-8)
         y = y * d[:, :, None, None] + self.noise * self.noise_strength
-        return F.leaky_relu(y + self.bias[None, :, None, None], 0.2) * SQRT2
+        return lrelu(y + self.bias[None, :, None, None])
 
 
 class ToRGB(nn.Module):
@@ -105,6 +86,14 @@ class ToRGB(nn.Module):
         return y + self.bias[None, :, None, None]
 
 
+class SkipUp(nn.Module):
+    """The skip architecture's running image: the previous RGB up-sampled 2x (zeros inserted,
+    padded (2, 1), FIR with gain 4) plus this block's ToRGB output."""
+
+    def forward(self, img: torch.Tensor, rgb: torch.Tensor, fir: torch.Tensor) -> torch.Tensor:
+        return fir_filter(zero_upsample(img), fir, 2, 1) + rgb
+
+
 class Mapping(nn.Module):
     """z -> pixel norm -> dense layers (lr_mul, leaky ReLU) -> concat(., labels)."""
 
@@ -117,7 +106,7 @@ class Mapping(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         for weight, bias in zip(self.weight, self.bias):
-            x = F.leaky_relu(F.linear(x, weight * self.scale, bias * self.lr_mul), 0.2) * SQRT2
+            x = lrelu(F.linear(x, weight * self.scale, bias * self.lr_mul))
         return torch.cat([x, labels.to(x.dtype)], dim=1)
 
 
@@ -142,7 +131,7 @@ class Generator(nn.Module):
         self.const = nn.Parameter(torch.randn(1, ch[4], 4, 4))
         # Style layers and synthesis layers, both keyed by name, in StyleSpace order.
         self.conv_styles, self.rgb_styles = nn.ModuleDict(), nn.ModuleDict()
-        self.convs, self.torgbs = nn.ModuleDict(), nn.ModuleDict()
+        self.convs, self.torgbs, self.skips = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         self.conv_styles["b4_conv"] = StyleDense(w_dim, ch[4])
         self.convs["b4_conv"] = ModulatedConv(ch[4], ch[4], 4, up=False)
         self.rgb_styles["b4"] = StyleDense(w_dim, ch[4])
@@ -154,8 +143,10 @@ class Generator(nn.Module):
             self.convs[f"b{r}_conv1"] = ModulatedConv(ch[r], ch[r], r, up=False)
             self.rgb_styles[f"b{r}"] = StyleDense(w_dim, ch[r])
             self.torgbs[f"b{r}"] = ToRGB(ch[r])
+            self.skips[f"b{r}"] = SkipUp()
         self.register_buffer("fir_up", fir_kernel(4.0))  # derived: the [1, 3, 3, 1] kernel, gain 4
         self.style_sizes = [m.weight.shape[0] for m in self.conv_styles.values()]
+        self.space = StyleSpace(self.style_sizes)   # coordinate <-> (layer, channel), AttFind's shifts
 
     # -------------------------------------------------------------- StyleSpace
     def _w_at(self, w: torch.Tensor, layer: int) -> torch.Tensor:
@@ -167,22 +158,22 @@ class Generator(nn.Module):
         rgb = [m(self._w_at(w, 2 * i + 1)) for i, m in enumerate(self.rgb_styles.values())]
         return conv, rgb
 
-    def synthesis(self, conv_styles, rgb_styles, acts: dict | None = None, *, start: int = 0,
-                  state: tuple | None = None) -> torch.Tensor:
-        """Render style vectors into NCHW images. ``acts``: filled with each block's outputs.
+    def synthesis(self, conv_styles, rgb_styles, *, start: int = 0, state: tuple | None = None) -> torch.Tensor:
+        """Render style vectors into NCHW images.
 
         ``start``/``state``: resume before conv style layer ``start`` from ``state`` (as
         ``synthesis_state`` returns it), so work an edit of a later layer cannot change is done
         once. Batch-1 state tensors broadcast against a batch of styles."""
-        return self._run(conv_styles, rgb_styles, start, len(self.convs), state, acts)[1]
+        return self._run(conv_styles, rgb_styles, start, len(self.convs), state)[1]
 
     def synthesis_state(self, conv_styles, rgb_styles, layer: int) -> tuple | None:
         """``(x, img)`` just before conv style layer ``layer``: its input activations and the RGB
         image accumulated so far, for ``synthesis(start=layer, state=...)``."""
-        return self._run(conv_styles, rgb_styles, 0, layer, None, None) if layer > 0 else None
+        return self._run(conv_styles, rgb_styles, 0, layer, None) if layer > 0 else None
 
-    def _run(self, conv_styles, rgb_styles, start: int, stop: int, state, acts) -> tuple:
-        """Conv style layers ``start`` to ``stop - 1``, each with the ToRGB that follows it."""
+    def _run(self, conv_styles, rgb_styles, start: int, stop: int, state) -> tuple:
+        """Conv style layers ``start`` to ``stop - 1``; after each block's last conv, its ToRGB
+        joins the running image."""
         convs = list(self.convs.values())
         if start == 0:
             x, img = self.const.expand(conv_styles[0].shape[0], -1, -1, -1), None
@@ -192,27 +183,15 @@ class Generator(nn.Module):
             x = convs[layer](x, conv_styles[layer], self.fir_up)
             if layer == 0:
                 img = self.torgbs["b4"](x, rgb_styles[0])
-                if acts is not None:
-                    acts["b4/conv"], acts["b4/rgb"] = x, img
-                continue
-            k = (layer - 1) // 2
-            r = self.resolutions[1 + k]
-            if layer % 2 == 1:  # conv0, the up-sampling conv of block r
-                if acts is not None:
-                    acts[f"b{r}/conv0"] = x
-                continue
-            img = fir_filter(zero_upsample(img), self.fir_up, 2, 1) + self.torgbs[f"b{r}"](x, rgb_styles[1 + k])
-            if acts is not None:
-                acts[f"b{r}/conv1"], acts[f"b{r}/rgb"] = x, img
+            elif layer % 2 == 0:  # conv1, the last conv of block r
+                k = layer // 2 - 1
+                name = f"b{self.resolutions[1 + k]}"
+                img = self.skips[name](img, self.torgbs[name](x, rgb_styles[1 + k]), self.fir_up)
         return x, img
 
     def split_coordinate(self, j: int) -> tuple[int, int]:
         """StyleSpace coordinate -> (conv style layer, channel)."""
-        for layer, size in enumerate(self.style_sizes):
-            if j < size:
-                return layer, j
-            j -= size
-        raise IndexError(f"StyleSpace coordinate out of range (size {sum(self.style_sizes)})")
+        return self.space.split(j)
 
     def synthesis_edit(self, conv_styles, rgb_styles, coords, deltas) -> torch.Tensor:
         """One image's styles ([1, C_i] each), K single-coordinate edits -> K images.
@@ -224,7 +203,7 @@ class Generator(nn.Module):
         rgb = [s.expand(k, -1) for s in rgb_styles]
         deltas = torch.as_tensor(deltas, dtype=conv[0].dtype, device=conv[0].device)
         for row, j in enumerate(coords):
-            layer, c = self.split_coordinate(int(j))
+            layer, c = self.space.split(int(j))
             conv[layer][row, c] += deltas[row]
         return self.synthesis(conv, rgb)
 
@@ -233,10 +212,18 @@ class Generator(nn.Module):
         """dlatents w [N, w_dim] -> images NCHW."""
         return self.synthesis(*self.style_vectors(w))
 
+    def trace_points(self) -> dict[str, str]:
+        """Submodule -> label of every traced activation, TF's labels: every style vector, each
+        conv's output and each running RGB image, then the image (the model's own output)."""
+        points = {f"conv_styles.{n}": f"style/conv{i}" for i, n in enumerate(self.conv_styles)}
+        points.update({f"rgb_styles.{n}": f"style/torgb{i}" for i, n in enumerate(self.rgb_styles)})
+        points.update({"convs.b4_conv": "b4/conv", "torgbs.b4": "b4/rgb"})
+        for r in self.resolutions[1:]:
+            points.update({f"convs.b{r}_conv0": f"b{r}/conv0", f"convs.b{r}_conv1": f"b{r}/conv1",
+                           f"skips.b{r}": f"b{r}/rgb"})
+        points[""] = "image"
+        return points
+
     def trace(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every style vector, every block's activations, then the image (last); same labels as TF."""
-        conv, rgb = self.style_vectors(w)
-        acts = {f"style/conv{i}": s for i, s in enumerate(conv)}
-        acts.update({f"style/torgb{i}": s for i, s in enumerate(rgb)})
-        acts["image"] = self.synthesis(conv, rgb, acts)
-        return acts
+        """Every activation of ``trace_points`` on dlatents ``w``, by forward hooks."""
+        return tracing.trace(self, self.trace_points(), w)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models_pt.generator import SQRT2, fir_filter, fir_kernel
+from models_pt import tracing
+from models_pt.ops import SQRT2, fir_filter, fir_kernel, lrelu
 
 
 class Conv(nn.Module):
@@ -33,7 +34,21 @@ class Conv(nn.Module):
             y = F.conv2d(x, w, padding=self.kernel // 2)
         if self.bias is None:
             return y
-        return F.leaky_relu(y + self.bias[None, :, None, None], 0.2) * SQRT2
+        return lrelu(y + self.bias[None, :, None, None])
+
+
+class Dense(nn.Module):
+    """Equalized-learning-rate dense layer, y = x @ (weight / sqrt(in)).T + bias, optional lrelu."""
+
+    def __init__(self, cin: int, cout: int, act: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.act, self.fan_in = act, cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight / math.sqrt(self.fan_in), self.bias)
+        return lrelu(y) if self.act else y
 
 
 class Block(nn.Module):
@@ -69,28 +84,28 @@ class ResnetD(nn.Module):
         self.blocks = nn.ModuleDict({f"b{r}": Block(ch[r], ch[r // 2]) for r in reversed(res) if r > 4})
         self.mbstd_group = mbstd_group
         self.conv4 = Conv(ch[4] + (1 if mbstd_group else 0), ch[4], 3)
-        self.dense4 = nn.Linear(ch[4] * 16, ch[4])
-        self.out = nn.Linear(ch[4], out_units)
+        self.dense4 = Dense(ch[4] * 16, ch[4], act=True)
+        self.out = Dense(ch[4], out_units, act=False)
         self.register_buffer("fir_down", fir_kernel(1.0))   # derived: [1, 3, 3, 1], gain 1
 
-    def _dense(self, layer: nn.Linear, x, act: bool):
-        y = F.linear(x, layer.weight / math.sqrt(layer.in_features), layer.bias)
-        return F.leaky_relu(y, 0.2) * SQRT2 if act else y
-
-    def features(self, images: torch.Tensor, acts: dict | None = None) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.from_rgb(images, self.fir_down)
-        if acts is not None:
-            acts["fromrgb"] = x
-        for name, block in self.blocks.items():
+        for block in self.blocks.values():
             x = block(x, self.fir_down)
-            if acts is not None:
-                acts[self.block_label(int(name[1:]))] = x
         if self.mbstd_group:
             x = minibatch_stddev(x, self.mbstd_group)
-        x = self._dense(self.dense4, self.conv4(x, self.fir_down).flatten(1), act=True)
-        if acts is not None:
-            acts["dense4x4"] = x
-        return self._dense(self.out, x, act=False)
+        return self.out(self.dense4(self.conv4(x, self.fir_down).flatten(1)))
+
+    def trace_points(self) -> dict[str, str]:
+        """Submodule -> label of every traced activation, TF's labels, in network order."""
+        points = {"from_rgb": "fromrgb"}
+        points.update({f"blocks.{name}": self.block_label(int(name[1:])) for name in self.blocks})
+        points["dense4"] = "dense4x4"
+        return points
+
+    def trace(self, *inputs) -> dict[str, torch.Tensor]:
+        """Every activation of ``trace_points`` on ``inputs``, by forward hooks."""
+        return tracing.trace(self, self.trace_points(), *inputs)
 
 
 class Encoder(ResnetD):
@@ -108,10 +123,8 @@ class Encoder(ResnetD):
         """NCHW images in [-1, 1] -> latents [N, latent_size]."""
         return self.features(images)
 
-    def trace(self, images) -> dict:
-        acts: dict = {}
-        acts["latent"] = self.features(images, acts)
-        return acts
+    def trace_points(self) -> dict[str, str]:
+        return {**super().trace_points(), "": "latent"}
 
 
 class Discriminator(ResnetD):
@@ -130,8 +143,5 @@ class Discriminator(ResnetD):
         """NCHW images, label probabilities [N, label_size] -> scores [N, 1]."""
         return (self.features(images) * labels.to(images.dtype)).sum(dim=1, keepdim=True)
 
-    def trace(self, images, labels) -> dict:
-        acts: dict = {}
-        acts["logits"] = self.features(images, acts)
-        acts["score"] = (acts["logits"] * labels.to(images.dtype)).sum(dim=1, keepdim=True)
-        return acts
+    def trace_points(self) -> dict[str, str]:
+        return {**super().trace_points(), "out": "logits", "": "score"}

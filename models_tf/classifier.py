@@ -8,14 +8,16 @@ out). We build the same layer sequence and variable names with the Keras 2 API (
 ``reshape_2``, ``predictions``.
 
 ``seeded_classifier`` gives it weights that exercise every conversion hazard while keeping the
-signal alive through all 27 conv layers (see its docstring).
+signal alive through all 27 conv layers (see its docstring). The last section is the TF side of
+verification (``reference_model``, ``trace_activations``, ``notebook_output``), the same three
+functions in every module of ``models_tf`` that holds a model kind.
 """
 from __future__ import annotations
 
 import numpy as np
 import tf_keras as keras
 
-from porting.samples import sample_images
+from release_facts import CLASSIFIER_ASSUMED
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -24,12 +26,10 @@ BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (
 
 def default_config(input_size: int = 256) -> dict:
     """The release configuration. What a checkpoint cannot show is assumed in one place,
-    ``porting.kinds.classifier.ASSUMED``: ``strided_padding='explicit'`` is keras.applications'
+    ``release_facts.CLASSIFIER_ASSUMED``: ``strided_padding='explicit'`` is keras.applications'
     ZeroPadding2D(((0, 1), (0, 1))) + 'valid' before each strided depthwise conv ('same' would be
     TF 'same' padding on the conv itself; they agree on even sizes, differ on odd ones)."""
-    from porting.kinds.classifier import ASSUMED
-
-    return {"alpha": 1.0, "depth_multiplier": 1, "num_classes": 2, **ASSUMED, "input_size": input_size}
+    return {"alpha": 1.0, "depth_multiplier": 1, "num_classes": 2, **CLASSIFIER_ASSUMED, "input_size": input_size}
 
 
 def pt_config(config: dict) -> dict:
@@ -74,7 +74,7 @@ def build_classifier(config: dict, dtype: str = "float32") -> keras.Model:
     return keras.Model(inputs, x, name="mobilenet_1.00_256")
 
 
-def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | None = None,
+def seeded_classifier(config: dict, calib_images: np.ndarray, seed: int = 0,
                       progress: bool = False) -> keras.Model:
     """A classifier whose weights exercise every conversion hazard, with a live signal.
 
@@ -89,10 +89,6 @@ def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | No
     """
     rng = np.random.default_rng(seed)
     model = build_classifier(config)
-    if calib_images is None:
-        # Deep layers of a small model are 1x1 or 2x2: more images keep their statistics honest.
-        size = config.get("input_size") or 256
-        calib_images = sample_images(16 if size >= 128 else 96, size, seed=seed + 1)
 
     for layer in model.layers:  # random kernels, He-style scale
         if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -150,17 +146,27 @@ def seeded_classifier(config: dict, seed: int = 0, calib_images: np.ndarray | No
     return model
 
 
-def assign_by_name(model: keras.Model, variables: dict[str, np.ndarray], source: str = "checkpoint") -> None:
-    """Load {TF variable name: array} into a built model; every model variable must be found."""
-    from porting.mapping import NameIndex, MappingError
+# --------------------------------------------------------------------------- the TF side of verification
 
-    index = NameIndex(list(variables))
-    for v in model.variables:
-        found = index.find(v.name)
-        if found is None:
-            raise MappingError(f"{source}: variable {v.name!r} of the TF model is not in the checkpoint")
-        value = np.asarray(variables[found])
-        if tuple(value.shape) != tuple(v.shape):
-            raise MappingError(f"{source}: variable {found!r}: expected shape {list(v.shape)}, "
-                               f"found {list(value.shape)}")
-        v.assign(value.astype(v.dtype.as_numpy_dtype))
+def reference_model(kind: str, config: dict, dtype: str = "float32") -> keras.Model:
+    """The reference model of a converted config (any input size), to load variables into."""
+    return build_classifier({**config, "input_size": 0}, dtype=dtype)
+
+
+def trace_activations(model: keras.Model, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """Every layer's output, by Keras layer name, in network order (the last: the logits)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(model.input, [layer.output for layer in layers])
+    outs = probe(x.astype(dtype), training=False)
+    return {layer.name: o.numpy() for layer, o in zip(layers, outs)}
+
+
+def notebook_output(saved, x: np.ndarray) -> np.ndarray:
+    """The loaded SavedModel called as the notebook calls it."""
+    return np.asarray(saved(x.astype(np.float32), training=False))
+
+
+def notebook_input_size(saved) -> int | None:
+    """The input size a loaded SavedModel declares (None: any)."""
+    shape = getattr(saved, "input_shape", None)
+    return shape[1] if shape and len(shape) == 4 else None

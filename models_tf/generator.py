@@ -12,8 +12,8 @@ network inside the model's own call (``generator/generator_mapping/...``), and t
 constants and ``dlatent_avg`` are created unscoped in ``__init__``.
 
 The math (run-time equalized learning rate, modulation, demodulation, FIR resampling) is
-written out in ``fir_*`` and ``modulated_conv`` below; ``models_pt/generator.py`` computes the
-same, step for step.
+written out in ``models_tf/ops.py`` (FIR resampling, equalized dense, bias + leaky ReLU) and
+``modulated_conv`` below; ``models_pt/generator.py`` computes the same, step for step.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-SQRT2 = math.sqrt(2.0)
-FIR = [1.0, 3.0, 3.0, 1.0]
+from models_tf.ops import Bias, EqualizedDense, fir_filter, fir_upsample
 
 # ASSUMPTIONS (not visible in the released variables' names; shapes are): the mapping network
 # normalises z (pixel norm), runs `mapping_layers` dense layers with leaky ReLU, then appends the
@@ -57,74 +56,6 @@ def w_dim(config: dict) -> int:
 
 def num_layers(resolution: int) -> int:
     return 2 * int(math.log2(resolution)) - 2
-
-
-# --------------------------------------------------------------------------- FIR resampling (NCHW)
-
-def _fir_kernel(gain: float, dtype) -> tf.Tensor:
-    k = np.outer(FIR, FIR)
-    return tf.constant(k / k.sum() * gain, dtype=dtype)
-
-
-def fir_filter(x: tf.Tensor, pad0: int, pad1: int, gain: float) -> tf.Tensor:
-    """Pad (pad0 before, pad1 after, both spatial axes), then a depthwise 4x4 FIR filter."""
-    c = x.shape[1]
-    x = tf.pad(x, [[0, 0], [0, 0], [pad0, pad1], [pad0, pad1]])
-    k = tf.tile(_fir_kernel(gain, x.dtype)[:, :, None, None], [1, 1, c, 1])
-    y = tf.nn.depthwise_conv2d(tf.transpose(x, [0, 2, 3, 1]), k, [1, 1, 1, 1], "VALID")
-    return tf.transpose(y, [0, 3, 1, 2])
-
-
-def zero_upsample(x: tf.Tensor) -> tf.Tensor:
-    """[N, C, H, W] -> [N, C, 2H, 2W] with each sample at (2i, 2j) and zeros between."""
-    n, c, h, w = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-    x = tf.reshape(x, [n, c, h, 1, w, 1])
-    x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, 1], [0, 0], [0, 1]])
-    return tf.reshape(x, [n, c, 2 * h, 2 * w])
-
-
-def fir_upsample(x: tf.Tensor) -> tf.Tensor:
-    """2x up-sampling of the skip RGB: zeros inserted, padded (2, 1), FIR with gain 4."""
-    return fir_filter(zero_upsample(x), 2, 1, gain=4.0)
-
-
-def lrelu(x: tf.Tensor) -> tf.Tensor:
-    """Leaky ReLU 0.2 with gain sqrt(2). Written out: tf.nn.leaky_relu keeps its alpha as a 32-bit
-    attribute (0.2000000030), which float64 parity would see."""
-    return tf.where(x >= 0, x, x * 0.2) * SQRT2
-
-
-# --------------------------------------------------------------------------- layers
-
-class EqualizedDense(keras.layers.Layer):
-    """y = x @ (weight * lr_mul / sqrt(fan_in)); the stored weight is unscaled."""
-
-    def __init__(self, units: int, weight_name: str = "weight", lr_mul: float = 1.0, **kw):
-        super().__init__(**kw)
-        self.units, self.weight_name, self.lr_mul = units, weight_name, lr_mul
-
-    def build(self, shape):
-        self.weight = self.add_weight(name=self.weight_name, shape=(int(shape[-1]), self.units),
-                                      initializer=keras.initializers.RandomNormal(0, 1 / self.lr_mul))
-        self.scale = self.lr_mul / math.sqrt(int(shape[-1]))
-
-    def call(self, x):
-        return tf.matmul(x, self.weight * self.scale)
-
-
-class Bias(keras.layers.Layer):
-    """Adds a stored bias of shape ``shape`` (times lr_mul), then optionally leaky ReLU * sqrt(2)."""
-
-    def __init__(self, shape, weight_name: str, act: bool, lr_mul: float = 1.0, **kw):
-        super().__init__(**kw)
-        self.bias_shape, self.weight_name, self.act, self.lr_mul = tuple(shape), weight_name, act, lr_mul
-
-    def build(self, _):
-        self.bias = self.add_weight(name=self.weight_name, shape=self.bias_shape, initializer="zeros")
-
-    def call(self, x):
-        x = x + self.bias * self.lr_mul
-        return lrelu(x) if self.act else x
 
 
 class StyleDenseBlock(keras.layers.Layer):
@@ -397,7 +328,21 @@ def seeded_generator(config: dict, seed: int = 0) -> Generator:
     return g
 
 
-def assign_variables(model, variables: dict, source: str = "checkpoint") -> None:
-    from models_tf.classifier import assign_by_name
+# --------------------------------------------------------------------------- the TF side of verification
 
-    assign_by_name(model, variables, source)
+def reference_model(kind: str, config: dict, dtype: str = "float32") -> Generator:
+    return build_generator(config, dtype=dtype)
+
+
+def trace_activations(model: Generator, w: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in model.trace(w.astype(dtype)).items()}
+
+
+def notebook_output(saved, w: np.ndarray) -> np.ndarray:
+    """The notebook's calls on the loaded SavedModel: style calculator, then synthesis."""
+    styles = saved.style_vector_calculator(w.astype(np.float32), training=False)
+    return np.asarray(saved.g_synthesis(styles, training=False))
+
+
+def notebook_input_size(saved) -> int | None:
+    return None

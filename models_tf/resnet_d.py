@@ -17,9 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models_tf.generator import Bias, EqualizedDense, fir_filter, lrelu
-
-SQRT2 = math.sqrt(2.0)
+from models_tf.ops import SQRT2, Bias, EqualizedDense, fir_filter
 
 
 def release_config(kind: str, resolution: int = 256) -> dict:
@@ -195,3 +193,25 @@ def seeded(kind: str, config: dict, seed: int = 0):
             value = rng.normal(0, 1, shape)
         v.assign(value.astype(np.float32))
     return model
+
+
+# --------------------------------------------------------------------------- the TF side of verification
+
+def reference_model(kind: str, config: dict, dtype: str = "float32"):
+    return build(kind, config, dtype)
+
+
+def _cast(inputs, dtype):
+    return tuple(a.astype(dtype) for a in inputs) if isinstance(inputs, tuple) else inputs.astype(dtype)
+
+
+def trace_activations(model, inputs, dtype: str) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in model.trace(_cast(inputs, dtype)).items()}
+
+
+def notebook_output(saved, inputs) -> np.ndarray:
+    return np.asarray(saved(_cast(inputs, np.float32), training=False))
+
+
+def notebook_input_size(saved) -> int | None:
+    return None

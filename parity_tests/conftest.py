@@ -16,8 +16,9 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def classifier_zip(tmp_path_factory) -> Path:
     """The reference classifier at the release configuration (256 px), zipped as released."""
-    from models_tf.classifier import default_config, seeded_classifier
-    from models_tf.release import save_savedmodel_zip
+    from crosscheck.reference_release import seeded_classifier
+    from models_tf.classifier import default_config
+    from crosscheck.reference_release import save_savedmodel_zip
 
     out = tmp_path_factory.mktemp("reference")
     model = seeded_classifier(default_config(256), seed=0)
@@ -35,7 +36,8 @@ def classifier_weights(classifier_zip, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_classifier(tmp_path_factory):
     """A 32 px seeded classifier saved in every format the readers accept (fast to build)."""
-    from models_tf.classifier import default_config, seeded_classifier
+    from crosscheck.reference_release import seeded_classifier
+    from models_tf.classifier import default_config
 
     d = tmp_path_factory.mktemp("small")
     config = default_config(input_size=32)
@@ -48,7 +50,7 @@ def small_classifier(tmp_path_factory):
     model.save(str(paths["savedmodel"]), save_format="tf", include_optimizer=False)
     model.save_weights(str(paths["h5"]))
     model.save_weights(str(paths["checkpoint"]))
-    from models_tf.release import save_savedmodel_zip
+    from crosscheck.reference_release import save_savedmodel_zip
 
     paths["zip"] = save_savedmodel_zip(model, d / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
     return model, config, paths
@@ -58,7 +60,7 @@ def small_classifier(tmp_path_factory):
 def attfind_release(tmp_path_factory):
     """A reference release with a planted attribute and its examples_1.tfrecord (TF backend),
     32 px, 32 images, generator widths capped at 16 (112 StyleSpace coordinates); converted."""
-    from models_tf.release import make_reference
+    from crosscheck.reference_release import make_reference
     from porting.release import convert_release
 
     ref = tmp_path_factory.mktemp("attfind") / "reference"

@@ -147,11 +147,11 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
     # float64: the TF rebuild and the port, both in float64, from the same z and basis
     from porting import kinds
     from porting.readers import open_checkpoint
-    from porting.verify_generator import tf_rebuild
+    from crosscheck.tf_side import rebuild
 
     with open_checkpoint(ref / "generator.savedmodel.zip") as ck:
         config = kinds.detect(ck.names, str(ck.source)).infer_config(ck.shapes)
-        g64 = tf_rebuild(config, "float64", ck.read_all())
+        g64 = rebuild("generator", config, "float64", ck.read_all())
     w64_tf = np.asarray(g64.generator_mapping((z.astype(np.float64), labels.astype(np.float64))))
     img64_tf = gs.render_tf(g64, gs.edit(w64_tf, basis, moves, layers, L))
     g_pt64 = models_pt.load(weights / "generator.safetensors").double()
@@ -196,14 +196,14 @@ def test_ganspace_joins_the_flip_rate_table(attfind_release, tmp_path):
 @pytest.fixture(scope="module")
 def disc_setup(attfind_release):
     import models_pt
-    from attfind.effects_pt import FastEffects
-    from attfind.effects_tf import NotebookEffects, conv_styles
+    from attfind.effects_pt import TorchEffects
+    from attfind.effects_tf import TFEffects
     from attfind.tfrecord import read_examples
     from porting.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     m = models_pt.load(weights)
-    be = FastEffects(m["generator"], m["mobilenet"])
+    be = TorchEffects(m["generator"], m["mobilenet"])
     dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
     st = be.styles(dl)
     lo, hi = sel.style_ranges(st)
@@ -212,8 +212,8 @@ def disc_setup(attfind_release):
           "changes": be.discriminator_changes(m["discriminator"], dl, st, lo, hi)}
     tfm = _tf_models(ref, ["generator", "mobilenet", "discriminator"])
     tb, _, te = read_examples(ref / "examples_1.tfrecord")
-    nb = NotebookEffects(tfm["generator"], tfm["mobilenet"])
-    tst = conv_styles(tfm["generator"], dl)
+    nb = TFEffects(tfm["generator"], tfm["mobilenet"])
+    tst = nb.styles(dl)
     tlo, thi = sel.style_ranges(tst)
     tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi)}
     planted = json.loads((ref / "reference.json").read_text())["planted"]

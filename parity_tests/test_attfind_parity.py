@@ -32,12 +32,12 @@ def truth(attfind_release, pt_run):
 def pt_run(attfind_release):
     """The PyTorch backend on the release's dlatents, with TF's and PyTorch's style ranges."""
     import models_pt
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from porting.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     models = models_pt.load(weights)
-    backend = FastEffects(models["generator"], models["mobilenet"], batch_size=96)
+    backend = TorchEffects(models["generator"], models["mobilenet"], batch_size=96)
     dlatents = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
     styles = backend.styles(dlatents)
     lo, hi = sel.style_ranges(styles)
@@ -128,7 +128,7 @@ def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfi
 
     import tf_keras as keras
 
-    from attfind.effects_tf import NotebookEffects, conv_styles
+    from attfind.effects_tf import TFEffects, conv_styles
     from porting.readers import open_checkpoint
 
     ref, _ = attfind_release
@@ -139,11 +139,11 @@ def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfi
     dl = tf_record["dlatents"]
     styles = conv_styles(models["generator"], dl)
     lo, hi = sel.style_ranges(styles)
-    eager = NotebookEffects(models["generator"], models["mobilenet"], compiled=False)
+    eager = TFEffects(models["generator"], models["mobilenet"], compiled=False)
     planted = tf_record["reference"]["planted"]["coordinate"]
     coords = [0, planted, eager.num_styles - 1]
     before = [v.numpy().copy() for v in eager.biases]
-    base, effects = eager.image(dl[0], styles[0], lo, hi, coordinates=coords)
+    base, effects = eager.image(dl[0], lo, hi, style=styles[0], coordinates=coords)
     verdict = judge_effects((tf_record["base"][:1], tf_record["effects"][:1, :, coords]),
                             (base[None], effects[None][:, :, coords]), (truth[0][:1], truth[1][:1, :, coords]))
     assert verdict["passed"], verdict["rows"]
@@ -177,7 +177,7 @@ def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_ru
     """A classifier wrong by an amount no picture shows: its effects (and its own float64 truth,
     which is why the rule runs both ways) must fail the verdict that the correct port passes."""
     import models_pt
-    from attfind.effects_pt import FastEffects
+    from attfind.effects_pt import TorchEffects
     from attfind.truth import float64_effects, judge_effects
     from porting import controls
 
@@ -186,7 +186,7 @@ def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_ru
     n = 2
     by_name = {c.name: c for c in controls.CONTROLS}
     with controls.broken(by_name[control], models["mobilenet"]) as clf:
-        backend = FastEffects(models["generator"], clf, batch_size=96)
+        backend = TorchEffects(models["generator"], clf, batch_size=96)
         got = [backend.image(w, pt_run["lo"], pt_run["hi"]) for w in pt_run["dlatents"][:n]]
         truth = float64_effects(models["generator"], clf, pt_run["dlatents"], range(n))
     verdict = judge_effects((tf_record["base"][:n], tf_record["effects"][:n]),

@@ -12,10 +12,12 @@ from porting import mapping
 from porting.kinds import classifier as kind
 from porting.readers import open_checkpoint
 from porting.samples import sample_images
-from porting.verify import judge, verify_checkpoint
-from porting.verify_classifier import HOOKS, check_inputs, tf_rebuild
+from crosscheck.tf_side import rebuild
+from crosscheck.verify import verify_checkpoint
+from porting.kinds.classifier import KIND as CLASSIFIER, check_inputs
+from porting.verify import judge
 
-TOL32 = HOOKS.output_tol["float32"]   # the old fixed bar: negative controls must clear it 100x
+TOL32 = CLASSIFIER.verify.output_tol["float32"]   # the old fixed bar: negative controls must clear it 100x
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def variables(classifier_zip):
 def tf_any_size(variables):
     """The TF reference rebuilt with an unconstrained input size, float32 and float64."""
     config = kind.infer_config({n: v.shape for n, v in variables.items()})
-    return {dt: tf_rebuild(config, dt, variables) for dt in ("float32", "float64")}
+    return {dt: rebuild("classifier", config, dt, variables) for dt in ("float32", "float64")}
 
 
 def tf_logits(model, x: np.ndarray) -> np.ndarray:
@@ -145,7 +147,7 @@ def test_control_transposed_wrong_kernel(classifier_zip, tf_any_size):
              if r.transform == ["conv_kernel"] else r for r in kind.RULES]
     with open_checkpoint(classifier_zip) as ck:
         config = kind.infer_config(ck.shapes)
-        module = models_pt.model_class("classifier")(**config)
+        module = CLASSIFIER.module_class()(**config)
         shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         plan = mapping.plan(wrong, shapes, ck.names)
         state = mapping.apply(plan, {a.tf_name: ck.read(a.tf_name) for a in plan.assignments if a.tf_name},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from porting.dlatents import DlatentsError, dlatent_matrix, dumps_dlatents, load_dlatents, save_dlatents
-from porting.verify_generator import RELEASED_DLATENTS
+from release_facts import RELEASED_DLATENTS
 
 
 def test_an_array_is_written_with_the_release_names(tmp_path):

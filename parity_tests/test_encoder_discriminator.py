@@ -11,15 +11,15 @@ import torch
 import models_pt
 from models_pt import resnet_d as ptd
 from models_tf import resnet_d as tfd
-from models_tf.release import save_savedmodel_zip
+from crosscheck.reference_release import save_savedmodel_zip
 from porting.convert import convert_path
 from porting.kinds import resnet_d as kinds
 from porting.mapping import MappingError
 from porting.readers import open_checkpoint
-from porting.verify import verify_checkpoint
-from porting.verify_resnet_d import ENCODER_HOOKS, check_images, make_labelled
+from crosscheck.verify import verify_checkpoint
+from porting.kinds.resnet_d import ENCODER, check_images, make_labelled
 
-TOL32 = ENCODER_HOOKS.output_tol["float32"]
+TOL32 = ENCODER.verify.output_tol["float32"]
 
 
 def released_catalogue(kind: str, resolution: int = 256) -> dict:

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-import models_pt
 from models_tf import generator as tfg
 from porting import mapping
-from porting.convert import convert_path
+from porting.convert import convert_checkpoint, convert_path, prepare
 from porting.kinds import generator as kind
 from porting.mapping import MappingError
 from porting.readers import Checkpoint, open_checkpoint
-from porting.verify import judge, verify_checkpoint
-from porting.verify_generator import HOOKS, check_images, check_inputs, make_inputs, released_dlatents
+from crosscheck.verify import verify_checkpoint
+from porting.kinds.generator import check_images, check_inputs, make_inputs, released_dlatents
+from porting.verify import judge
 
-TOL32, TOL64 = HOOKS.output_tol["float32"], HOOKS.output_tol["float64"]
+TOL32, TOL64 = kind.KIND.verify.output_tol["float32"], kind.KIND.verify.output_tol["float64"]
 STYLE_TOL32 = 1e-5
 
 
@@ -74,17 +74,13 @@ def checkpoint_of(model, name="generator") -> Checkpoint:
 
 
 def to_pt(model, rules=None) -> torch.nn.Module:
-    """Convert a TF model's variables into a PyTorch generator, optionally with other rules."""
+    """Convert a TF model's variables into a PyTorch generator through the converter's own path
+    (``porting.convert.convert_checkpoint``), optionally with other rules."""
     ck = checkpoint_of(model)
-    config = kind.infer_config(ck.shapes)
-    module = models_pt.model_class("generator")(**config)
-    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    plan = mapping.plan(rules or kind.RULES, shapes, ck.names)
-    assert plan.unused == [], plan.unused
-    state = mapping.apply(plan, ck.read_all(), shapes)
-    own = module.state_dict()
-    module.load_state_dict({k: torch.from_numpy(state[k]) if k in state else own[k] for k in own})
-    return module.eval()
+    ck.sha256 = lambda: "in memory"     # no file behind it to hash
+    conv = convert_checkpoint(ck, rules=rules)
+    assert conv.kind == "generator" and conv.plan.unused == [], conv.plan.unused
+    return conv.module()
 
 
 def pt_images(module, w: np.ndarray) -> np.ndarray:
@@ -108,7 +104,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def small_zip(small, tmp_path_factory):
-    from models_tf.release import save_savedmodel_zip
+    from crosscheck.reference_release import save_savedmodel_zip
 
     d = tmp_path_factory.mktemp("gen")
     path = save_savedmodel_zip(small[0], d / "generator.savedmodel.zip", "generator.savedmodel")
@@ -181,10 +177,8 @@ def test_config_inferred_from_names_and_shapes(resolution, label_size, ch_max):
     assert config["resolution"] == resolution and config["label_size"] == label_size
     assert config["w_dim"] == 512 + label_size and config["mapping_layers"] == 8
     assert config["channels"] == [min(32768 // (4 * 2 ** i), ch_max) for i in range(len(config["channels"]))]
-    module = models_pt.model_class("generator")(**config)
-    shapes_pt = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    plan = mapping.plan(kind.RULES, shapes_pt, list(shapes))
-    assert plan.unused == []
+    prep = prepare(list(shapes), shapes, "released catalogue")
+    assert prep.kind.name == "generator" and prep.config == config and prep.plan.unused == []
     scoped = {"generator/" + n if not n.startswith("generator/") else n: s for n, s in shapes.items()}
     assert kind.infer_config(scoped) == config, "an extra leading scope must not matter"
 
@@ -198,10 +192,8 @@ def test_names_off_the_pattern_fail_clearly():
     with pytest.raises(MappingError, match=r"expected every power of two"):
         kind.infer_config(missing)
     no_noise = {n: s for n, s in shapes.items() if n != "Noise3:0"}
-    config = kind.infer_config(no_noise)
-    module = models_pt.model_class("generator")(**config)
     with pytest.raises(MappingError, match=r"'Noise3:0'.*convs\.b16_conv0\.noise"):
-        mapping.plan(kind.RULES, {k: tuple(v.shape) for k, v in module.state_dict().items()}, list(no_noise))
+        prepare(list(no_noise), no_noise, "released catalogue")
 
 
 def test_unseen_label_size_and_resolution_convert(tmp_path):
@@ -217,9 +209,9 @@ def test_unseen_label_size_and_resolution_convert(tmp_path):
 # ----------------------------------------------------------------- parity
 
 def _float64_twin(model):
-    from porting.verify_generator import tf_rebuild
+    from crosscheck.tf_side import rebuild
 
-    return tf_rebuild({**model.config}, "float64", {v.name: v.numpy() for v in model.variables})
+    return rebuild("generator", {**model.config}, "float64", {v.name: v.numpy() for v in model.variables})
 
 
 def test_parity_float32_all_250_released_dlatents(small):
@@ -346,3 +338,23 @@ def test_mapping_network_parity(small):
         got = module.mapping(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
     assert np.abs(ref - got).max() <= TOL32
     np.testing.assert_array_equal(module.dlatent_avg.numpy(), model.dlatent_avg.numpy())
+
+
+def test_an_unexpected_unused_variable_fails_the_conversion(small):
+    """A TF variable no rule maps fails the conversion, naming it, unless the kind's record
+    expects it (optimizer state) or --allow-unused is given."""
+    model = small[0]
+    values = {v.name: v.numpy() for v in model.variables}
+
+    def with_extra(name):
+        extra = {**values, name: np.zeros(3, np.float32)}
+        ck = Checkpoint(Path("generator.savedmodel.zip"), "memory", {n: a.shape for n, a in extra.items()},
+                        {n: a.dtype.name for n, a in extra.items()}, lambda n: extra[n])
+        ck.sha256 = lambda: "in memory"
+        return ck
+
+    with pytest.raises(MappingError, match=r"generator_synthesis/Extra/weight:0.*--allow-unused"):
+        convert_checkpoint(with_extra("generator_synthesis/Extra/weight:0"))
+    conv = convert_checkpoint(with_extra("generator_synthesis/Extra/weight:0"), allow_unused=True)
+    assert conv.plan.unused == ["generator_synthesis/Extra/weight:0"]
+    assert convert_checkpoint(with_extra("optimizer/iter:0")).plan.unused == ["optimizer/iter:0"]

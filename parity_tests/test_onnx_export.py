@@ -11,7 +11,8 @@ from onnx import numpy_helper
 import cli
 import models_pt
 from porting.onnx_export import (ONNX_TOL, OnnxExportError, export, onnx_feed, reference_inputs, run_onnx,
-                                 synthesis_input_names, verify_onnx)
+                                 verify_onnx)
+from porting.kinds.generator import synthesis_input_names
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +49,14 @@ def test_batch_axis_is_dynamic(exported):
 def test_discriminator_minibatch_groups_follow_the_batch(exported):
     """Minibatch stddev groups min(4, N) images: traced with Python's min() at the export batch,
     the file used groups of N for every N (off by 1.8e-3 at N = 8; 4 images hid it)."""
-    from porting.verify_resnet_d import DISCRIMINATOR_HOOKS
+    from porting.kinds.resnet_d import DISCRIMINATOR
 
     _, out, weights = exported
     d = models_pt.load(weights)["discriminator"]
     for n in (1, 2, 4, 8, 12):
         x = reference_inputs(d, n, None, seed=5)
         got = run_onnx(out / "discriminator.onnx", onnx_feed(d, x))
-        want = list(DISCRIMINATOR_HOOKS.pt_trace(d, x, "float32").values())[-1]
+        want = list(DISCRIMINATOR.verify.trace(d, x, "float32").values())[-1]
         assert np.abs(got - want).max() <= 1e-5, n
 
 

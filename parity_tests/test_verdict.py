@@ -15,7 +15,8 @@ import cli
 import models_pt
 from porting import controls
 from porting.readers import open_checkpoint
-from porting.verify import EPS32, RULE, judge, tf_reference
+from crosscheck.verify import tf_reference
+from porting.verify import EPS32, RULE, judge
 
 # ----------------------------------------------------------------- the rule itself
 
@@ -125,8 +126,7 @@ def test_one_generator_zip_takes_the_dlatents_beside_it(release):
 def test_round_trip_reuses_the_models_verify_built(release):
     """verify on a folder hands the round trip the SavedModels and float64 rebuilds its per-model
     checks built (nothing read or built twice); the figures equal a round trip that builds its own."""
-    from porting.release import round_trip
-    from porting.verify import verify_checkpoint
+    from crosscheck.verify import round_trip, verify_checkpoint
 
     _, ref, weights = release
     manifest = json.loads((weights / "manifest.json").read_text())
@@ -145,7 +145,7 @@ def test_round_trip_reuses_the_models_verify_built(release):
 def test_generator_inputs_without_any_dlatents_file(monkeypatch, tmp_path):
     """A clone without shared/ verifying one generator zip: seeded Gaussian dlatents, not a crash,
     and the report's input source says so."""
-    from porting import verify_generator as vg
+    from porting.kinds import generator as vg
 
     monkeypatch.setattr(vg, "RELEASED_DLATENTS", tmp_path / "absent.pkl")
     config = {"w_dim": 514, "label_size": 2}
@@ -192,7 +192,7 @@ def test_a_classifier_written_by_someone_else(tmp_path):
     and verified through the CLI, the verdict passes it, and a small error still fails it."""
     import tf_keras as keras
 
-    from models_tf.release import save_savedmodel_zip
+    from crosscheck.reference_release import save_savedmodel_zip
     from porting.samples import sample_images
 
     rng = np.random.default_rng(5)

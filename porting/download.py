@@ -28,10 +28,7 @@ from typing import Callable
 from porting.atomic import write_json
 from porting.errors import PortError
 
-BUCKET = "https://storage.googleapis.com/explaining-in-style"   # the notebook's bucket_path, less the release
-DEFAULT_RELEASE = "celeb_a_age"
-RELEASE_FILES = ("generator.savedmodel.zip", "encoder.savedmodel.zip", "discriminator.savedmodel.zip",
-                 "mobilenet.savedmodel.zip", "dlatents.pkl", "examples_1.tfrecord")
+from release_facts import BUCKET, DEFAULT_RELEASE, RELEASE_FILES  # noqa: F401  (the notebook's bucket and files)
 MANIFEST = "release.json"
 CHUNK = 1 << 20
 RETRY_STATUS = {408, 429}          # plus every 5xx: retried with backoff

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from porting import kinds
 from porting.atomic import atomic_path
 from porting.errors import PortError
+from porting.verify import RULE, judge
 
 ONNX_TOL = 1e-4   # the old fixed bar on max abs diff: reported next to the verdict, no longer deciding
 OPSET = 17
@@ -32,54 +34,18 @@ class OnnxExportError(PortError):
     """A model that cannot be exported or an ONNX file that does not check out."""
 
 
-def synthesis_input_names(generator) -> list[str]:
-    """Names of the generator synthesis' inputs: the conv styles, then the ToRGB styles."""
-    return ([f"style_conv{i}" for i in range(len(generator.style_sizes))]
-            + [f"style_torgb{i}" for i in range(len(generator.torgbs))])
-
-
-def _synthesis_module(generator):
-    import torch
-
-    n_conv = len(generator.style_sizes)
-
-    class Synthesis(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.generator = generator
-
-        def forward(self, *styles):
-            return self.generator.synthesis(list(styles[:n_conv]), list(styles[n_conv:]))
-    return Synthesis().eval()
-
-
-def hooks_for(kind: str):
-    from porting import kinds
-    return kinds.get(kind).hooks()
-
-
 def reference_inputs(module, n: int, size: int | None, seed: int = 0):
-    """Inputs in the verify hooks' (TF-side) layout: NHWC images for the classifier, NCHW images
+    """Inputs in the kind's verify layout (TF's): NHWC images for the classifier, NCHW images
     (and labels) for the encoder and discriminator, dlatents for the generator."""
-    hooks = hooks_for(module.kind)
+    spec = kinds.get(module.kind).verify
     if size is None:
-        size = 256 if module.kind == "classifier" else hooks.default_size(module.config)
-    return hooks.make_inputs(module.config, n, size, seed)
+        size = 256 if kinds.get(module.kind).onnx.size_fixed else spec.default_size(module.config)
+    return spec.make_inputs(module.config, n, size, seed)
 
 
 def onnx_feed(module, x) -> dict[str, np.ndarray]:
-    """The ONNX file's inputs for ``reference_inputs``' ``x``."""
-    import torch
-
-    if module.kind == "classifier":
-        return {"images": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)}
-    if module.kind == "encoder":
-        return {"images": x.astype(np.float32)}
-    if module.kind == "discriminator":
-        return {"images": x[0].astype(np.float32), "labels": x[1].astype(np.float32)}
-    with torch.no_grad():
-        conv, rgb = module.style_vectors(torch.from_numpy(x.astype(np.float32)))
-    return dict(zip(synthesis_input_names(module), [s.numpy() for s in conv + rgb]))
+    """The ONNX file's inputs for ``reference_inputs``' ``x`` (the kind's ``OnnxSpec.feed``)."""
+    return kinds.get(module.kind).onnx.feed(module, x)
 
 
 def export(module, out: Path, size: int | None = None) -> Path:
@@ -92,8 +58,8 @@ def export(module, out: Path, size: int | None = None) -> Path:
     feed = onnx_feed(module, x)
     names = list(feed)
     args = tuple(torch.from_numpy(v) for v in feed.values())
-    net = _synthesis_module(module) if module.kind == "generator" else module.eval()
-    output = {"classifier": "logits", "encoder": "latent", "discriminator": "score", "generator": "images"}[module.kind]
+    spec = kinds.get(module.kind).onnx
+    net, output = spec.net(module.eval()), spec.output
     dynamic = {n: {0: "batch"} for n in names + [output]}
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -147,29 +113,27 @@ class OnnxCheck:
 
 
 def verify_onnx(path: Path, module, size: int | None = None, n: int = 8, seed: int = 1,
-                tf_savedmodel_root: Path | None = None) -> OnnxCheck:
-    """Run the ONNX file in onnxruntime on non-degenerate inputs (the verify hooks' own, checked
-    as verify checks them) and judge it against the PyTorch module and, given the SavedModel
-    folder, against the TF original loaded as the notebook loads it (see ``OnnxCheck``)."""
+                tf_output=None) -> OnnxCheck:
+    """Run the ONNX file in onnxruntime on non-degenerate inputs (the kind's verify inputs,
+    checked as verify checks them) and judge it against the PyTorch module and, given
+    ``tf_output`` (``inputs -> output`` of the TF original loaded as the notebook loads it:
+    ``crosscheck.tf_side.notebook_runner``), against TF too (see ``OnnxCheck``)."""
     import copy
 
     import torch
 
-    from porting.verify import judge
-
-    hooks = hooks_for(module.kind)
+    spec = kinds.get(module.kind).verify
     x = reference_inputs(module, n, size, seed)
-    hooks.check_inputs(x)
+    spec.check_inputs(x)
     got = run_onnx(path, onnx_feed(module, x))
-    ref = list(hooks.pt_trace(module, x, "float32").values())[-1]   # the hooks' last entry: the output
+    ref = list(spec.trace(module, x, "float32").values())[-1]   # the trace's last entry: the output
     if got.shape != ref.shape:
         raise OnnxExportError(f"{path}: output shape {list(got.shape)}, PyTorch gives {list(ref.shape)}")
-    truth = list(hooks.pt_trace(copy.deepcopy(module).to(torch.float64), x, "float64").values())[-1]
+    truth = list(spec.trace(copy.deepcopy(module).to(torch.float64), x, "float64").values())[-1]
     vs_pt = judge("onnx vs pytorch", ref, got, truth)
     vs_tf = None
-    if tf_savedmodel_root is not None:
-        saved = hooks.load_savedmodel(Path(tf_savedmodel_root))
-        tf_out = np.asarray(hooks.savedmodel_output(saved, x)).reshape(got.shape)
+    if tf_output is not None:
+        tf_out = np.asarray(tf_output(x)).reshape(got.shape)
         vs_tf = judge("onnx vs tf", tf_out, got, truth, symmetric=True)
     shape = x[0].shape if isinstance(x, tuple) else x.shape
     return OnnxCheck(module.kind, str(path), f"{n} x {list(shape[1:])}", vs_pt.max_abs_diff,
@@ -177,8 +141,6 @@ def verify_onnx(path: Path, module, size: int | None = None, n: int = 8, seed: i
 
 
 def format_checks(checks: list[OnnxCheck]) -> str:
-    from porting.verify import RULE
-
     lines = [f"{'model':<14} {'file':<28} {'inputs':<22} {'vs PyTorch':>11} {'score':>6} {'vs TF':>10} "
              f"{'score':>6}  result  abs bar"]
     for c in checks:

@@ -5,13 +5,20 @@
 * a SavedModel folder (holds ``saved_model.pb`` and ``variables/``);
 * a zip holding one SavedModel folder, as the StylEx release ships them;
 * a TF checkpoint, given as its prefix (``ckpt``) or its ``.index`` file;
-* a Keras ``.h5`` weights (or whole-model) file.
+* a Keras ``.h5`` weights (or whole-model) file, names kept (``save_format="h5"``), or the
+  nameless ``.weights.h5`` layout, which needs ``build_keras`` (below).
 
 It returns a ``Checkpoint``: variable names as TensorFlow reports them (``conv1/kernel:0``),
 shapes and dtypes up front, values read on demand. TF2 object-based checkpoints (every
 SavedModel and every ``save_weights`` checkpoint) store values under object-graph keys such as
 ``layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE``; the object graph stored beside them
 gives each key's variable name, which is what the mapping rules use.
+
+Layer: ``porting``. TensorFlow's checkpoint reader is used; nothing of ``models_tf``. A nameless
+``.weights.h5`` carries only each layer's class and order, so it is read by loading it with
+Keras into the reference model its structure names: ``open_checkpoint(path, build_keras=f)``
+with ``f(kind, config) -> Keras model``, which the cross-checks supply
+(``crosscheck.tf_side.build_keras``; ``cli.py`` passes it).
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import numpy as np
 
 from porting.errors import ReaderError
 from porting.mapping import normalize_name
+from release_facts import CLASSIFIER_ASSUMED, MAPPING_LR_MUL, MBSTD_GROUP
 
 # Bookkeeping a checkpoint may carry beside the model's variables.
 _BOOKKEEPING = {"save_counter:0", "_CHECKPOINTABLE_OBJECT_GRAPH:0"}
@@ -96,8 +104,10 @@ def _hash_file(p: Path, h) -> None:
 # --------------------------------------------------------------------------- dispatch
 
 @contextlib.contextmanager
-def open_checkpoint(path: str | os.PathLike) -> Iterator[Checkpoint]:
-    """Open any supported checkpoint; temporary files (an unpacked zip) go when the block ends."""
+def open_checkpoint(path: str | os.PathLike, build_keras: Callable[[str, dict], object] | None = None
+                    ) -> Iterator[Checkpoint]:
+    """Open any supported checkpoint; temporary files (an unpacked zip) go when the block ends.
+    ``build_keras(kind, config)``: the Keras reference model a nameless ``.weights.h5`` loads into."""
     p = Path(path)
     if p.suffix == ".index":
         p = p.with_suffix("")
@@ -120,7 +130,7 @@ def open_checkpoint(path: str | os.PathLike) -> Iterator[Checkpoint]:
             raise ReaderError(f"{path}: not a readable HDF5 file (truncated or corrupted?): "
                               f"{_first_line(e)}") from None
         with f:
-            yield _read_h5(p, f)
+            yield _read_h5(p, f, build_keras)
         return
     if Path(str(p) + ".index").is_file():
         yield _read_tf_checkpoint(str(p), Path(path), "checkpoint")
@@ -238,11 +248,11 @@ KERAS3_LAYOUT = ("the `.weights.h5` layout that tf_keras and Keras 3 write by de
                  "layers/<class name>/vars/<i>), which does not carry the variables' names")
 
 
-def _read_h5(path: Path, f) -> Checkpoint:
+def _read_h5(path: Path, f, build_keras=None) -> Checkpoint:
     group = f["model_weights"] if "model_weights" in f else f
     if "layer_names" not in group.attrs:
         if "layers" in f and hasattr(f["layers"], "keys"):
-            return _read_keras3_h5(path, f)
+            return _read_keras3_h5(path, f, build_keras)
         raise ReaderError(f"{path}: HDF5 file is not a Keras weights file (no 'layer_names', and not "
                           f"{KERAS3_LAYOUT})")
     datasets: dict[str, object] = {}
@@ -293,9 +303,6 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
       'layers/block*' (one per resolution r above 4, top first, each ending in r/2's width),
       'layers/conv_1' (Conv4x4: one more input channel with minibatch stddev, i.e. the
       discriminator), 'out' (latent or label size)."""
-    from porting.kinds.classifier import ASSUMED
-    from porting.kinds.resnet_d import MBSTD_GROUP
-
     groups = set(f["layers"].keys())
     shapes = _h5_shapes(f)
     convs = sorted(0 if n == "conv2d" else int(n[len("conv2d_"):])
@@ -304,7 +311,7 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
     head = shapes.get(f"layers/conv2d_{convs[-1]}/vars/0" if convs and convs[-1] else "layers/conv2d/vars/0")
     if len(convs) == 15 and dw and stem and head and stem[:3] == (3, 3, 3) and head[:2] == (1, 1):
         return "classifier", {"alpha": stem[3] / 32, "depth_multiplier": int(dw[3]), "num_classes": int(head[3]),
-                              **ASSUMED, "input_size": 0,
+                              **CLASSIFIER_ASSUMED, "input_size": 0,
                               "strided_padding": "explicit" if "zero_padding2d" in groups else "same"}
     rgbs = _numbered(shapes, "layers/synthesis/torgbs/to_rgb{}/conv/vars/0")
     mapping = _numbered(shapes, "layers/mapping/dense/equalized_dense{}/vars/0")
@@ -313,7 +320,7 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
         return "generator", {"resolution": 4 * 2 ** (len(rgbs) - 1), "channels": [int(s[2]) for s in rgbs],
                              "z_dim": int(mapping[0][0]), "w_dim": int(style[0]),
                              "label_size": int(style[0]) - int(mapping[-1][1]), "mapping_layers": len(mapping),
-                             "mapping_lr_mul": 0.01}   # ASSUMPTION, as porting.kinds.generator
+                             "mapping_lr_mul": MAPPING_LR_MUL}
     blocks = _numbered(shapes, "layers/block{}/conv1/vars/0")
     from_rgb, conv4, out = shapes.get("layers/conv/vars/0"), shapes.get("layers/conv_1/vars/0"), shapes.get("out/vars/0")
     if blocks and from_rgb and conv4 and out and from_rgb[:3] == (1, 1, 3):
@@ -329,23 +336,16 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
         "(names kept) or as a SavedModel")
 
 
-def _read_keras3_h5(path: Path, f) -> Checkpoint:
+def _read_keras3_h5(path: Path, f, build_keras=None) -> Checkpoint:
     """The names are not in the file, only each layer's class and creation order: tell the model
-    and its config from the structure (``_keras3_config``), build that reference model, load the
-    file into it with Keras' own loader, then read the model's named variables."""
+    and its config from the structure (``_keras3_config``), build that reference model
+    (``build_keras``), load the file into it with Keras' own loader, then read the model's named
+    variables."""
     kind, config = _keras3_config(path, f)
-    if kind == "classifier":
-        from models_tf.classifier import build_classifier
-
-        model = build_classifier(config)
-    elif kind == "generator":
-        from models_tf.generator import build_generator
-
-        model = build_generator(config)
-    else:
-        from models_tf.resnet_d import build
-
-        model = build(kind, config)
+    if build_keras is None:
+        raise ReaderError(f"{path}: {KERAS3_LAYOUT}; reading it needs the TF reference model of the {kind}: "
+                          "convert it with `cli.py convert`, or pass build_keras=crosscheck.tf_side.build_keras")
+    model = build_keras(kind, config)
     try:
         model.load_weights(str(path))
     except Exception as e:

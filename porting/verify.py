@@ -1,10 +1,11 @@
-"""Run TF and PyTorch on the same inputs, compare every activation, give a verdict.
+"""The verdict: judge a PyTorch module's activations against TF's and a float64 truth.
 
-The TF side is the reference model of ``models_tf`` rebuilt from the checkpoint's variables (so
-it can run in float64 and expose every intermediate activation); it is first checked against
-the checkpoint's own SavedModel as the notebook loads it (``tf_keras.models.load_model``), so
-the rebuild cannot hide a difference. The PyTorch side is the module ``models_pt.load`` builds
-from the converted weights file alone.
+Layer: ``porting`` (NumPy and PyTorch; no TensorFlow). The TF side of a verification, the
+``Reference`` (inputs, TF's trace, the float64 truth), is computed by ``crosscheck.verify``
+from the reference model of ``models_tf`` rebuilt from the checkpoint's variables (so it can run
+in float64 and expose every intermediate activation), first checked against the checkpoint's
+own SavedModel as the notebook loads it. This module judges a PyTorch module against a
+``Reference`` (``judge_module``: the module traced by forward hooks), and formats the report.
 
 **The float32 verdict is anchored in float64, not in a fixed bar.** For every compared
 activation there are three runs on the same inputs and the same weights: TF in float32, PyTorch
@@ -22,15 +23,13 @@ README's "How the port is checked").
 A float64 run (``--float64``) is the strict proof: TF and PyTorch in float64 must agree within
 ``Rule.rel64`` (1e-9) times max(1, the activation's largest value).
 
-The fixed absolute bars of earlier versions (``Hooks.output_tol`` / ``Hooks.layer_tol``) are still
+The fixed absolute bars of earlier versions (``VerifySpec.output_tol`` / ``layer_tol``) are still
 computed and reported next to the verdict (``abs_passed``), so figures can be compared with
 other tools; they no longer decide.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -68,26 +67,6 @@ class Rule:
 
 
 RULE = Rule()
-
-
-@dataclass
-class Hooks:
-    """What verification needs to know about one model kind."""
-
-    output_tol: Mapping[str, float]                     # dtype -> fixed absolute bar on the output (reported)
-    layer_tol: Mapping[str, float]                      # dtype -> fixed bar per layer, x max(1, |ref|) (reported)
-    make_inputs: Callable[..., object]                  # (config, n, size, seed[, dlatents=]) -> inputs
-    check_inputs: Callable[[object], None]              # raise AssertionError when degenerate
-    tf_rebuild: Callable[[dict, str, Mapping[str, np.ndarray]], object]
-    tf_trace: Callable[[object, object, str], "dict[str, np.ndarray]"]   # last entry = output
-    pt_trace: Callable[[object, object, str], "dict[str, np.ndarray]"]   # same labels, TF layout
-    load_savedmodel: Callable[[Path], object] | None = None       # as the notebook loads it
-    savedmodel_size: Callable[[object], int | None] = lambda model: None  # its declared input size
-    savedmodel_output: Callable[[object, object], np.ndarray] | None = None
-    default_size: Callable[[dict], int] = lambda config: 256
-    # Models that take dlatents: (the release's dlatents.pkl or None) -> where the inputs come
-    # from; make_inputs then takes ``dlatents=`` that file.
-    input_source: Callable[[Path | None], str] | None = None
 
 
 @dataclass
@@ -206,7 +185,7 @@ class Reference:
     kind: str
     dtype: str
     config: dict
-    hooks: Hooks
+    spec: object                      # the kind's porting.kinds.VerifySpec
     inputs: object
     size: int
     tf: dict[str, np.ndarray]
@@ -220,39 +199,6 @@ class Reference:
     models: dict = field(default_factory=dict)
 
 
-def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_images: int = NUM_IMAGES,
-                 size: int | None = None, seed: int = 0, dlatents: Path | None = None) -> Reference:
-    """TF's side of a verification. ``dlatents``: the release's dlatents.pkl, the inputs of a
-    model that takes dlatents (the generator)."""
-    import time
-
-    from porting import kinds
-
-    t0 = time.perf_counter()
-    hooks = kinds.get(kind_name).hooks()
-    saved = hooks.load_savedmodel(ck.root) if hooks.load_savedmodel and ck.root is not None else None
-    native = hooks.savedmodel_size(saved) if saved is not None else None
-    size = size or native or hooks.default_size(config)
-    described = f"{num_images} x {size}px"
-    if hooks.input_source is not None:
-        inputs = hooks.make_inputs(config, num_images, size, seed, dlatents=dlatents)
-        described = f"{num_images} dlatents from {hooks.input_source(dlatents)}, {size}px"
-    else:
-        inputs = hooks.make_inputs(config, num_images, size, seed)
-    hooks.check_inputs(inputs)
-    variables = ck.read_all()
-    tf = hooks.tf_trace(hooks.tf_rebuild(config, dtype, variables), inputs, dtype)
-    truth, models = None, {"savedmodel": saved}
-    if dtype == "float32":   # the float64 truth: the same rebuild, the same (float32) inputs
-        models["float64"] = hooks.tf_rebuild(config, "float64", variables)
-        truth = hooks.tf_trace(models["float64"], inputs, "float64")
-    sm_out = None
-    if saved is not None and dtype == "float32" and native in (None, size):  # its own dtype and size
-        sm_out = np.asarray(hooks.savedmodel_output(saved, inputs))
-    return Reference(kind_name, dtype, config, hooks, inputs, size, tf, truth, str(ck.source), sm_out,
-                     time.perf_counter() - t0, described, models)
-
-
 def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "") -> Report:
     """Trace ``pt_model`` on the reference's inputs and judge every activation."""
     import time
@@ -260,49 +206,33 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "")
     import torch
 
     t0 = time.perf_counter()
-    hooks = ref.hooks
+    spec = ref.spec
     want = torch.float64 if ref.dtype == "float64" else torch.float32
     param = next(pt_model.parameters(), None)
     if param is not None and param.dtype != want:   # a copy: the caller's module keeps its dtype
         import copy
 
         pt_model = copy.deepcopy(pt_model).to(want)
-    got = hooks.pt_trace(pt_model, ref.inputs, ref.dtype)
+    got = spec.trace(pt_model, ref.inputs, ref.dtype)
     missing = [k for k in ref.tf if k not in got]
     if missing:
         raise AssertionError(f"PyTorch trace lacks layers {missing[:5]}")
     labels = list(ref.tf)
     truth = ref.truth or {}
-    report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described, hooks.output_tol[ref.dtype],
-                    hooks.layer_tol[ref.dtype], rule.to_json())
+    report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described, spec.output_tol[ref.dtype],
+                    spec.layer_tol[ref.dtype], rule.to_json())
     for label in labels:
         last = label == labels[-1]
         report.layers.append(judge(label, ref.tf[label], got[label], truth.get(label), rule,
-                                   hooks.output_tol[ref.dtype] if last else hooks.layer_tol[ref.dtype],
+                                   spec.output_tol[ref.dtype] if last else spec.layer_tol[ref.dtype],
                                    scale_free=last))
     if ref.savedmodel_out is not None:
         # The SavedModel as the notebook loads it must compute what the rebuild computes.
         row = judge("savedmodel vs rebuilt TF", ref.tf[labels[-1]], ref.savedmodel_out,
-                    truth.get(labels[-1]), rule, hooks.output_tol[ref.dtype], scale_free=True)
+                    truth.get(labels[-1]), rule, spec.output_tol[ref.dtype], scale_free=True)
         report.savedmodel = asdict(row)
     report.seconds = round(ref.seconds + time.perf_counter() - t0, 2)
     return report.finish()
-
-
-def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int = NUM_IMAGES,
-                      size: int | None = None, seed: int = 0, rule: Rule = RULE,
-                      dlatents: Path | None = None, tf_models: dict | None = None) -> Report:
-    """Compare every activation of the TF reference and the PyTorch port on the same inputs.
-    ``tf_models``: a dict that receives the TF models built on the way (``Reference.models``)."""
-    import models_pt
-
-    header = models_pt.read_header(weights)
-    ref = tf_reference(ck, header["kind"], header["config"], dtype, num_images, size, seed, dlatents)
-    report = judge_module(ref, models_pt.load(weights), rule, str(weights))
-    report.same_source = header.get("source_sha256") == ck.sha256()
-    if tf_models is not None:
-        tf_models.update(ref.models)
-    return report
 
 
 def _fmt(x: float | None, spec: str = ".2e") -> str:
@@ -343,4 +273,21 @@ def format_table(report: Report) -> str:
     if report.abs_passed is not None:
         tail += f" (old fixed bars: {'pass' if report.abs_passed else 'over'})"
     lines.append(tail)
+    return "\n".join(lines)
+
+
+def format_summary(reports) -> str:
+    """One row per model: the worst layer by its ratio to TF's own float32 error (float32 runs),
+    the output's |TF - PT|, TF's own error and the port's there, the verdict, and what the old
+    fixed absolute bars would have said."""
+    lines = [f"{'model':<14} {'layers':>6}  {'worst layer':<32} {'ratio':>6}  {'output |TF-PT|':>14} "
+             f"{'TF err':>9} {'port err':>9}  result  abs bar"]
+    for r in reports:
+        worst = r.worst()
+        out = r.output
+        ratio = "-" if worst is None or worst.ratio is None else f"{worst.ratio:.2f}"
+        absbar = "-" if r.abs_passed is None else ("pass" if r.abs_passed else "over")
+        lines.append(f"{r.model:<14} {len(r.layers):>6}  {worst.name if worst else '-':<32} {ratio:>6}  "
+                     f"{out['max_abs_diff']:>14.3e} {_fmt(out.get('tf_error')):>9} {_fmt(out.get('port_error')):>9}  "
+                     f"{'pass' if r.passed else 'FAIL':<6}  {absbar}")
     return "\n".join(lines)

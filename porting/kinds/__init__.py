@@ -1,15 +1,33 @@
-"""Model kinds: how to recognise a checkpoint, infer its config, map it, and check it.
+"""Model kinds: everything the project knows about one kind of released model, in one record.
 
-Each kind is one ``ModelKind`` row. Conversion needs only the first four fields (NumPy and the
-mapping engine); the verification hooks import TensorFlow and ``models_tf`` lazily.
+A ``ModelKind`` (one per file in this package) holds the kind's variable-name signature (how a
+checkpoint is recognised), its config inference, its mapping table, the PyTorch class and the
+TF reference model that rebuild it (both *by name*: ``models_pt`` stays free of this package,
+and only the cross-checks, which may see TF, resolve the TF name), its release stem (from
+``release_facts``), its verify spec (inputs, their checks, tolerances), its ONNX spec (input
+and output names, the feed) and the TF variables a conversion may leave unused. The release
+stems, the CLI's choices and the ONNX branches are all derived from ``KINDS``: adding a model
+kind is one file here plus its modules.
+
+Layer: part of ``porting``; imports ``porting.mapping``, ``release_facts`` and (to build the
+module) ``models_pt``, nothing else of the project.
 """
 from __future__ import annotations
 
+import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from porting.mapping import MappingError, NameIndex, Rule
+from release_facts import RELEASE_STEMS
+
+# Variables no model reads: a training run's optimizer state, if a checkpoint carries it. Every
+# other variable left unused by a kind's rules fails the conversion (``ModelKind.unused_ok``).
+OPTIMIZER_STATE = (r"(^|/)optimizer/", r"\.OPTIMIZER_SLOT/", r"(^|/)(iter|learning_rate|decay|beta_[12])(:0)?$")
 
 
 class ShapeLookup:
@@ -32,32 +50,105 @@ class ShapeLookup:
 
 
 @dataclass(frozen=True)
+class VerifySpec:
+    """What ``verify`` needs to know about a kind, framework-neutral (NumPy in, NumPy out).
+
+    ``make_inputs(config, n, size, seed[, dlatents=])`` gives inputs in the TF model's layout;
+    ``check_inputs`` raises AssertionError when they are degenerate; ``nhwc``: the PyTorch module
+    takes NCHW where TF takes NHWC (its 4-d activations are compared in TF's layout). The PyTorch
+    side is traced with the module's own ``trace`` (forward hooks; the last entry is the output).
+    ``output_tol`` / ``layer_tol``: the old fixed absolute bars, reported next to the verdict."""
+
+    make_inputs: Callable[..., object]
+    check_inputs: Callable[[object], None]
+    output_tol: Mapping[str, float]
+    layer_tol: Mapping[str, float]
+    default_size: Callable[[dict], int] = lambda config: 256
+    nhwc: bool = False
+    # Models that take dlatents: (the release's dlatents.pkl or None) -> where the inputs come
+    # from, in words; ``make_inputs`` then takes ``dlatents=`` that file.
+    input_source: Callable[[Path | None], str] | None = None
+
+    def inputs(self, config: dict, n: int, size: int, seed: int, dlatents: Path | None = None):
+        if self.input_source is not None:
+            return self.make_inputs(config, n, size, seed, dlatents=dlatents)
+        return self.make_inputs(config, n, size, seed)
+
+    def torch_args(self, inputs, dtype: str) -> list:
+        """The module's (and its ``trace``'s) arguments for ``inputs``."""
+        import torch
+
+        arrays = inputs if isinstance(inputs, tuple) else (inputs,)
+        if self.nhwc:
+            arrays = tuple(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a for a in arrays)
+        # astype keeps each array's memory order: NCHW views of NHWC data stay channels-last
+        # tensors, whose convolution kernels (and so rounding) are what every figure was measured with
+        return [torch.from_numpy(a.astype(dtype)) for a in arrays]
+
+    def trace(self, module, inputs, dtype: str) -> dict[str, np.ndarray]:
+        """Every traced activation of the PyTorch ``module`` on ``inputs``, in TF's layout."""
+        import torch
+
+        with torch.no_grad():
+            acts = module.trace(*self.torch_args(inputs, dtype))
+        out = {}
+        for label, a in acts.items():
+            a = a.detach().cpu().numpy()
+            out[label] = a.transpose(0, 2, 3, 1) if self.nhwc and a.ndim == 4 else a
+        return out
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """How a kind is exported: ``net(module)`` is what is traced, ``feed(module, x)`` the file's
+    inputs (name -> array) for verify inputs ``x``, ``output`` the output's name."""
+
+    output: str
+    feed: Callable[[object, object], dict]
+    net: Callable[[object], object] = lambda module: module
+    size_fixed: bool = False   # the spatial size is fixed at export (TF 'same' padding depends on it)
+
+
+@dataclass(frozen=True)
 class ModelKind:
-    name: str                                   # key of models_pt.MODELS
-    release_stem: str                           # "mobilenet" for mobilenet.savedmodel.zip
+    name: str                                   # written into the weights' header as "kind"
     signature: str                              # regex: a variable name only this kind has
     infer_config: Callable[[Mapping[str, tuple]], dict]
     rules: Callable[[dict], Sequence[Rule]]
-    verifier: str                               # "module:attr" of its verification hooks
+    pt_class: str                               # "models_pt.module:Class", resolved by models_pt.load
+    tf_module: str                              # models_tf module with its reference model (crosscheck only)
+    verify: VerifySpec
+    onnx: OnnxSpec
+    unused_ok: tuple[str, ...] = field(default=OPTIMIZER_STATE)   # regexes of variables allowed unused
+
+    @property
+    def release_stem(self) -> str:
+        """'mobilenet' for mobilenet.savedmodel.zip."""
+        return RELEASE_STEMS[self.name]
 
     def detect(self, names: Sequence[str]) -> bool:
         rx = re.compile(self.signature)
         return any(rx.search(n) for n in names)
 
-    def hooks(self):
-        import importlib
+    def module_class(self):
+        module, cls = self.pt_class.split(":")
+        return getattr(importlib.import_module(module), cls)
 
-        module, attr = self.verifier.split(":")
-        return getattr(importlib.import_module(module), attr)
+    def unexpected_unused(self, unused: Sequence[str]) -> list[str]:
+        return [n for n in unused if not any(re.search(p, n) for p in self.unused_ok)]
 
 
 def _registry() -> dict[str, ModelKind]:
     from porting.kinds import classifier, generator, resnet_d
 
-    return {k.name: k for k in (generator.KIND, resnet_d.ENCODER, resnet_d.DISCRIMINATOR, classifier.KIND)}
+    found = {k.name: k for k in (generator.KIND, resnet_d.ENCODER, resnet_d.DISCRIMINATOR, classifier.KIND)}
+    assert list(found) == list(RELEASE_STEMS), "release_facts.RELEASE_STEMS must name every kind, in order"
+    return found
 
 
 KINDS = _registry()
+NAMES = tuple(KINDS)                              # the CLI's --model choices
+STEM_TO_KIND = {k.release_stem: k.name for k in KINDS.values()}
 
 
 def get(name: str) -> ModelKind:

@@ -1,0 +1,83 @@
+"""A model kind's TF side, for the cross-checks: its reference model of ``models_tf`` rebuilt
+from a checkpoint's variables (so it runs in float64 and exposes every activation), traced, and
+the checkpoint's own SavedModel called as the authors' notebook calls it.
+
+Each module of ``models_tf`` that holds a model kind offers the same four functions
+(``reference_model``, ``trace_activations``, ``notebook_output``, ``notebook_input_size``); the
+kind's record (``porting.kinds``) names that module (``ModelKind.tf_module``), and only this
+module resolves the name.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from porting import kinds
+from porting.mapping import MappingError, NameIndex
+
+
+def tf_module(kind: str):
+    """The ``models_tf`` module of a kind (by its record)."""
+    return importlib.import_module(kinds.get(kind).tf_module)
+
+
+def load_savedmodel(root: Path):
+    """A SavedModel folder loaded as the notebook loads it."""
+    import tf_keras as keras
+
+    return keras.models.load_model(str(root), compile=False)
+
+
+def assign_by_name(model, variables: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
+    """Load {TF variable name: array} into a built model; every model variable must be found
+    (names matched as the converter matches them: an extra or missing leading scope is fine)."""
+    index = NameIndex(list(variables))
+    for v in model.variables:
+        found = index.find(v.name)
+        if found is None:
+            raise MappingError(f"{source}: variable {v.name!r} of the TF model is not in the checkpoint")
+        value = np.asarray(variables[found])
+        if tuple(value.shape) != tuple(v.shape):
+            raise MappingError(f"{source}: variable {found!r}: expected shape {list(v.shape)}, "
+                               f"found {list(value.shape)}")
+        v.assign(value.astype(v.dtype.as_numpy_dtype))
+
+
+def reference_model(kind: str, config: dict, dtype: str = "float32"):
+    """A fresh reference model of ``kind`` with the converted ``config`` (the PyTorch config)."""
+    return tf_module(kind).reference_model(kind, config, dtype)
+
+
+def rebuild(kind: str, config: dict, dtype: str, variables: Mapping[str, np.ndarray], source: str = "checkpoint"):
+    """The reference model of ``kind`` holding a checkpoint's ``variables``, in ``dtype``."""
+    model = reference_model(kind, config, dtype)
+    assign_by_name(model, variables, source)
+    return model
+
+
+def trace(kind: str, model, inputs, dtype: str) -> dict[str, np.ndarray]:
+    """Every activation ``verify`` compares, by label, in network order (the last: the output)."""
+    return tf_module(kind).trace_activations(model, inputs, dtype)
+
+
+def notebook_output(kind: str, saved, inputs) -> np.ndarray:
+    return tf_module(kind).notebook_output(saved, inputs)
+
+
+def notebook_input_size(kind: str, saved) -> int | None:
+    return tf_module(kind).notebook_input_size(saved)
+
+
+def notebook_runner(kind: str, root: Path):
+    """``inputs -> output`` of the SavedModel folder ``root``, as the notebook calls it."""
+    saved = load_savedmodel(Path(root))
+    return lambda inputs: notebook_output(kind, saved, inputs)
+
+
+def build_keras(kind: str, config: dict):
+    """For ``porting.readers.open_checkpoint(build_keras=...)``: the reference model a nameless
+    ``.weights.h5`` of ``kind`` loads into (float32)."""
+    return reference_model(kind, config)

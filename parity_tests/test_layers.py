@@ -1,0 +1,135 @@
+"""The project's layers: imports flow one way (README, "Layout").
+
+Every ``import`` and ``from ... import`` of every file of the project's packages, at module level
+or inside a function, is read with ``ast`` and checked against what its layer may import. A
+planted back-edge must fail the check, so the check can fail.
+"""
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ("release_facts", "models_pt", "models_tf", "porting", "attfind", "crosscheck", "cli",
+           "parity_tests", "bench", "examples")
+
+# Layer -> the parts of the project it may import (besides itself). The most specific layer of a
+# module wins: "attfind.selection" before "attfind".
+MAY_IMPORT = {
+    "release_facts": set(),
+    "models_pt": set(),
+    "models_tf": {"release_facts"},
+    "porting": {"models_pt", "release_facts"},
+    "attfind.selection": set(),
+    "attfind.backend": set(),
+    "attfind": {"models_pt", "porting", "release_facts"},
+    "crosscheck": {"models_pt", "models_tf", "porting", "attfind", "release_facts"},
+}
+
+
+def _layer(module: str) -> str | None:
+    best = None
+    for layer in MAY_IMPORT:
+        if (module == layer or module.startswith(layer + ".")) and (best is None or len(layer) > len(best)):
+            best = layer
+    return best
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(root: Path, path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) of every import in ``path``, relative imports resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    me = _module_name(root, path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+            if node.module is None or node.level:   # "from pkg import sub" may import a submodule
+                out += [(node.lineno, f"{name}.{a.name}") for a in node.names]
+    return out
+
+
+CORE = ("attfind.selection", "attfind.backend")   # import nothing of the project but themselves
+
+
+def allowed(layer: str, other: str) -> bool:
+    if other == layer:
+        return True
+    if layer in CORE:
+        return False
+    return other.split(".")[0] == layer.split(".")[0] or other.split(".")[0] in MAY_IMPORT[layer]
+
+
+def layer_violations(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0].startswith(".") or rel.parts[0] in ("weights", "runs", "reference", "build"):
+            continue
+        me = _module_name(root, path)
+        layer = _layer(me)
+        if layer is None:      # cli.py, the tests, the benchmarks, examples: the top, may import anything
+            continue
+        for line, target in imports_of(root, path):
+            if target.split(".")[0] not in PROJECT:
+                continue
+            other = _layer(target)
+            if other is None:
+                found.append(f"{rel}:{line}: {me} imports {target}, which no package may import")
+            elif not allowed(layer, other):
+                found.append(f"{rel}:{line}: {me} ({layer}) imports {target} ({other})")
+    return found
+
+
+def test_imports_flow_one_way():
+    assert layer_violations(ROOT) == []
+
+
+def test_every_package_is_in_a_layer():
+    """A new top-level package must be given a layer (or be one of the top's folders)."""
+    tops = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    tops |= {p.stem for p in ROOT.glob("*.py")}
+    assert tops - set(PROJECT) == set(), "add the new part of the project to PROJECT and MAY_IMPORT"
+
+
+def test_a_planted_back_edge_fails(tmp_path):
+    """Copies of the project's sources with back-edges planted: the check must name each one."""
+    for part in ("release_facts.py", "models_pt", "models_tf", "porting", "attfind", "crosscheck"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, tmp_path / part)
+    assert layer_violations(tmp_path) == []
+    planted = {
+        "models_pt/generator.py": "from porting.kinds import KINDS\n",              # bottom -> porting
+        "porting/mapping.py": "    from models_tf import generator\n",              # porting -> TF side
+        "models_tf/ops.py": "import attfind.selection\n",                             # TF side -> attfind
+        "attfind/selection.py": "from models_pt.stylespace import StyleSpace\n",      # the core -> anything
+        "release_facts.py": "import porting\n",                                        # the facts -> anything
+    }
+    for rel, line in planted.items():
+        path = tmp_path / rel
+        text = path.read_text()
+        if line.startswith("    "):   # inside a function: hidden imports count too
+            text += "\n\ndef _planted():\n" + line
+        else:
+            text += "\n" + line
+        path.write_text(text)
+    found = layer_violations(tmp_path)
+    for rel in planted:
+        assert any(f.startswith(rel + ":") for f in found), (rel, found)
+    assert len(found) == len(planted), found

@@ -1,0 +1,36 @@
+"""What every side of the project must agree on about the StylEx release, in one place.
+
+Layer: the bottom. This module imports nothing of the project (a test checks it), so that the
+PyTorch side (``porting``), the TF reference side (``models_tf``), the cross-checks
+(``crosscheck``) and AttFind can all read the same facts without importing each other. Each
+entry says where it comes from: ``../shared/docs/release-format.md`` (RF), the authors' notebook
+(NB), or an ASSUMPTION the released files cannot show (a user holding the real files flips it
+here).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# --------------------------------------------------------------------------- the released files
+# Model kind -> file stem in a release folder (``<stem>.savedmodel.zip``), in conversion order (RF).
+RELEASE_STEMS = {"generator": "generator", "encoder": "encoder", "discriminator": "discriminator",
+                 "classifier": "mobilenet"}
+DLATENTS_FILE = "dlatents.pkl"            # RF: the encoder's dlatents of the release's images
+EXAMPLES_FILE = "examples_1.tfrecord"     # RF: AttFind's effects, as the notebook wrote them
+RELEASE_FILES = tuple(f"{stem}.savedmodel.zip" for stem in RELEASE_STEMS.values()) + (DLATENTS_FILE,
+                                                                                       EXAMPLES_FILE)
+BUCKET = "https://storage.googleapis.com/explaining-in-style"   # NB: bucket_path, less the release name
+DEFAULT_RELEASE = "celeb_a_age"                                  # NB: the age classifier's release
+
+# The real release's dlatents.pkl, shipped with the project's shared data (250 latents).
+RELEASED_DLATENTS = Path(__file__).resolve().parent.parent / "shared" / "data" / "released_dlatents.pkl"
+
+# --------------------------------------------------------------------------- what the files cannot show
+# MobileNetV1: padding layers and epsilon have no variables. ASSUMPTION: Keras' BatchNorm epsilon,
+# and keras.applications' explicit (0, 1) zero padding before the strided depthwise convs
+# ("same" would pad with TF 'same' on the conv itself; the two differ on odd input sizes only).
+CLASSIFIER_ASSUMED = {"bn_epsilon": 1e-3, "strided_padding": "explicit"}
+# ASSUMPTION: StyleGAN2's minibatch-stddev group size (the checkpoint shows only that it is there).
+MBSTD_GROUP = 4
+# ASSUMPTION: StyleGAN2's mapping learning-rate multiplier (no variable holds it).
+MAPPING_LR_MUL = 0.01
