@@ -15,20 +15,22 @@ serialised ``tf.train.Example`` per image with float-list features
 ``style_change_effect``): ``result.reshape(S, 2, C).transpose(1, 0, 2)`` per image;
 ``write_examples`` / ``write_effects`` do the inverse.
 
-The Example protobuf subset is encoded and decoded here in pure Python (``Example.features``
--> ``Features.feature`` map<string, Feature> -> ``Feature.float_list`` / ``int64_list`` /
-``bytes_list``), so the PyTorch side needs no TensorFlow. ``codec="tensorflow"`` uses
-TensorFlow's generated ``example_pb2`` instead; ``"auto"`` uses it only if TensorFlow is already
-imported (importing it just for this would take seconds). Both give the same arrays.
+No TensorFlow is needed: CRC-32C comes from ``google-crc32c`` and the Example messages from the
+protobuf runtime, with classes built at import time from a descriptor of ``tf.train.Example``'s
+public schema (tensorflow/core/example/{example,feature}.proto) in a private descriptor pool, so
+they cannot clash with TensorFlow's own ``example_pb2`` when both are loaded. The framing is the
+few lines below. From the project only ``porting.atomic`` and ``porting.errors`` are imported.
 """
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
+import google_crc32c
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from porting.atomic import atomic_path
 from porting.errors import PortError
@@ -43,79 +45,9 @@ class TFRecordError(PortError):
 # --------------------------------------------------------------------------- CRC-32C
 
 
-def _make_table() -> np.ndarray:
-    poly = 0x82F63B78  # Castagnoli, reflected
-    t = np.arange(256, dtype=np.uint32)
-    for _ in range(8):
-        t = np.where(t & 1, (t >> 1) ^ np.uint32(poly), t >> 1).astype(np.uint32)
-    return t
-
-
-_TABLE = _make_table()
-_TABLE_LIST = [int(x) for x in _TABLE]
-_LANES = 512            # byte lanes processed side by side by the NumPy path
-_NUMPY_FROM = 4096      # below this many bytes the plain loop is faster
-
-
-def _crc_loop(data: bytes, crc: int) -> int:
-    t = _TABLE_LIST
-    for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc
-
-
-def _apply(op: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Apply a GF(2)-linear map of 32-bit registers, given as ``op[b]`` = image of bit ``b``."""
-    bits = ((x[:, None] >> np.arange(32, dtype=np.uint32)) & 1).astype(bool)
-    return np.bitwise_xor.reduce(np.where(bits, op[None, :], np.uint32(0)), axis=1)
-
-
-def _zeros_op(nbytes: int) -> np.ndarray:
-    """The map 'feed ``nbytes`` zero bytes to the CRC register' (register x -> x M^nbytes)."""
-    unit = np.uint32(1) << np.arange(32, dtype=np.uint32)  # the register's 32 basis vectors
-    op = _TABLE[unit & 0xFF] ^ (unit >> 8)  # one zero byte: reg -> T[reg & 0xFF] ^ (reg >> 8)
-    result = None  # identity
-    n = nbytes
-    while n:
-        if n & 1:
-            result = op.copy() if result is None else _apply(op, result)
-        n >>= 1
-        if n:
-            op = _apply(op, op)
-    return unit if result is None else result
-
-
-def _crc_lanes(data: bytes) -> int:
-    """CRC register (init 0, no final xor) of ``data``, computed in ``_LANES`` parallel lanes.
-
-    CRC without init is linear: with zero bytes prepended it is unchanged, and
-    ``crc(A || B) = shift(crc(A), len(B)) ^ crc(B)``. So we left-pad to a multiple of the lane
-    count, run every lane at once (one NumPy step per byte position), and fold the lanes
-    pairwise, shifting the left one of each pair by its partner's length."""
-    n = len(data)
-    lane_len = -(-n // _LANES)
-    buf = np.zeros(_LANES * lane_len, dtype=np.uint8)
-    buf[len(buf) - n:] = np.frombuffer(data, dtype=np.uint8)
-    cols = buf.reshape(_LANES, lane_len).T.astype(np.uint32)  # [position, lane], contiguous rows
-    reg = np.zeros(_LANES, dtype=np.uint32)
-    for row in cols:
-        reg = _TABLE[(reg ^ row) & 0xFF] ^ (reg >> 8)
-    op = _zeros_op(lane_len)
-    while len(reg) > 1:
-        reg = _apply(op, reg[0::2]) ^ reg[1::2]
-        if len(reg) > 1:
-            op = _apply(op, op)
-    return int(reg[0])
-
-
 def crc32c(data: bytes) -> int:
     """CRC-32C (Castagnoli) of ``data``, as TFRecord uses it (init and final xor 0xFFFFFFFF)."""
-    data = bytes(data)
-    if len(data) < _NUMPY_FROM:
-        return _crc_loop(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
-    # A starting register x equals x's 4 little-endian bytes xored into the first 4 data bytes.
-    head = bytes(b ^ 0xFF for b in data[:4])
-    return _crc_lanes(head + data[4:]) ^ 0xFFFFFFFF
+    return google_crc32c.value(bytes(data))
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -180,132 +112,76 @@ def write_records(path, payloads: Iterable[bytes]) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- Example protobuf (pure)
-
-# Field numbers (tensorflow/core/example/{example,feature}.proto):
-# Example.features = 1; Features.feature = 1 (map entry: key = 1, value = 2);
-# Feature.bytes_list = 1, float_list = 2, int64_list = 3; *List.value = 1.
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+# --------------------------------------------------------------------------- Example protobuf
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+def _message_classes() -> dict[str, type]:
+    """tf.train.Example's classes, from a descriptor built here and a private pool."""
+    F = descriptor_pb2.FieldDescriptorProto
+    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+
+    def field(msg, name, number, kind, label=opt, type_name=None, packed=False, oneof=None):
+        f = msg.field.add(name=name, number=number, type=kind, label=label)
+        if type_name:
+            f.type_name = type_name
+        if packed:
+            f.options.packed = True
+        if oneof is not None:
+            f.oneof_index = oneof
+
+    fd = descriptor_pb2.FileDescriptorProto(name="attfind/tensorflow_example.proto",
+                                            package="tensorflow", syntax="proto3")
+    field(fd.message_type.add(name="BytesList"), "value", 1, F.TYPE_BYTES, rep)
+    field(fd.message_type.add(name="FloatList"), "value", 1, F.TYPE_FLOAT, rep, packed=True)
+    field(fd.message_type.add(name="Int64List"), "value", 1, F.TYPE_INT64, rep, packed=True)
+    feature = fd.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, (name, kind) in enumerate((("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                                           ("int64_list", "Int64List")), 1):
+        field(feature, name, number, F.TYPE_MESSAGE, type_name=f".tensorflow.{kind}", oneof=0)
+    features = fd.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")  # map<string, Feature> feature = 1
+    entry.options.map_entry = True
+    field(entry, "key", 1, F.TYPE_STRING)
+    field(entry, "value", 2, F.TYPE_MESSAGE, type_name=".tensorflow.Feature")
+    field(features, "feature", 1, F.TYPE_MESSAGE, rep, type_name=".tensorflow.Features.FeatureEntry")
+    field(fd.message_type.add(name="Example"), "features", 1, F.TYPE_MESSAGE, type_name=".tensorflow.Features")
+    # The same wire format as Example, with Features kept as bytes: writing goes through it so
+    # that map entries stay in the caller's order (the runtime orders a map by hash or by key).
+    raw = descriptor_pb2.FileDescriptorProto(name="attfind/raw_example.proto", package="attfind_tfrecord",
+                                             syntax="proto3")
+    field(raw.message_type.add(name="RawExample"), "features", 1, F.TYPE_BYTES)
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    pool.Add(raw)
+    names = ("tensorflow.Example", "tensorflow.Features", "attfind_tfrecord.RawExample")
+    return {n.split(".")[1]: message_factory.GetMessageClass(pool.FindMessageTypeByName(n)) for n in names}
 
 
-def _len_field(field_no: int, payload: bytes) -> bytes:
-    return _varint(field_no << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-class _ProtoError(Exception):
-    pass
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise _ProtoError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise _ProtoError("varint too long")
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
-    """Yield ``(field number, wire type, value)``; LEN values are memoryviews."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        field_no, wire = key >> 3, key & 7
-        if field_no == 0:
-            raise _ProtoError("field number 0")
-        if wire == _VARINT:
-            value, pos = _read_varint(buf, pos)
-        elif wire == _I64:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == _LEN:
-            n, pos = _read_varint(buf, pos)
-            value, pos = buf[pos:pos + n], pos + n
-        elif wire == _I32:
-            value, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise _ProtoError(f"unsupported wire type {wire}")
-        if pos > len(buf):
-            raise _ProtoError("truncated field")
-        yield field_no, wire, value
-
-
-def _decode_feature(buf: memoryview):
-    kind, values = None, []
-    for field_no, wire, value in _fields(buf):
-        if wire != _LEN or field_no not in (1, 2, 3):
-            continue  # unknown field: skipped, as protobuf does
-        new_kind = {1: "bytes", 2: "float", 3: "int64"}[field_no]
-        if kind is not None and new_kind != kind:  # oneof: the last one set wins
-            values = []
-        kind = new_kind
-        for f2, w2, v2 in _fields(value):
-            if f2 != 1:
-                continue
-            if kind == "bytes" and w2 == _LEN:
-                values.append(bytes(v2))
-            elif kind == "float" and w2 == _LEN:  # packed
-                if len(v2) % 4:
-                    raise _ProtoError("packed float list of odd length")
-                values.append(np.frombuffer(v2, dtype="<f4"))
-            elif kind == "float" and w2 == _I32:
-                values.append(np.frombuffer(v2, dtype="<f4"))
-            elif kind == "int64" and w2 == _LEN:  # packed varints
-                pos, ints = 0, []
-                while pos < len(v2):
-                    x, pos = _read_varint(v2, pos)
-                    ints.append(x - (1 << 64) if x >= 1 << 63 else x)
-                values.append(np.asarray(ints, dtype=np.int64))
-            elif kind == "int64" and w2 == _VARINT:
-                values.append(np.asarray([v2 - (1 << 64) if v2 >= 1 << 63 else v2], dtype=np.int64))
-            else:
-                raise _ProtoError(f"{kind}_list value with wire type {w2}")
-    if kind == "float":
-        return np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32)
-    if kind == "int64":
-        return np.concatenate(values) if values else np.zeros(0, np.int64)
-    if kind == "bytes":
-        return values
-    return None  # a Feature with no kind set
+_CLASSES = _message_classes()
+_Example, _Features, _RawExample = (_CLASSES[n] for n in ("Example", "Features", "RawExample"))
 
 
 def decode_example(data: bytes) -> dict[str, Any]:
     """A serialised ``tf.train.Example`` -> ``{name: value}``: float lists as float32 arrays,
     int64 lists as int64 arrays, bytes lists as lists of bytes, an empty Feature as None."""
-    out: dict[str, Any] = {}
+    ex = _Example()
     try:
-        for f1, w1, features in _fields(memoryview(data)):
-            if f1 != 1 or w1 != _LEN:
-                continue
-            for f2, w2, entry in _fields(features):
-                if f2 != 1 or w2 != _LEN:
-                    continue
-                key, value = "", memoryview(b"")
-                for f3, w3, v3 in _fields(entry):
-                    if f3 == 1 and w3 == _LEN:
-                        key = bytes(v3).decode("utf-8")
-                    elif f3 == 2 and w3 == _LEN:
-                        value = v3
-                out[key] = _decode_feature(value)  # a repeated map key: the last one wins
-    except (_ProtoError, UnicodeDecodeError) as e:
+        ex.ParseFromString(bytes(data))
+    except DecodeError as e:
         raise TFRecordError(f"not a tf.train.Example: {e}") from None
+    out: dict[str, Any] = {}
+    for k, f in ex.features.feature.items():
+        kind = f.WhichOneof("kind")
+        if kind == "float_list":
+            out[k] = np.array(f.float_list.value, dtype=np.float32)
+        elif kind == "int64_list":
+            out[k] = np.array(f.int64_list.value, dtype=np.int64)
+        elif kind == "bytes_list":
+            out[k] = list(f.bytes_list.value)
+        else:
+            out[k] = None  # a Feature with no kind set
     return out
 
 
@@ -313,97 +189,46 @@ def _is_bytes_list(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, bytes) for v in value)
 
 
-def _feature_bytes(value) -> bytes:
+def _set_feature(f, value) -> None:
     if _is_bytes_list(value):
-        inner = b"".join(_len_field(1, v) for v in value)
-        return _len_field(1, inner)
-    arr = np.asarray(value)
+        f.bytes_list.value.extend(value)
+        return
+    arr = np.asarray(value).reshape(-1)
     if np.issubdtype(arr.dtype, np.integer):
-        packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in arr.reshape(-1))
-        return _len_field(3, _len_field(1, packed) if packed else b"")
-    packed = np.ascontiguousarray(arr.reshape(-1), dtype="<f4").tobytes()
-    return _len_field(2, _len_field(1, packed) if packed else b"")
+        f.int64_list.SetInParent()  # set even when empty
+        f.int64_list.value.extend(arr.astype(np.int64).tolist())  # uint64 wraps, as on the wire
+    else:
+        f.float_list.SetInParent()
+        f.float_list.value.extend(np.ascontiguousarray(arr, dtype="<f4").tolist())
 
 
 def encode_example(features: Mapping[str, Any]) -> bytes:
-    """``{name: values}`` -> a serialised ``tf.train.Example`` (pure Python, deterministic: map
-    entries in the given order). Float arrays become packed float lists (cast to float32),
-    integer arrays int64 lists, lists of bytes bytes lists."""
-    entries = b"".join(_len_field(1, _len_field(1, k.encode("utf-8")) + _len_field(2, _feature_bytes(v)))
-                       for k, v in features.items())
-    return _len_field(1, entries)
-
-
-# --------------------------------------------------------------------------- Example via TensorFlow
-
-
-def _tf_example_pb2():
-    from tensorflow.core.example import example_pb2  # noqa: PLC0415 (optional, heavy)
-    return example_pb2
-
-
-def _use_tf(codec: str) -> bool:
-    if codec == "pure":
-        return False
-    if codec == "tensorflow":
-        return True
-    if codec == "auto":
-        return "tensorflow" in sys.modules
-    raise ValueError(f"codec must be 'auto', 'pure' or 'tensorflow', got {codec!r}")
-
-
-def _tf_encode(pb2, features: Mapping[str, Any]) -> bytes:
-    ex = pb2.Example()
+    """``{name: values}`` -> a serialised ``tf.train.Example`` (deterministic: map entries in the
+    given order). Float arrays become packed float lists (cast to float32), integer arrays int64
+    lists, lists of bytes bytes lists."""
+    entries = []
     for k, v in features.items():
-        if _is_bytes_list(v):
-            ex.features.feature[k].bytes_list.value.extend(v)
-            continue
-        arr = np.asarray(v)
-        if np.issubdtype(arr.dtype, np.integer):
-            ex.features.feature[k].int64_list.value.extend(int(x) for x in arr.reshape(-1))
-        else:
-            ex.features.feature[k].float_list.value.extend(arr.reshape(-1).astype(np.float32).tolist())
-    return ex.SerializeToString()
-
-
-def _tf_decode(pb2, data: bytes) -> dict[str, Any]:
-    ex = pb2.Example()
-    try:
-        ex.ParseFromString(data)
-    except Exception as e:  # google.protobuf.message.DecodeError
-        raise TFRecordError(f"not a tf.train.Example: {e}") from None
-    out: dict[str, Any] = {}
-    for k, f in ex.features.feature.items():
-        kind = f.WhichOneof("kind")
-        if kind == "float_list":
-            out[k] = np.asarray(f.float_list.value, dtype=np.float32)
-        elif kind == "int64_list":
-            out[k] = np.asarray(f.int64_list.value, dtype=np.int64)
-        elif kind == "bytes_list":
-            out[k] = list(f.bytes_list.value)
-        else:
-            out[k] = None
-    return out
+        one = _Features()  # a one-entry map serialises as that entry; concatenating them is the map
+        _set_feature(one.feature[k], v)
+        entries.append(one.SerializeToString())
+    if not entries:
+        ex = _Example()
+        ex.features.SetInParent()
+        return ex.SerializeToString()
+    return _RawExample(features=b"".join(entries)).SerializeToString()
 
 
 # --------------------------------------------------------------------------- the release's file
 
 
-def write_examples(path, records: Iterable[Mapping[str, Any]], codec: str = "pure") -> Path:
+def write_examples(path, records: Iterable[Mapping[str, Any]]) -> Path:
     """Write one ``tf.train.Example`` per record, atomically. A record maps feature names to
     values; for the release's format: ``base_prob [C]``, ``dlatent [D]`` and ``result``, either
     flat or ``[S, 2, C]`` (flattened in C order). Values are stored as float32 lists."""
-    use_tf = _use_tf(codec)
-    pb2 = _tf_example_pb2() if use_tf else None
-
-    def payloads():
-        for r in records:
-            feats = {k: v if _is_bytes_list(v) else np.asarray(v).reshape(-1) for k, v in r.items()}
-            yield _tf_encode(pb2, feats) if use_tf else encode_example(feats)
-    return write_records(path, payloads())
+    return write_records(path, (encode_example(r) for r in records))
 
 
-def write_effects(path, base_prob, dlatents, effects, codec: str = "pure") -> Path:
+def write_effects(path, base_prob, dlatents, effects) -> Path:
     """Write the release's ``examples_1.tfrecord`` from arrays: ``base_prob [N, C]``,
     ``dlatents [N, D]``, ``effects [N, 2, S, C]`` (stored per image as ``[S, 2, C]``)."""
     base_prob, dlatents, effects = np.asarray(base_prob), np.asarray(dlatents), np.asarray(effects)
@@ -414,21 +239,19 @@ def write_effects(path, base_prob, dlatents, effects, codec: str = "pure") -> Pa
                          f"dlatents {list(dlatents.shape)}, effects {list(effects.shape)} (expected [N, 2, S, C])")
     per_image = effects.transpose(0, 2, 1, 3)  # [N, S, 2, C]
     return write_examples(path, ({"base_prob": base_prob[i], "dlatent": dlatents[i], "result": per_image[i]}
-                                 for i in range(n)), codec=codec)
+                                 for i in range(n)))
 
 
-def read_examples(path, codec: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_examples(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``examples_1.tfrecord`` -> ``(base_prob [N, C], dlatents [N, D], effects [N, 2, S, C])``,
     float32. ``C`` comes from ``base_prob``; ``S = len(result) / (2 C)``; every image must agree.
     ``effects[n, d, j, c]`` = ``result_n.reshape(S, 2, C)[j, d, c]``."""
     path = Path(path)
-    use_tf = _use_tf(codec)
-    pb2 = _tf_example_pb2() if use_tf else None
     base, lat, res = [], [], []
     shapes = None
     for i, data in enumerate(iter_records(path)):
         try:
-            ex = _tf_decode(pb2, data) if use_tf else decode_example(data)
+            ex = decode_example(data)
         except TFRecordError as e:
             raise TFRecordError(f"{path}: record {i}: {e}") from None
         for name in FEATURES:
