@@ -34,6 +34,20 @@ def style_biases(generator) -> list:
     return [b.dense_bias.weights[0] for b in generator.style_vector_calculator.style_dense_blocks]
 
 
+def style_vectors(generator, w: np.ndarray):
+    """``(conv styles, ToRGB styles)`` through the notebook's API, of dlatents ``[N, D]`` or of
+    per-layer dlatents ``[N, layers, D]``: the released SavedModel's style calculator takes one
+    ``[N, D]`` w per call, so it runs once per w-layer and keeps the styles each layer feeds (conv
+    style i from layer i, ToRGB style i from layer 2i + 1, as StyleGAN2 assigns them)."""
+    if w.ndim == 2:
+        return generator.style_vector_calculator(w, training=False)
+    per_layer = [generator.style_vector_calculator(np.ascontiguousarray(w[:, k]), training=False)
+                 for k in range(w.shape[1])]
+    conv = [per_layer[k][0][k] for k in range(len(per_layer[0][0]))]
+    rgb = [per_layer[2 * k + 1][1][k] for k in range(len(per_layer[0][1]))]
+    return conv, rgb
+
+
 def conv_styles(generator, dlatents: np.ndarray, batch: int = 16) -> np.ndarray:
     """dlatents ``[N, D]`` -> StyleSpace ``[N, S]`` (the conv styles, concatenated)."""
     out = []
@@ -79,13 +93,7 @@ class TFEffects:
         g = self.generator
         images, logits = [], []
         for i in range(0, len(dlatents), batch):
-            w = np.asarray(dlatents[i:i + batch], np.float32)
-            if w.ndim == 3:   # the SavedModel's calculator takes one [N, D] w: one call per style layer
-                per_layer = [g.style_vector_calculator(w[:, k], training=False) for k in range(w.shape[1])]
-                conv = [per_layer[k][0][k] for k in range(len(self.space.sizes))]
-                rgb = [per_layer[2 * k + 1][1][k] for k in range(len(per_layer[0][1]))]
-            else:
-                conv, rgb = g.style_vector_calculator(w, training=False)
+            conv, rgb = style_vectors(g, np.asarray(dlatents[i:i + batch], np.float32))
             conv = [tf.convert_to_tensor(s) for s in conv]
             if deltas is not None:
                 d = np.asarray(deltas[i:i + batch], np.float32)

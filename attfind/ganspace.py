@@ -128,21 +128,15 @@ def render_pt(backend, w_layers: np.ndarray, batch: int = 32) -> tuple[np.ndarra
 
 
 def render_tf(generator, w_layers: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Images (unclamped, NCHW) from per-layer w ``[N, L, D]`` through the notebook's API, which
-    takes one w per call (the released SavedModel's style calculator has only a ``[N, D]``
-    signature): ``style_vector_calculator`` once per w-layer, the styles each layer feeds kept
-    (conv style i from layer i, ToRGB style i from layer 2i + 1, as StyleGAN2 assigns them),
-    then ``g_synthesis``. Works for any object with that API."""
+    """Images (unclamped, NCHW) from per-layer w ``[N, L, D]`` through the notebook's API
+    (``effects_tf.style_vectors``, then ``g_synthesis``), in the dtype of ``w_layers``. Works for
+    any object with that API."""
+    from attfind.effects_tf import style_vectors
+
     w_layers = np.asarray(w_layers)
-    out = []
-    for i in range(0, len(w_layers), batch):
-        wb = w_layers[i:i + batch]
-        per_layer = [generator.style_vector_calculator(np.ascontiguousarray(wb[:, l]), training=False)
-                     for l in range(wb.shape[1])]
-        conv = [per_layer[k][0][k] for k in range(len(per_layer[0][0]))]
-        rgb = [per_layer[2 * k + 1][1][k] for k in range(len(per_layer[0][1]))]
-        out.append(np.asarray(generator.g_synthesis((conv, rgb), training=False)))
-    return np.concatenate(out)
+    return np.concatenate([np.asarray(generator.g_synthesis(style_vectors(generator, w_layers[i:i + batch]),
+                                                             training=False))
+                           for i in range(0, len(w_layers), batch)])
 
 
 def classifier_moves(backend, dlatents, basis: Basis, layers, num_layers: int, sigma: float) -> dict:

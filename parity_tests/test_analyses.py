@@ -274,3 +274,37 @@ def test_attfind_records_the_filter(attfind_release, disc_setup, tmp_path):
     assert outcome.result.ranking == _filtered(pt, threshold)[0].ranking
     assert outcome.document["params"]["disc_filter"] is True
     assert outcome.document["tfrecord"]["same_ranking"] is True       # the tfrecord ranked with the same filter
+
+
+# --------------------------------------------------------------------------- one backend interface
+
+
+def test_both_backends_give_the_same_edited_outputs(attfind_release):
+    """``edited_outputs`` of the TF backend (the notebook's API on the SavedModels) and of the
+    PyTorch one, on the same StyleSpace edits (a sufficiency plan's) and on per-layer dlatents:
+    the same images and logits within float32 rounding; a wrong edit is far off."""
+    import models_pt
+    from attfind.effects_pt import TorchEffects
+    from attfind.effects_tf import TFEffects
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    ref, weights = attfind_release
+    m = models_pt.load(weights)
+    tfm = _tf_models(ref, ["generator", "mobilenet"])
+    backends = {"tf": TFEffects(tfm["generator"], tfm["mobilenet"]), "pt": TorchEffects(m["generator"], m["mobilenet"])}
+    dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))[:6]
+    styles = backends["pt"].styles(dl)
+    np.testing.assert_allclose(backends["tf"].styles(dl), styles, atol=1e-5)
+    lo, hi = sel.style_ranges(styles)
+    plan = sel.sufficiency_plan(np.array([0, 1] * 3), [(1, 3), (0, 40), (1, 100)], 3)
+    deltas = plan.deltas(backends["pt"].space, styles, lo, hi)
+    layered = np.repeat(dl[:, None, :], m["generator"].num_layers, axis=1)
+    layered[:, 4:] = dl[::-1][:, None, :]                  # the finer layers from other images
+    out = {name: (b.edited_outputs(dl, deltas), b.edited_outputs(layered), b.logits(dl))
+           for name, b in backends.items()}
+    for (tf_img, tf_logit), (pt_img, pt_logit) in zip(out["tf"][:2], out["pt"][:2]):
+        assert np.abs(tf_img - pt_img).max() <= 1e-4 and np.abs(tf_logit - pt_logit).max() <= 1e-4
+    np.testing.assert_allclose(out["tf"][2], out["pt"][2], atol=1e-4)      # the base logits
+    assert np.abs(out["tf"][0][1] - out["pt"][1][1]).max() > 1e-3          # edits vs per-layer: other outputs
+    unedited = backends["pt"].edited_outputs(dl)[1]
+    assert np.abs(unedited - out["pt"][0][1]).max() > 1e-2                 # the edits do something
