@@ -89,3 +89,30 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
     result = run("verify", "--tf-ckpt", ref, "--weights", out)
     assert result.exit_code == 1
     assert "generator" in result.output and "FAIL" in result.output
+
+
+def test_weights_name_their_class_and_a_foreign_class_is_refused(small_classifier, tmp_path):
+    """The header names the module class (from the kind's record); models_pt.load builds it with
+    nothing but models_pt, and refuses a header without a class or with one from elsewhere."""
+    import json as _json
+
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    _, _, paths = small_classifier
+    out = tmp_path / "mobilenet.safetensors"
+    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    header = models_pt.read_header(out)
+    assert header["module"] == "models_pt.classifier:MobileNetV1"
+    assert type(models_pt.load(out)).__name__ == "MobileNetV1"
+    state = load_file(str(out))
+    for module, why in [(None, "names no module class"), ("os:system", "not a class of models_pt"),
+                        ("models_pt.generator:Generator", "for a classifier, not such a module")]:
+        bad = dict(header)
+        bad.pop("module") if module is None else bad.update(module=module)
+        path = tmp_path / f"bad_{len(why)}.safetensors"
+        save_file({k: torch.as_tensor(v) for k, v in state.items()}, str(path),
+                  metadata={models_pt.METADATA_KEY: _json.dumps(bad)})
+        with pytest.raises(models_pt.WeightsError, match=why):
+            models_pt.load(path)
