@@ -7,7 +7,8 @@ Images per second at each batch size and the ratios against TF (higher is better
 other). TF runs each SavedModel as the notebook loads it, under ``tf.function``; PyTorch runs
 the readable module (``models_pt.load``) and, for the classifier, its deployment forms
 (``models_pt.inference``: ``optimize_for_inference``, "opt", any size; ``freeze_for_inference``,
-"frz", traced for 256 px); onnxruntime runs the files of
+"frz", ``torch.export`` + AOTInductor for 256 px, one build per batch size, whose compile
+seconds are printed and kept out of the timing); onnxruntime runs the files of
 ``cli.py export-onnx`` (exported here if ``--onnx`` has none). The generator is timed as the
 notebook uses it: style vectors of dlatents, then the synthesis. Threads: all cores for each.
 This machine is shared with others: every figure is the median of ``--rounds`` rounds that
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -91,8 +93,14 @@ def bench_model(kind: str, release: Path, weights: Path, onnx_dir: Path, batches
                 return session.run(None, dict(zip(names, [s.numpy() for s in conv + rgb])))
             return session.run(None, feed)
 
-        if kind == "classifier" and frozen is None:
-            frozen = freeze_for_inference(pt, xt[0])
+        if kind == "classifier":   # AOTInductor builds for the first batch size here, then per new one
+            start = time.perf_counter()
+            if frozen is None:
+                frozen = freeze_for_inference(pt, xt[0])
+            else:
+                with torch.inference_mode():
+                    frozen(*xt)
+            print(f"  (frz: {time.perf_counter() - start:.1f} s to compile for batch {b})", flush=True)
         with torch.inference_mode():
             t = interleaved({"tf": lambda: tf_fn(*tf_args), "pt": lambda: pt(*xt),
                              "fast": (lambda: fast(*xt)) if fast is not None else None,

@@ -181,13 +181,25 @@ def test_control_corrupted_tensor_fails_verify(classifier_zip, classifier_weight
 FOLDED_TOL32 = 2e-5  # folding reorders the float32 arithmetic: ~1e-5 from TF, 4e-6 from the readable module
 
 
+def _freeze_temp_dirs() -> set:
+    import tempfile
+    from pathlib import Path
+
+    return set(Path(tempfile.gettempdir()).glob("freeze_for_inference-*"))
+
+
 @pytest.fixture(scope="module")
 def deployment_forms(classifier_weights):
+    """The readable module, its two deployment forms, and the temp folders the frozen form's
+    AOTInductor build left behind (none expected). The frozen form is built for batch 4; the
+    tests' batch 1 makes it build again, on first use."""
     from models_pt.inference import freeze_for_inference, optimize_for_inference
 
     module = models_pt.load(classifier_weights)
-    example = torch.zeros(2, 3, 256, 256)
-    return module, {"optimized": optimize_for_inference(module), "frozen": freeze_for_inference(module, example)}
+    example = torch.zeros(4, 3, 256, 256)
+    before = _freeze_temp_dirs()
+    forms = {"optimized": optimize_for_inference(module), "frozen": freeze_for_inference(module, example)}
+    return module, forms, _freeze_temp_dirs() - before
 
 
 @pytest.mark.parametrize("form", ["optimized", "frozen"])
@@ -196,7 +208,7 @@ def test_deployment_forms_still_match_tf(tf_any_size, deployment_forms, form):
     oneDNN) stay within their own documented bar, at batch 1 and 4."""
     from models_pt.inference import SameConvInference
 
-    module, forms = deployment_forms
+    module, forms, _ = deployment_forms
     fast = forms[form]
     if form == "optimized":
         assert not any(isinstance(m, (nn.BatchNorm2d, nn.ZeroPad2d)) for m in fast.modules())
@@ -214,9 +226,48 @@ def test_deployment_forms_still_match_tf(tf_any_size, deployment_forms, form):
 
 
 def test_frozen_form_refuses_another_image_size(deployment_forms):
-    _, forms = deployment_forms
-    with pytest.raises(ValueError, match=r"traced for images of shape \[N, 3, 256, 256\]"):
+    _, forms, _ = deployment_forms
+    with pytest.raises(ValueError, match=r"compiled for torch.float32 CPU images of shape \[N, 3, 256, 256\]"):
         forms["frozen"](torch.zeros(1, 3, 255, 255))
+    with pytest.raises(ValueError, match=r"got torch.float64"):
+        forms["frozen"](torch.zeros(1, 3, 256, 256, dtype=torch.float64))
+
+
+def test_frozen_form_builds_per_batch_size_takes_any_layout_and_leaves_no_files(deployment_forms):
+    """The AOTInductor build assumes its example's batch size and NCHW layout: another batch
+    size gets its own build, a channels-last tensor the same logits; the packages' temp
+    folders are gone once loaded."""
+    module, forms, left = deployment_forms
+    frozen = forms["frozen"]
+    assert left == set(), f"temp folders left behind: {left}"
+    x = torch.from_numpy(sample_images(1, 256, seed=22).transpose(0, 3, 1, 2).copy()).float()
+    with torch.no_grad():
+        want = module(x)
+        got = frozen(x)
+        got_cl = frozen(x.contiguous(memory_format=torch.channels_last))
+    assert frozen.batch_sizes == [1, 4]
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= FOLDED_TOL32
+    assert float((got_cl - want).abs().max()) <= FOLDED_TOL32
+
+
+def test_frozen_form_without_a_compiler_says_so(classifier_weights, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from models_pt.inference import freeze_for_inference
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler \(looked for /nonexistent/g\+\+"):
+        freeze_for_inference(models_pt.load(classifier_weights), torch.zeros(1, 3, 256, 256))
+
+
+def test_inference_forms_do_not_use_torch_jit():
+    """torch 2.13 marks torch.jit deprecated: the deployment forms are built on torch.export."""
+    from pathlib import Path
+
+    import models_pt.inference as inference
+
+    assert "torch.jit" not in Path(inference.__file__).read_text()
 
 
 def test_absorbed_padding_any_size_and_negative_control(tf_any_size, classifier_weights, monkeypatch):
