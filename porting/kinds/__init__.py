@@ -6,8 +6,9 @@ TF reference model that rebuild it (both *by name*: ``models_pt`` stays free of 
 and only the cross-checks, which may see TF, resolve the TF name), its release stem (from
 ``release_facts``), its verify spec (inputs, their checks, tolerances), its ONNX spec (input
 and output names, the feed) and the TF variables a conversion may leave unused. The release
-stems, the CLI's choices and the ONNX branches are all derived from ``KINDS``: adding a model
-kind is one file here plus its modules.
+stems, the CLI's choices and the ONNX branches are all derived from ``KINDS``, which collects
+every record of this package: adding a model kind is one file here plus its modules (and, if the
+release ships it, its stem in ``release_facts.RELEASE_STEMS``).
 
 Layer: part of ``porting``; imports ``porting.mapping``, ``release_facts`` and (to build the
 module) ``models_pt``, nothing else of the project.
@@ -123,8 +124,9 @@ class ModelKind:
 
     @property
     def release_stem(self) -> str:
-        """'mobilenet' for mobilenet.savedmodel.zip."""
-        return RELEASE_STEMS[self.name]
+        """'mobilenet' for mobilenet.savedmodel.zip (``release_facts.RELEASE_STEMS``); a kind the
+        release does not have is named by its kind."""
+        return RELEASE_STEMS.get(self.name, self.name)
 
     def detect(self, names: Sequence[str]) -> bool:
         rx = re.compile(self.signature)
@@ -139,16 +141,24 @@ class ModelKind:
 
 
 def _registry() -> dict[str, ModelKind]:
-    from porting.kinds import classifier, generator, resnet_d
+    """Every ``ModelKind`` defined in this package's modules: a new kind is a new file here. The
+    release's kinds come first, in ``release_facts.RELEASE_STEMS``' order (conversion order)."""
+    import importlib
+    import pkgutil
 
-    found = {k.name: k for k in (generator.KIND, resnet_d.ENCODER, resnet_d.DISCRIMINATOR, classifier.KIND)}
-    assert list(found) == list(RELEASE_STEMS), "release_facts.RELEASE_STEMS must name every kind, in order"
-    return found
+    found: dict[str, ModelKind] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.update({v.name: v for v in vars(module).values() if isinstance(v, ModelKind)})
+    missing = [name for name in RELEASE_STEMS if name not in found]
+    assert not missing, f"release_facts.RELEASE_STEMS names kinds without a record: {missing}"
+    order = list(RELEASE_STEMS)
+    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 KINDS = _registry()
 NAMES = tuple(KINDS)                              # the CLI's --model choices
-STEM_TO_KIND = {k.release_stem: k.name for k in KINDS.values()}
+STEM_TO_KIND = {stem: kind for kind, stem in RELEASE_STEMS.items()}   # the release's files
 
 
 def get(name: str) -> ModelKind:
