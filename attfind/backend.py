@@ -3,8 +3,9 @@
 AttFind's heavy step needs little of a framework: the StyleSpace vectors of dlatents, the
 classifier's outputs on their images, and the outputs after edits of StyleSpace. Each backend
 (``attfind.effects_tf.TFEffects``: the notebook's way, on the released SavedModels;
-``attfind.effects_pt.TorchEffects``: the ported modules, batched) implements this protocol, so
-the tool, the truth, the pictures, the flip rates and the benchmarks can take either.
+``attfind.effects_pt.TorchEffects``: the ported modules, batched) implements this protocol; the
+effect cache, the tfrecord writer of the reference release, the parity tests and the benchmarks
+take either. (The pictures, GANSpace and the float64 truth run on the PyTorch backend.)
 
 Layer: ``attfind``, importing nothing of the project.
 """

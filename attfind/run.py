@@ -69,6 +69,8 @@ def load_models(weights: Path):
     if not weights.is_dir():
         raise AttFindInputError(f"{weights}: expected a converted release folder (with manifest.json), "
                                 "as `cli.py convert --tf-ckpt <release folder>` writes")
+    if not (weights / "manifest.json").exists():
+        raise AttFindInputError(f"{weights}: no manifest.json; convert the whole release folder")
     entries = models_pt.read_manifest(weights)["models"]
     missing = [stem for stem in (GENERATOR, CLASSIFIER) if stem not in entries]
     if missing:

@@ -66,9 +66,10 @@ def main():
     import torch  # noqa: F401
 
     from porting.readers import open_checkpoint
-    from porting.release import RELEASE_STEMS, convert_release
+    from porting.release import convert_release
+    from release_facts import RELEASE_STEMS
 
-    zips = [args.release / f"{s}.savedmodel.zip" for s in RELEASE_STEMS if (args.release / f"{s}.savedmodel.zip").exists()]
+    zips = [args.release / f"{s}.savedmodel.zip" for s in RELEASE_STEMS.values() if (args.release / f"{s}.savedmodel.zip").exists()]
     ckpt_bytes = 0
     for z in zips:
         with open_checkpoint(z) as ck:

@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import interleaved, use_all_cores  # noqa: E402
 
-from porting.release import RELEASE_STEMS  # noqa: E402
+from release_facts import RELEASE_STEMS as STEMS  # noqa: E402  (model kind -> file stem in a release)
 
-STEMS = {kind: stem for stem, kind in RELEASE_STEMS.items()}   # model kind -> file stem in a release
 
 
 def bench_model(kind: str, release: Path, weights: Path, onnx_dir: Path, batches, seconds: float, rounds: int) -> list[tuple]:

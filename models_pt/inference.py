@@ -232,6 +232,8 @@ def freeze_for_inference(module: nn.Module, example: torch.Tensor) -> nn.Module:
     on the first call with each other batch size (each build holds its own copy of the frozen
     weights); warm every batch size you serve before timing or serving. ``module`` is left
     untouched; nothing is written outside the temp folder and Inductor's cache."""
+    if example.dtype != torch.float32:
+        raise ValueError(f"freeze_for_inference builds a float32 CPU form; the example is {example.dtype}")
     _require_cpp_compiler()
     fast = relu6_in_place(absorb_padding(fold_batchnorm(copy.deepcopy(module).eval().cpu())))
     fast = ChannelsLast(fast).eval()

@@ -9,8 +9,8 @@ out). We build the same layer sequence and variable names with the Keras 2 API (
 
 ``seeded_classifier`` gives it weights that exercise every conversion hazard while keeping the
 signal alive through all 27 conv layers (see its docstring). The last section is the TF side of
-verification (``reference_model``, ``trace_activations``, ``notebook_output``), the same three
-functions in every module of ``models_tf`` that holds a model kind.
+verification (``reference_model``, ``trace_activations``, ``notebook_output``,
+``notebook_input_size``), the same four functions in every module of ``models_tf`` that holds a model kind.
 """
 from __future__ import annotations
 

@@ -256,6 +256,8 @@ def test_frozen_form_without_a_compiler_says_so(classifier_weights, monkeypatch)
 
     from models_pt.inference import freeze_for_inference
 
+    with pytest.raises(ValueError, match="builds a float32 CPU form; the example is torch.float64"):
+        freeze_for_inference(models_pt.load(classifier_weights), torch.zeros(1, 3, 256, 256, dtype=torch.float64))
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
     with pytest.raises(RuntimeError, match=r"no C\+\+ compiler \(looked for /nonexistent/g\+\+"):
         freeze_for_inference(models_pt.load(classifier_weights), torch.zeros(1, 3, 256, 256))

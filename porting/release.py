@@ -1,6 +1,6 @@
 """A whole release folder: find its models, convert each, write a manifest.
 
-A release folder holds ``<stem>.savedmodel.zip`` for stem in ``RELEASE_STEMS`` (plus
+A release folder holds ``<stem>.savedmodel.zip`` for stem in ``STEM_TO_KIND`` (plus
 ``dlatents.pkl`` and ``examples_1.tfrecord``, which are data, not models). Each zip's model kind
 is detected from its variables, never trusted from its file name: a zip of the wrong model under
 a released name is reported, not converted into the wrong slot. (Verifying a converted folder
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from porting.atomic import write_json
-from porting.kinds import STEM_TO_KIND as RELEASE_STEMS   # file stem -> model kind, in conversion order
+from porting.kinds import STEM_TO_KIND   # file stem -> model kind, in conversion order
 from porting.readers import sha256_path
 
 
@@ -40,12 +40,12 @@ def convert_release(src: Path, out_dir: Path | None = None, allow_nonfinite: boo
     out_dir = Path(out_dir) if out_dir else Path("weights") / src.resolve().name
     zips = {p.name[: -len(".savedmodel.zip")]: p for p in sorted(src.glob("*.savedmodel.zip"))}
     result = ReleaseConversion(out_dir)
-    result.missing = [s for s in RELEASE_STEMS if s not in zips]
-    order = [s for s in RELEASE_STEMS if s in zips] + [s for s in zips if s not in RELEASE_STEMS]
+    result.missing = [s for s in STEM_TO_KIND if s not in zips]
+    order = [s for s in STEM_TO_KIND if s in zips] + [s for s in zips if s not in STEM_TO_KIND]
     bar = tqdm(order, desc="converting", unit="model", disable=not progress)
     for stem in bar:
         bar.set_postfix_str(stem)
-        expected = RELEASE_STEMS.get(stem)
+        expected = STEM_TO_KIND.get(stem)
         try:
             out, conv = convert_path(zips[stem], out_dir / f"{stem}.safetensors", model=None,
                                      allow_nonfinite=allow_nonfinite, allow_unused=allow_unused,

@@ -150,6 +150,9 @@ def _registry() -> dict[str, ModelKind]:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         found.update({v.name: v for v in vars(module).values() if isinstance(v, ModelKind)})
+    for kind in found.values():   # names resolved by importlib: keep them inside the layers' rules
+        assert kind.pt_class.startswith("models_pt.") and kind.tf_module.startswith("models_tf."), \
+            f"kind {kind.name}: pt_class must name a models_pt class, tf_module a models_tf module"
     missing = [name for name in RELEASE_STEMS if name not in found]
     assert not missing, f"release_facts.RELEASE_STEMS names kinds without a record: {missing}"
     order = list(RELEASE_STEMS)
