@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from porting.errors import PortError
+from release_facts import RELEASE_STEMS
 
 SETUP, UNIT = "setup", "unit"
 DEPTH = 2   # units queued per worker: the next image waits in the worker's queue while one runs,
@@ -121,8 +122,8 @@ class EffectsWorker:
                 if sha and got != sha:
                     return f"{f}: sha256 {got[:12]}... on this worker, {sha[:12]}... on the driver " \
                            "(another conversion?)"
-            gen = models_pt.load(folder / expected["generator"][0])
-            clf = models_pt.load(folder / expected["mobilenet"][0])
+            gen = models_pt.load(folder / expected[RELEASE_STEMS["generator"]][0])
+            clf = models_pt.load(folder / expected[RELEASE_STEMS["classifier"]][0])
             self.backend = TorchEffects(gen, clf, batch_size=batch_size, device=device)
             import ray
 

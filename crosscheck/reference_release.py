@@ -132,18 +132,17 @@ def write_examples(out_dir: Path, dlatents: np.ndarray, progress=None, bar=None)
     them, by the notebook-style TF backend (compiled; one image, one shift at a time)."""
     import time
 
-    import tf_keras as keras
-
     from attfind.effects_tf import TFEffects
     from attfind.selection import style_ranges
     from attfind.tfrecord import write_effects
+    from crosscheck.tf_side import load_savedmodel
     from porting.readers import open_checkpoint
 
     step = progress or (lambda msg: None)
     models = {}
     for name in ("generator", "classifier"):
         with open_checkpoint(out_dir / f"{kind(name).release_stem}.savedmodel.zip") as ck:
-            models[name] = keras.models.load_model(str(ck.root), compile=False)
+            models[name] = load_savedmodel(ck.root)
     backend = TFEffects(models["generator"], models["classifier"], compiled=True)
     styles = backend.styles(dlatents)
     lo, hi = style_ranges(styles)

@@ -21,6 +21,7 @@ from porting import kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
 from porting.verify import NUM_IMAGES, RULE, Reference, Report, Rule, judge, judge_module
+from release_facts import RELEASE_STEMS
 
 
 def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_images: int = NUM_IMAGES,
@@ -79,13 +80,14 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
         with open_checkpoint(Path(src) / entry["source"], build_keras=tf_side.build_keras) as ck:
             reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images,
                                              dlatents=Path(src) / "dlatents.pkl", tf_models=tf_models[stem]))
-    if {"encoder", "mobilenet", "generator"} <= set(manifest["models"]) and dtype == "float32":
+    if set(ROUND_TRIP.values()) <= set(manifest["models"]) and dtype == "float32":
         # the SavedModels and float64 rebuilds the per-model checks built: nothing is read or built twice
         reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images, tf_models))
     return reports
 
 
 ROUND_TRIP_TOL = 1e-4  # the old fixed bar (float32, dlatents and reconstructions), reported
+ROUND_TRIP = {kind: RELEASE_STEMS[kind] for kind in ("encoder", "classifier", "generator")}   # kind -> stem
 
 
 def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None):
@@ -102,25 +104,25 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
 
     t0 = time.perf_counter()
     tf32, tf64, pt_models = {}, {}, {}
-    for stem in ("encoder", "mobilenet", "generator"):
+    for name, stem in ROUND_TRIP.items():
         entry = manifest["models"][stem]
         path = Path(weights_dir) / entry["weights"]
         built = (tf_models or {}).get(stem) or {}
         if built.get("savedmodel") is not None and built.get("float64") is not None:
-            tf32[stem], tf64[stem] = built["savedmodel"], built["float64"]
+            tf32[name], tf64[name] = built["savedmodel"], built["float64"]
         else:
             header = models_pt.read_header(path)
             with open_checkpoint(Path(src) / entry["source"]) as ck:
-                tf32[stem] = tf_side.load_savedmodel(ck.root)
-                tf64[stem] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
-        pt_models[stem] = models_pt.load(path)
+                tf32[name] = tf_side.load_savedmodel(ck.root)
+                tf64[name] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
+        pt_models[name] = models_pt.load(path)
     size = pt_models["generator"].config["resolution"]
     images = sample_images(num_images, size, seed=3000, channels_last=False)
     check_inputs(images.transpose(0, 2, 3, 1))
 
     def tf_run(m, x):
         g = m["generator"]
-        w = tf_encode(m["encoder"], m["mobilenet"], x).numpy()
+        w = tf_encode(m["encoder"], m["classifier"], x).numpy()
         return w, np.clip(np.asarray(g.g_synthesis(g.style_vector_calculator(w, training=False),
                                                    training=False)), -1, 1)
 
@@ -128,7 +130,7 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
     w_64, recon_64 = tf_run(tf64, images.astype(np.float64))
     with torch.no_grad():
         x = torch.from_numpy(images)
-        w_pt = pt_encode(pt_models["encoder"], pt_models["mobilenet"], x)
+        w_pt = pt_encode(pt_models["encoder"], pt_models["classifier"], x)
         recon_pt = pt_models["generator"](w_pt).clamp(-1, 1).numpy()
     report = Report("round trip", "float32", str(src), str(weights_dir), f"{num_images} x {size}px",
                     ROUND_TRIP_TOL, ROUND_TRIP_TOL)
