@@ -1,0 +1,232 @@
+"""A model of float32 rounding, run in float64: what a correct float32 implementation may deviate.
+
+``verify`` used to judge the port's float32 error against TF's own float32 error. That figure
+depends on which kernels TF runs on the machine at hand (Eigen or oneDNN, AVX or AVX2, ...), as
+the port's does on PyTorch's, so the same correct port scored 0.11 of its bound on one machine
+and 0.80 on another. This module gives each compared activation a scale that belongs to the
+computation alone: the error of a *model* float32 implementation, simulated in float64 on the
+port's own float64 graph, identical on every machine (seeded, and float64 noise is 1e-9 of it).
+
+**The model.** Every elementary operation of the float64 run (PyTorch's ATen ops, seen through a
+``TorchDispatchMode``) gets a random error of the size float32 rounding gives it, added to its
+result, and the run goes on from the perturbed values, so every error propagates through the
+real network as a float32 run's would (residual paths, demodulation, normalisation included):
+
+* data movement (views, padding, concatenation, indexing, clamps, ReLU6): exact, no error;
+* an elementwise result ``r`` (add, mul, div, square, rsqrt, leaky ReLU, ...): one rounding,
+  a relative error of standard deviation ``u / sqrt(3)`` with ``u = 2**-24``;
+* an accumulation ``y = t_1 + ... + t_n`` (every output of a convolution, a matmul, a sum or a
+  mean): summed left to right in float32, each partial sum ``S_k`` rounded, so its error is
+  ``sum_k d_k S_k`` with ``d_k`` of variance ``u**2 / 3``; with ``S_k`` drifting linearly to
+  ``y`` plus a random walk of the terms, ``sum_k S_k**2 ~ n (y**2 / 3 + Q / 6)``, ``Q = sum t_i**2``,
+  plus ``Q`` for the products' own rounding. ``Q`` is the same op run on the squared operands
+  (for a convolution: ``conv(x**2, w**2)``), so these are, per output, the float64 magnitudes of
+  what was summed. ``parity_tests/test_rounding.py`` checks the formula against real float32
+  left-to-right sums in NumPy: it predicts their error's standard deviation within 0.7-0.8x
+  (an over-estimate) for n = 9 to 4608, random and same-signed terms;
+* BatchNorm in inference: ``x * scale + shift`` with the scale and shift themselves rounded.
+
+Sequential summation is the error a direct or GEMM convolution kernel makes (oneDNN's direct
+kernels, MKL's and Eigen's blocked GEMMs accumulate each output with one FMA per term); blocked,
+pairwise and split accumulators make less. ``bench/verdict_sweep.py`` measured, over the kernel
+matrix, how far real kernels sit from the model (``docs/verification.md``).
+
+``simulate`` runs a float64 computation clean, then ``samples`` times under the model, and
+returns per traced activation the mean over the samples of ``max |noisy - clean|``: the float32
+error scale the verdict's bound is a multiple of (``porting.verify.Rule``).
+
+Layer: ``porting`` (PyTorch and NumPy; no TensorFlow).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+U32 = 2.0 ** -24            # float32's unit roundoff: half an ulp at 1
+VAR1 = U32 * U32 / 3        # variance of one rounding's relative error (uniform in +-u)
+SAMPLES = 2                 # noisy runs per simulation (bench/verdict_sweep.py: the spread of one is ~10%)
+
+aten = torch.ops.aten
+
+
+class UnmodelledOp(RuntimeError):
+    """An ATen op the rounding model has no rule for: add one (exact, elementwise or an
+    accumulation) rather than let it go unperturbed."""
+
+
+def _ops(*names: str) -> set:
+    out = set()
+    for name in names:
+        packet, _, overload = name.partition(".")
+        op = getattr(aten, packet, None)
+        if op is not None and (overload or "default") in op.overloads():
+            out.add(getattr(op, overload or "default"))
+    return out
+
+
+# Results that need no rounding: data movement, views, padding, exact selections and clamps.
+EXACT = _ops("lift_fresh", "t", "expand", "unsqueeze", "squeeze.dim", "squeeze.dims", "permute", "flip",
+             "transpose.int", "constant_pad_nd", "view", "_unsafe_view", "reshape", "detach", "clone", "alias",
+             "repeat", "cat", "stack", "split.Tensor", "split_with_sizes", "slice.Tensor", "select.int",
+             "index.Tensor", "index_put_", "index_put", "empty.memory_format", "new_empty", "zeros",
+             "zeros_like", "ones_like", "arange", "arange.start", "arange.start_step", "full", "fill_.Scalar",
+             "as_strided", "as_strided_", "set_.source_Storage", "set_.source_Storage_storage_offset",
+             "copy_", "_to_copy", "hardtanh", "clamp", "clamp.Tensor", "relu", "where.self", "neg", "abs",
+             "max.dim", "amax", "contiguous", "expand_as", "flatten.using_ints", "narrow",
+             "masked_fill.Scalar", "gt.Scalar", "ge.Scalar", "lt.Scalar", "le.Scalar", "eq.Scalar")
+# One rounding of the result (correctly rounded, or within an ulp for the square root family).
+ELEMENTWISE = _ops("mul.Tensor", "mul.Scalar", "mul_.Tensor", "mul_.Scalar", "add.Tensor", "add.Scalar",
+                   "add_.Tensor", "add_.Scalar", "sub.Tensor", "sub.Scalar", "sub_.Tensor", "rsub.Scalar",
+                   "div.Tensor", "div.Scalar", "div_.Tensor", "div_.Scalar", "pow.Tensor_Scalar", "square",
+                   "sqrt", "rsqrt", "reciprocal", "leaky_relu", "lerp.Scalar")
+# Within an ulp or two (libm): exp, logarithms, the hyperbolic family.
+TRANSCENDENTAL = _ops("exp", "log", "tanh", "sigmoid", "erf")
+
+
+def accumulation_variance(y: torch.Tensor, q: torch.Tensor, n: float) -> torch.Tensor:
+    """Variance of a float32 left-to-right sum of ``n`` terms whose exact sum is ``y`` and whose
+    squares sum to ``q`` (every partial sum and every product rounded once), in units of
+    ``VAR1``, the variance of one rounding."""
+    return n * (y.square() / 3 + q / 6) + q
+
+
+# The rules below give each op's error variance in units of VAR1, as float32 tensors: they are
+# magnitudes (two digits would do), and float32 keeps the model's own cost near one float64 run.
+
+def _channel_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _convolution(args, out):
+    x, w, b, stride, padding, dilation, transposed, output_padding, groups = args[:9]
+    # What was summed, squared, per output: the same convolution of the squared operands.
+    q = aten.convolution.default(x.float().square(), w.float().square(), None, stride, padding, dilation,
+                                 transposed, output_padding, groups)
+    taps = float(np.prod(w.shape[2:]))
+    if transposed:   # w: [in, out / groups, kh, kw]; each output gathers in * taps / stride**d terms
+        n = w.shape[0] / groups * taps / float(np.prod(stride))
+    else:            # w: [out, in / groups, kh, kw]
+        n = w.shape[1] * taps
+    out32 = out.float()
+    if b is None:
+        return accumulation_variance(out32, q, n)
+    return accumulation_variance(out32 - _channel_view(b.float(), out), q, n) + out32.square()
+
+
+def _matmul(func, args, out):
+    if func is aten.addmm.default:
+        bias, a, b = args[:3]
+    else:
+        (a, b), bias = args[:2], None
+    q = a.float().square() @ b.float().square()
+    out32 = out.float()
+    if bias is None:
+        return accumulation_variance(out32, q, a.shape[-1])
+    return accumulation_variance(out32 - bias.float(), q, a.shape[-1]) + out32.square()
+
+
+def _reduction(func, args, kwargs, out):
+    x = args[0]
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    q = aten.sum.dim_IntList(x.float().square(), dims, keep)
+    n = x.numel() / max(out.numel(), 1)
+    out32 = out.float()
+    if func is aten.mean.dim:            # the sum's error divided by n, then the division's rounding
+        return accumulation_variance(out32 * n, q, n) / (n * n) + out32.square()
+    return accumulation_variance(out32, q, n)
+
+
+def _batch_norm_inference(args, out):
+    x, gamma, beta, mean, var, training = args[:6]
+    eps = args[7]
+    if training:
+        raise UnmodelledOp("batch norm in training mode")
+    scale = _channel_view((gamma / torch.sqrt(var + eps)).float(), x)
+    # x * scale + (beta - mean * scale): the scale and the shift rounded, then the product and the sum
+    return (2 * (x.float() * scale).square() + (_channel_view(mean.float(), x) * scale).square()
+            + _channel_view(beta.float(), x).square() + out.float().square())
+
+
+def _softmax(args, out):
+    n = args[0].shape[args[1]]
+    # exp (an ulp), the sum of n positive terms (relative), the division
+    return out.float().square() * (6 + n / 2 + 1)
+
+
+class Float32Rounding(TorchDispatchMode):
+    """Inside this mode, every float64 op's result carries a simulated float32 rounding error
+    (see the module's docstring). ``strict``: an op without a rule raises ``UnmodelledOp``."""
+
+    def __init__(self, seed: int, strict: bool = True):
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.strict = strict
+        self.unmodelled: set[str] = set()
+
+    def _variance(self, func, args, kwargs, out):
+        """The op's error variance in units of VAR1 (float32), or None where it is exact."""
+        if func in EXACT:
+            return None
+        if func in ELEMENTWISE:
+            return out.float().square()
+        if func in TRANSCENDENTAL:
+            return 3 * out.float().square()
+        if func is aten.convolution.default:
+            return _convolution(args, out)
+        if func in (aten.addmm.default, aten.mm.default):
+            return _matmul(func, args, out)
+        if func in (aten.sum.dim_IntList, aten.mean.dim):
+            return _reduction(func, args, kwargs, out)
+        if func is aten._softmax.default:
+            return _softmax(args, out)
+        if func is aten.native_batch_norm.default:
+            return _batch_norm_inference(args, out[0])
+        if func is aten._native_batch_norm_legit_no_training.default:   # (x, w, b, mean, var, momentum, eps)
+            return _batch_norm_inference(args[:5] + (False, None, args[6]), out[0])
+        self.unmodelled.add(str(func))
+        if self.strict:
+            raise UnmodelledOp(f"the float32 rounding model has no rule for {func}")
+        return out.float().square() if isinstance(out, torch.Tensor) else None
+
+    def _perturb(self, t: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+        """``t`` plus Gaussian noise of ``variance`` (units of VAR1), in place: ``t`` is the op's
+        fresh result, or the tensor an in-place op mutated, which must carry the error itself."""
+        noise = torch.randn(t.shape, generator=self.generator, dtype=torch.float32)
+        return t.add_(noise.mul_(variance.sqrt_().mul_(VAR1 ** 0.5)))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        if not (isinstance(first, torch.Tensor) and first.dtype == torch.float64):
+            return out                       # integer indices, flags, float32 work of a rule
+        variance = self._variance(func, args, kwargs, out)
+        if variance is None:
+            return out
+        if isinstance(out, (tuple, list)):   # batch norm: (output, saved mean, saved invstd)
+            return (self._perturb(out[0], variance),) + tuple(out[1:])
+        return self._perturb(out, variance)
+
+
+def _max_abs(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def simulate(run: Callable[[], dict], samples: int = SAMPLES, seed: int = 0,
+             clean: dict | None = None) -> tuple[dict, dict[str, float]]:
+    """``run()``: a float64 computation returning ``{label: array}``. Returns ``(clean, errors)``:
+    the clean run (``clean``, if given, is used instead of running it again) and, per label, the
+    model float32 error: the mean over ``samples`` noisy runs of ``max |noisy - clean|``."""
+    clean = run() if clean is None else clean
+    found: dict[str, list[float]] = {label: [] for label in clean}
+    for k in range(samples):
+        with torch.no_grad(), Float32Rounding(seed + k):
+            noisy = run()
+        for label in clean:
+            found[label].append(_max_abs(noisy[label], clean[label]))
+    return clean, {label: float(np.mean(v)) if v else 0.0 for label, v in found.items()}
