@@ -24,6 +24,23 @@ def tf_module(kind: str):
     return importlib.import_module(kinds.get(kind).tf_module)
 
 
+def tf_kernels() -> dict:
+    """TensorFlow's kernel choice in this process: oneDNN or Eigen (``TF_ENABLE_ONEDNN_OPTS``;
+    TF turns oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX)."""
+    import os
+
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):   # a TF without the probe: say what was asked for
+        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").lower() in ("1", "true")
+    return {"tensorflow": tf.__version__, "onednn": onednn,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF's default)")}
+
+
 def load_savedmodel(root: Path):
     """A SavedModel folder loaded as the notebook loads it."""
     import tf_keras as keras
