@@ -48,11 +48,12 @@ def style_vectors(generator, w: np.ndarray):
     return conv, rgb
 
 
-def conv_styles(generator, dlatents: np.ndarray, batch: int = 16) -> np.ndarray:
+def conv_styles(generator, dlatents: np.ndarray, batch: int = 16, dtype=np.float32) -> np.ndarray:
     """dlatents ``[N, D]`` -> StyleSpace ``[N, S]`` (the conv styles, concatenated)."""
     out = []
     for i in range(0, len(dlatents), batch):
-        conv, _ = generator.style_vector_calculator(np.asarray(dlatents[i:i + batch], np.float32), training=False)
+        w = np.asarray(dlatents[i:i + batch], np.float32).astype(dtype)
+        conv, _ = generator.style_vector_calculator(w, training=False)
         out.append(np.concatenate([np.asarray(s) for s in conv], axis=1))
     return np.concatenate(out)
 
@@ -68,8 +69,11 @@ def classify_generated(generator, classifier, dlatent) -> np.ndarray:
 class TFEffects:
     """Effects of every coordinate shift on one image at a time, through the style biases."""
 
-    def __init__(self, generator, classifier, compiled: bool = False):
+    def __init__(self, generator, classifier, compiled: bool = False, dtype=np.float32):
+        """``dtype``: the models' (``np.float64`` for float64 rebuilds of ``models_tf``: the
+        exactness check of ``crosscheck.verify.attfind_effects``)."""
         self.generator, self.classifier = generator, classifier
+        self.dtype = np.dtype(dtype)
         self.biases = style_biases(generator)
         self.space = StyleSpace([int(v.shape[-1]) for v in self.biases])
         self.num_styles = len(self.space)
@@ -80,11 +84,12 @@ class TFEffects:
         return np.asarray(self._one(w))[0]
 
     def styles(self, dlatents: np.ndarray) -> np.ndarray:
-        return conv_styles(self.generator, dlatents)
+        return conv_styles(self.generator, dlatents, dtype=self.dtype)
 
     def logits(self, dlatents: np.ndarray) -> np.ndarray:
         """The notebook's helper on each dlatent in turn (one image per call)."""
-        return np.stack([self._logits_of(np.asarray(w, np.float32).reshape(1, -1)) for w in dlatents])
+        return np.stack([self._logits_of(np.asarray(w, np.float32).astype(self.dtype).reshape(1, -1))
+                         for w in dlatents])
 
     def edited_outputs(self, dlatents, deltas: np.ndarray | None = None, batch: int = 32):
         """The notebook's calls with the StyleSpace vectors edited: style calculator (per style
@@ -109,10 +114,10 @@ class TFEffects:
         """One image: ``(base logits [C], effects [2, S, C])`` (``attfind.backend``). ``style [S]``:
         its StyleSpace vector [default: computed from ``dlatent``]. Each coordinate moves by
         AttFind's shift through its style bias, which is put back bit for bit."""
-        w = np.asarray(dlatent, np.float32).reshape(1, -1)
+        w = np.asarray(dlatent, np.float32).astype(self.dtype).reshape(1, -1)
         style = self.styles(w)[0] if style is None else np.asarray(style)
         base = self._logits_of(w)
-        effects = np.zeros((2, self.num_styles, base.shape[0]), np.float32)
+        effects = np.zeros((2, self.num_styles, base.shape[0]), self.dtype)
         targets = self.space.targets(style_min, style_max)
         for j in (range(self.num_styles) if coordinates is None else coordinates):
             layer, c = self.space.split(int(j))

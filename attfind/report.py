@@ -46,8 +46,9 @@ def tfrecord_part(examples: Path, gen, clf, dlatents, base, effects, result, dis
         t["verdict"] = v = effects_verdict(examples, gen, clf, dlatents, base, effects, result, options,
                                            cache_dir, key, bar, log)
         log(f"effects verdict against the float64 truth ({v['images']} images x {v['coordinates']} "
-            f"coordinates): score {v['score']:.2f} (<= 1 passes; TF's float32 error "
-            f"{v['rows'][1]['tf_error']:.2e}, ours {v['rows'][1]['port_error']:.2e}): "
+            f"coordinates): score {v['score']:.2f} (<= 1 passes; float32 errors: TF's "
+            f"{v['rows'][1]['tf_error']:.2e}, ours {v['rows'][1]['port_error']:.2e}, the rounding model's "
+            f"{v['rows'][1]['model_error']:.2e}): "
             f"{'PASSED' if v['passed'] else 'FAILED'}")
     elif options.truth_images:
         t["verdict"] = {"judged": False, "note": "the tfrecord holds another image set: its style "
@@ -114,8 +115,21 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_cached(cache_dir / "truth_float64.npz", tkey, *cached)
     tbase, teff = cached
+    from porting.rounding import SAMPLES
+
+    mkey = f"{tkey}/rounding-model/{SAMPLES}"
+    errors = read_cached(cache_dir / "truth_model_error.npz", mkey)
+    if errors is None:
+        log(f"effects verdict: the float32 rounding model on the same evaluations ({SAMPLES} noisy float64 "
+            "runs; docs/verification.md)")
+        model_error = truth.effects_model_error(gen, clf, dlatents, i, options.shift_size, options.batch_size,
+                                                coords, truth=cached)
+        write_cached(cache_dir / "truth_model_error.npz", mkey, np.array([model_error["base logits"]]),
+                     np.array([model_error["effects"]]))
+    else:
+        model_error = {"base logits": float(errors[0][0]), "effects": float(errors[1][0])}
     verdict = truth.judge_effects((tb[k], te[k][:, :, coords]), (base[i], effects[i][:, :, coords]),
-                            (tbase, teff[:, :, coords]))
+                                  (tbase, teff[:, :, coords]), model_error)
     verdict.update(judged=True, coordinates=int(len(coords)))
     return verdict
 

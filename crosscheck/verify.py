@@ -2,11 +2,12 @@
 
 ``tf_reference`` computes everything on the TF side of one model's verification: the kind's
 verify inputs (checked not to be degenerate), the reference model rebuilt from the checkpoint's
-variables and traced in the run's dtype, for float32 runs the same rebuild traced in float64
-(the truth), and the checkpoint's own SavedModel as the notebook loads it, which must compute
-what the rebuild computes. ``porting.verify.judge_module`` then judges the PyTorch module
-against it. ``verify_release`` does this for every model of a converted release folder, then the
-encode-reconstruct round trip the notebook relies on (``round_trip``).
+variables and traced in float64 (the truth the port's float64 run must equal, and its float32
+run is judged against) and in float32 (TF's own float32 error, reported), and the checkpoint's
+own SavedModel as the notebook loads it, which must compute what the rebuild computes.
+``porting.verify.judge_module`` then judges the PyTorch module against it. ``verify_release``
+does this for every model of a converted release folder, then the encode-reconstruct round trip
+the notebook relies on (``round_trip``).
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from porting import kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
 from porting.verify import NUM_IMAGES, RULE, Reference, Report, Rule, judge, judge_module
-from release_facts import RELEASE_STEMS
+from release_facts import DLATENTS_FILE, RELEASE_STEMS
 
 
 def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_images: int = NUM_IMAGES,
                  size: int | None = None, seed: int = 0, dlatents: Path | None = None) -> Reference:
-    """TF's side of a verification. ``dlatents``: the release's dlatents.pkl, the inputs of a
-    model that takes dlatents (the generator)."""
+    """TF's side of a verification: the rebuild traced in float64 (the truth) and, unless
+    ``dtype`` is float64, in float32, plus the SavedModel's float32 output. ``dlatents``: the
+    release's dlatents.pkl, the inputs of a model that takes dlatents (the generator)."""
     t0 = time.perf_counter()
     spec = kinds.get(kind_name).verify
     saved = tf_side.load_savedmodel(ck.root) if ck.root is not None else None
@@ -38,16 +40,15 @@ def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_i
                  if spec.input_source is not None else f"{num_images} x {size}px")
     spec.check_inputs(inputs)
     variables = ck.read_all()
-    tf = tf_side.trace(kind_name, tf_side.rebuild(kind_name, config, dtype, variables), inputs, dtype)
-    truth, models = None, {"savedmodel": saved}
-    if dtype == "float32":   # the float64 truth: the same rebuild, the same (float32) inputs
-        models["float64"] = tf_side.rebuild(kind_name, config, "float64", variables)
-        truth = tf_side.trace(kind_name, models["float64"], inputs, "float64")
-    sm_out = None
-    if saved is not None and dtype == "float32" and native in (None, size):  # its own dtype and size
-        sm_out = np.asarray(tf_side.notebook_output(kind_name, saved, inputs))
-    return Reference(kind_name, dtype, config, spec, inputs, size, tf, truth, str(ck.source), sm_out,
-                     time.perf_counter() - t0, described, models)
+    models = {"savedmodel": saved, "float64": tf_side.rebuild(kind_name, config, "float64", variables)}
+    tf64 = tf_side.trace(kind_name, models["float64"], inputs, "float64")   # the float32 inputs' exact values
+    tf32 = sm_out = None
+    if dtype == "float32":
+        tf32 = tf_side.trace(kind_name, tf_side.rebuild(kind_name, config, "float32", variables), inputs, "float32")
+        if saved is not None and native in (None, size):  # the SavedModel at its own dtype and size
+            sm_out = np.asarray(tf_side.notebook_output(kind_name, saved, inputs))
+    return Reference(kind_name, dtype, config, spec, inputs, size, tf64, tf32, str(ck.source), sm_out,
+                     time.perf_counter() - t0, described, {"tensorflow": tf_side.tf_kernels()}, models)
 
 
 def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int = NUM_IMAGES,
@@ -80,9 +81,11 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
         with open_checkpoint(Path(src) / entry["source"], build_keras=tf_side.build_keras) as ck:
             reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images,
                                              dlatents=Path(src) / "dlatents.pkl", tf_models=tf_models[stem]))
-    if set(ROUND_TRIP.values()) <= set(manifest["models"]) and dtype == "float32":
+    if set(ROUND_TRIP.values()) <= set(manifest["models"]):
         # the SavedModels and float64 rebuilds the per-model checks built: nothing is read or built twice
-        reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images, tf_models))
+        reports.append(round_trip(Path(src), Path(weights_dir), manifest, num_images, tf_models, dtype=dtype))
+    if set(EFFECTS.values()) <= set(manifest["models"]) and (Path(src) / DLATENTS_FILE).exists():
+        reports.append(attfind_effects(Path(src), Path(weights_dir), manifest, tf_models, dtype=dtype))
     return reports
 
 
@@ -90,20 +93,26 @@ ROUND_TRIP_TOL = 1e-4  # the old fixed bar (float32, dlatents and reconstruction
 ROUND_TRIP = {kind: RELEASE_STEMS[kind] for kind in ("encoder", "classifier", "generator")}   # kind -> stem
 
 
-def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None):
-    """image -> encoder + classifier -> dlatent -> generator -> reconstruction, in TF (the
-    SavedModels, loaded as the notebook loads them) and in PyTorch, judged against the same
-    pipeline run in float64 by the TF rebuilds; a Report of two rows. ``tf_models``: stem ->
-    ``{"savedmodel": ..., "float64": ...}`` already built (``verify_release``); built here if absent."""
+def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None,
+               rule: Rule = RULE, samples: int | None = None, dtype: str = "float32") -> Report:
+    """image -> encoder + classifier -> dlatent -> generator -> reconstruction: the TF rebuilds in
+    float64 (the truth) against the PyTorch modules in float64 (exact?), and PyTorch in float32
+    against the rounding model's bound, with TF's SavedModels (loaded as the notebook loads them)
+    in float32 for information; a Report of two rows. ``tf_models``: stem -> ``{"savedmodel":
+    ..., "float64": ...}`` already built (``verify_release``); built here if absent.
+    ``dtype="float64"``: the float64 verdict alone."""
+    import copy
+
     import torch
 
     from models_pt.pipeline import encode as pt_encode
     from models_tf.pipeline import encode as tf_encode
+    from porting import kernels, rounding
     from porting.kinds.classifier import check_inputs
     from porting.samples import sample_images
 
     t0 = time.perf_counter()
-    tf32, tf64, pt_models = {}, {}, {}
+    tf32, tf64, pt32 = {}, {}, {}
     for name, stem in ROUND_TRIP.items():
         entry = manifest["models"][stem]
         path = Path(weights_dir) / entry["weights"]
@@ -115,28 +124,110 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
             with open_checkpoint(Path(src) / entry["source"]) as ck:
                 tf32[name] = tf_side.load_savedmodel(ck.root)
                 tf64[name] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
-        pt_models[name] = models_pt.load(path)
-    size = pt_models["generator"].config["resolution"]
+        pt32[name] = models_pt.load(path)
+    pt64 = {name: copy.deepcopy(m).to(torch.float64) for name, m in pt32.items()}
+    size = pt32["generator"].config["resolution"]
     images = sample_images(num_images, size, seed=3000, channels_last=False)
     check_inputs(images.transpose(0, 2, 3, 1))
 
     def tf_run(m, x):
         g = m["generator"]
         w = tf_encode(m["encoder"], m["classifier"], x).numpy()
-        return w, np.clip(np.asarray(g.g_synthesis(g.style_vector_calculator(w, training=False),
-                                                   training=False)), -1, 1)
+        return {"dlatent": w, "reconstruction": np.clip(np.asarray(
+            g.g_synthesis(g.style_vector_calculator(w, training=False), training=False)), -1, 1)}
 
-    w_tf, recon_tf = tf_run(tf32, images)
-    w_64, recon_64 = tf_run(tf64, images.astype(np.float64))
-    with torch.no_grad():
-        x = torch.from_numpy(images)
-        w_pt = pt_encode(pt_models["encoder"], pt_models["classifier"], x)
-        recon_pt = pt_models["generator"](w_pt).clamp(-1, 1).numpy()
-    report = Report("round trip", "float32", str(src), str(weights_dir), f"{num_images} x {size}px",
-                    ROUND_TRIP_TOL, ROUND_TRIP_TOL)
-    report.layers = [judge("dlatent (encoder + classifier)", w_tf, w_pt.numpy(), w_64, abs_tol=ROUND_TRIP_TOL,
-                           scale_free=True),
-                     judge("reconstruction (generator)", recon_tf, recon_pt, recon_64, abs_tol=ROUND_TRIP_TOL,
-                           scale_free=True)]
+    def pt_run(m, x):
+        with torch.no_grad():
+            w = pt_encode(m["encoder"], m["classifier"], torch.from_numpy(x))
+            return {"dlatent": w.numpy(), "reconstruction": m["generator"](w).clamp(-1, 1).numpy()}
+
+    float32 = dtype == "float32"
+    samples = rounding.SAMPLES if samples is None else samples
+    truth = tf_run(tf64, images.astype(np.float64))
+    x64 = np.ascontiguousarray(images, np.float64)
+    if float32:
+        tf_out, got32 = tf_run(tf32, images), pt_run(pt32, images)
+        got64, model_error = rounding.simulate(lambda: pt_run(pt64, x64), samples)
+    else:
+        tf_out = got32 = model_error = None
+        got64 = pt_run(pt64, x64)
+    report = Report("round trip", dtype, str(src), str(weights_dir), f"{num_images} x {size}px",
+                    ROUND_TRIP_TOL, ROUND_TRIP_TOL, rule.to_json(),
+                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": kernels.torch_kernels()},
+                    rounding_samples=samples if float32 else None)
+    for label, name in (("dlatent (encoder + classifier)", "dlatent"), ("reconstruction (generator)", "reconstruction")):
+        report.layers.append(judge(label, truth[name], got64=got64[name],
+                                   got32=got32[name] if float32 else None, tf32=tf_out[name] if float32 else None,
+                                   model_error=model_error[name] if float32 else None, rule=rule,
+                                   abs_tol=ROUND_TRIP_TOL, scale_free=True))
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return report.finish()
+
+
+EFFECTS = {kind: RELEASE_STEMS[kind] for kind in ("generator", "classifier")}   # kind -> stem
+EFFECTS_IMAGES, EFFECTS_COORDINATES = 2, 16
+
+
+def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dict | None = None,
+                    images: int = EFFECTS_IMAGES, coordinates: int = EFFECTS_COORDINATES, rule: Rule = RULE,
+                    samples: int | None = None, dtype: str = "float32", modules: dict | None = None) -> Report:
+    """AttFind's effects (base logits, and the change of the logits when one StyleSpace
+    coordinate moves by AttFind's shift) as the two backends compute them: the TF backend as the
+    notebook does it (the style bias shifted with ``assign_add``) on the float64 rebuilds, the
+    truth, against the PyTorch backend in float64 (exact?); then PyTorch's float32 backend as
+    ``attfind`` runs it, against the rounding model's bound, and the TF backend on the SavedModels
+    in float32 for information. ``images`` dlatents of the release's ``dlatents.pkl`` (style ranges
+    from all of them), ``coordinates`` spread over StyleSpace."""
+    from attfind import truth as effects_truth
+    from attfind.effects_pt import TorchEffects
+    from attfind.effects_tf import TFEffects
+    from porting import kernels, rounding
+    from porting.dlatents import dlatent_matrix, load_dlatents
+
+    t0 = time.perf_counter()
+    dlatents = dlatent_matrix(load_dlatents(Path(src) / DLATENTS_FILE))
+    tf32, tf64, pt = {}, {}, {}
+    for name, stem in EFFECTS.items():
+        entry = manifest["models"][stem]
+        path = Path(weights_dir) / entry["weights"]
+        built = (tf_models or {}).get(stem) or {}
+        if built.get("savedmodel") is None or built.get("float64") is None:
+            header = models_pt.read_header(path)
+            with open_checkpoint(Path(src) / entry["source"]) as ck:
+                built = {"savedmodel": tf_side.load_savedmodel(ck.root),
+                         "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
+        tf32[name], tf64[name] = built["savedmodel"], built["float64"]
+        pt[name] = (modules or {}).get(name) or models_pt.load(path)
+    g, c = pt["generator"], pt["classifier"]
+    which = list(range(min(images, len(dlatents))))
+    coords = effects_truth.truth_coordinates(len(g.space), coordinates)
+    shift = 1.0
+
+    def as_dict(pair):
+        return {"base logits": pair[0], "effects": pair[1][:, :, coords]}
+
+    # under tf.function: the notebook's eager loop computes the same numbers (a test checks it), 3x slower
+    truth = as_dict(effects_truth.effects_of(TFEffects(tf64["generator"], tf64["classifier"], compiled=True,
+                                                       dtype=np.float64), dlatents, which, shift, coords))
+    full64 = effects_truth.float64_effects(g, c, dlatents, which, shift, coordinates=coords)
+    got64 = as_dict(full64)
+    float32 = dtype == "float32"
+    n = rounding.SAMPLES if samples is None else samples
+    if float32:
+        got32 = as_dict(effects_truth.effects_of(TorchEffects(g, c), dlatents, which, shift, coords))
+        tf_out = as_dict(effects_truth.effects_of(TFEffects(tf32["generator"], tf32["classifier"], compiled=True),
+                                                  dlatents, which, shift, coords))
+        # (the coordinates left out are exact zeros on every side: they change no maximum)
+        model_error = effects_truth.effects_model_error(g, c, dlatents, which, shift, coordinates=coords,
+                                                        truth=full64, samples=n)
+    report = Report("attfind effects", dtype, str(src), str(weights_dir),
+                    f"{len(which)} dlatents x {len(coords)} coordinates x 2 directions",
+                    0.0, 0.0, rule.to_json(),
+                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": kernels.torch_kernels()},
+                    rounding_samples=n if float32 else None)
+    for name in ("base logits", "effects"):
+        report.layers.append(judge(name, truth[name], got64=got64[name],
+                                   got32=got32[name] if float32 else None, tf32=tf_out[name] if float32 else None,
+                                   model_error=model_error[name] if float32 else None, rule=rule))
     report.seconds = round(time.perf_counter() - t0, 2)
     return report.finish()

@@ -29,6 +29,18 @@ def truth(attfind_release, pt_run):
 
 
 @pytest.fixture(scope="session")
+def model_error(attfind_release, pt_run, truth):
+    """The rounding model's float32 error of those effects (porting.rounding): the bound's scale."""
+    import models_pt
+    from attfind.truth import effects_model_error
+
+    _, weights = attfind_release
+    models = models_pt.load(weights)
+    return effects_model_error(models["generator"], models["mobilenet"], pt_run["dlatents"], range(TRUTH_IMAGES),
+                               truth=truth)
+
+
+@pytest.fixture(scope="session")
 def pt_run(attfind_release):
     """The PyTorch backend on the release's dlatents, with TF's and PyTorch's style ranges."""
     import models_pt
@@ -84,17 +96,17 @@ def test_style_ranges_match(attfind_release, pt_run):
     np.testing.assert_allclose(pt_run["hi"], hi, rtol=0, atol=1e-5)
 
 
-def test_effects_match_the_tfrecord(pt_run, tf_record, truth):
-    """TF's float32 effects and ours, each against the float64 truth: within the verdict's factor
-    of each other (attfind.truth), not under a fixed bar."""
+def test_effects_match_the_tfrecord(pt_run, tf_record, truth, model_error):
+    """TF's float32 effects and ours, each against the float64 truth: within the rounding model's
+    bound (attfind.truth), not under a fixed bar."""
     from attfind.truth import judge_effects
 
     n = TRUTH_IMAGES
     verdict = judge_effects((tf_record["base"][:n], tf_record["effects"][:n]),
-                            (pt_run["base"][:n], pt_run["effects"][:n]), truth)
+                            (pt_run["base"][:n], pt_run["effects"][:n]), truth, model_error)
     eff = verdict["rows"][1]
     print(f"effects: |TF-PT| {eff['max_abs_diff']:.2e}, TF's error {eff['tf_error']:.2e}, ours "
-          f"{eff['port_error']:.2e}, score {verdict['score']:.2f}")
+          f"{eff['port_error']:.2e}, the model's {eff['model_error']:.2e}, score {verdict['score']:.2f}")
     assert verdict["passed"], verdict["rows"]
     assert eff["tf_error"] > 0 and eff["port_error"] > 0   # two real float32 runs, not copies of the truth
     diff = np.abs(pt_run["effects"] - tf_record["effects"])   # the old bar, over every image: still met
@@ -144,8 +156,14 @@ def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfi
     coords = [0, planted, eager.num_styles - 1]
     before = [v.numpy().copy() for v in eager.biases]
     base, effects = eager.image(dl[0], lo, hi, style=styles[0], coordinates=coords)
+    import models_pt
+    from attfind.truth import effects_model_error
+
+    pt = models_pt.load(attfind_release[1])
+    one = (truth[0][:1], truth[1][:1, :, coords])
+    errors = effects_model_error(pt["generator"], pt["mobilenet"], dl, [0], coordinates=coords)
     verdict = judge_effects((tf_record["base"][:1], tf_record["effects"][:1, :, coords]),
-                            (base[None], effects[None][:, :, coords]), (truth[0][:1], truth[1][:1, :, coords]))
+                            (base[None], effects[None][:, :, coords]), one, errors)
     assert verdict["passed"], verdict["rows"]
     for v, b in zip(eager.biases, before):   # every bias put back exactly
         np.testing.assert_array_equal(v.numpy(), b)
@@ -172,10 +190,12 @@ def test_negative_controls_break_parity(pt_run, tf_record, wrong):
     assert worst > 100 * EFFECT_TOL, f"{wrong}: max difference {worst:.2e} does not break the bar"
 
 
-@pytest.mark.parametrize("control", ["bn_eps_1.001e-3", "kernel_channel_1.001"])
-def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_run, tf_record, control):
+@pytest.mark.parametrize("control", ["bn_eps_1.001e-3", "weights_bfloat16"])
+def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_run, tf_record, control, model_error):
     """A classifier wrong by an amount no picture shows: its effects (and its own float64 truth,
-    which is why the rule runs both ways) must fail the verdict that the correct port passes."""
+    which is why TF's run is judged too) must fail the verdict that the correct port passes; so
+    must one that computes one layer with bfloat16 weights in float32 (its float64 run is right).
+    Smaller errors (one kernel channel x1.001) are float64's: the next test."""
     import models_pt
     from attfind.effects_pt import TorchEffects
     from attfind.truth import float64_effects, judge_effects
@@ -190,8 +210,28 @@ def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_ru
         got = [backend.image(w, pt_run["lo"], pt_run["hi"]) for w in pt_run["dlatents"][:n]]
         truth = float64_effects(models["generator"], clf, pt_run["dlatents"], range(n))
     verdict = judge_effects((tf_record["base"][:n], tf_record["effects"][:n]),
-                            (np.stack([b for b, _ in got]), np.stack([e for _, e in got])), truth)
+                            (np.stack([b for b, _ in got]), np.stack([e for _, e in got])), truth, model_error)
     assert not verdict["passed"], f"{control}: score {verdict['score']:.2f} passes"
+
+
+@pytest.mark.parametrize("control", ["kernel_channel_1.001", "bias_1e-4"])
+def test_verify_s_float64_effects_catch_what_float32_effects_cannot(attfind_release, control):
+    """verify's AttFind check runs the TF backend (the notebook's bias shift) and the PyTorch one in
+    float64: a classifier error of 1e-3 in one channel, or 1e-4 in the head's bias, too small for
+    any float32 comparison of effects, is not exact there; the correct port is."""
+    import models_pt
+    from crosscheck.verify import attfind_effects
+    from porting import controls
+
+    ref, weights = attfind_release
+    manifest = models_pt.read_manifest(weights)
+    by_name = {c.name: c for c in controls.CONTROLS}
+    correct = attfind_effects(ref, weights, manifest, images=1, coordinates=8, dtype="float64")
+    assert correct.passed and correct.exact
+    with controls.broken(by_name[control], models_pt.load(weights)["mobilenet"]) as clf:
+        wrong = attfind_effects(ref, weights, manifest, images=1, coordinates=8, dtype="float64",
+                                modules={"classifier": clf})
+    assert wrong.exact is False and wrong.worst64().score64 > 100, wrong.worst64()
 
 
 def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp_path):

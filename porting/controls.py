@@ -3,10 +3,18 @@
 Each control takes a correctly converted PyTorch module and breaks it the way a hand port goes
 wrong (PyTorch's default BatchNorm epsilon, symmetric padding, an unflipped kernel, a missing
 style ``+1``, ...), or by an amount too small to see in a picture (a BatchNorm epsilon of
-1.001e-3, one bias off by 1e-4 relative, one channel of one kernel scaled by 1.001). ``broken``
-yields a broken *copy* (weights edited, or a module-level function patched for the duration);
-the original is never touched. ``parity_tests/test_verdict.py`` and ``bench/verdict_sweep.py``
-judge every control with the same ``porting.verify.judge_module`` that judges the real port.
+1.001e-3, one bias off by 1e-4 relative, one channel of one kernel scaled by 1.001). The
+*precision* controls break only the float32 computation, the way a port loses precision
+without changing what it computes: one layer's weights rounded to bfloat16, one layer run with
+TF32 operands (weights and inputs rounded to a 10-bit mantissa, what cuDNN and cuBLAS do with
+TF32 on), a constant held in float16, one layer's output kept in float16 (a ``.half()`` whose
+cast back to float32 comes a layer late). A float64 run cannot see them, by construction (they
+act on float32 tensors only): they are what the float32 bound is for.
+
+``broken`` yields a broken *copy* (weights edited, hooks added, or a module-level function
+patched for the duration); the original is never touched. ``parity_tests/test_verdict.py`` and
+``bench/verdict_sweep.py`` judge every control with the same ``porting.verify.judge_module``
+that judges the real port.
 
 PyTorch only; nothing here imports TensorFlow.
 """
@@ -18,7 +26,9 @@ from dataclasses import dataclass
 from typing import Callable
 from unittest import mock
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models_pt import resnet_d as ptd
@@ -34,6 +44,7 @@ class Control:
     what: str
     apply: Callable[[nn.Module, contextlib.ExitStack], None]   # edits the copy, may enter patches
     applies: Callable[[int], bool] = lambda size: True         # input sizes where it is an error at all
+    float32_only: bool = False      # a precision fault: float32 runs only, float64 cannot see it
 
 
 @contextlib.contextmanager
@@ -163,6 +174,84 @@ def _no_mbstd(_m, stack):
         ptd, "minibatch_stddev", lambda x, group: torch.cat([x, torch.zeros_like(x[:, :1])], 1)))
 
 
+# ----------------------------------------------------------------- precision (float32 only)
+
+def _bfloat16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+def _tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round a float32 tensor to TF32's 10-bit mantissa (to nearest, ties away), as Ampere's
+    tensor cores read their operands."""
+    bits = t.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32).view_as(t)
+
+
+def _float32_weight(layer: nn.Module, stack: contextlib.ExitStack, rounded: Callable) -> None:
+    """For float32 calls only, ``layer``'s weight is ``rounded(weight)`` during its forward."""
+    saved = {}
+
+    def pre(module, args):
+        if args and torch.is_tensor(args[0]) and args[0].dtype == torch.float32:
+            saved["w"] = module.weight.data
+            module.weight.data = rounded(saved["w"])
+
+    def post(module, _args, _out):
+        if "w" in saved:
+            module.weight.data = saved.pop("w")
+
+    for h in (layer.register_forward_pre_hook(pre), layer.register_forward_hook(post)):
+        stack.callback(h.remove)
+
+
+def _bf16_weights(m, stack):
+    _float32_weight(middle_target(m)[0], stack, _bfloat16)
+
+
+def _tf32_layer(m, stack):
+    layer = middle_target(m)[0]
+    _float32_weight(layer, stack, _tf32)
+
+    def operands(_module, args):
+        if args and torch.is_tensor(args[0]) and args[0].dtype == torch.float32:
+            return (_tf32(args[0]),) + tuple(args[1:])
+
+    stack.callback(layer.register_forward_pre_hook(operands).remove)
+
+
+def _half_output(m, stack):
+    def hook(_module, _args, out):
+        if torch.is_tensor(out) and out.dtype == torch.float32:
+            return out.half().float()
+
+    stack.callback(middle_target(m)[0].register_forward_hook(hook).remove)
+
+
+def _float16_constant(m, stack):
+    """The classifier: every BatchNorm epsilon as float16 holds it (1e-3 -> 1.0004e-3); the
+    others: the activation gain sqrt(2) as float16 holds it (1.41406 for 1.41421)."""
+    if m.kind == "classifier":
+        eps16 = float(np.float16(m.config["bn_epsilon"]))
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                true = bn.eps
+
+                def pre(module, args, true=true):
+                    module.eps = eps16 if args[0].dtype == torch.float32 else true
+                stack.callback(bn.register_forward_pre_hook(pre).remove)
+        return
+    import models_pt.generator as ptg
+    from models_pt.ops import SQRT2
+
+    gain16 = float(np.float16(SQRT2))
+
+    def lrelu(x):
+        return F.leaky_relu(x, 0.2) * (gain16 if x.dtype == torch.float32 else SQRT2)
+
+    module = ptg if m.kind == "generator" else ptd
+    stack.enter_context(mock.patch.object(module, "lrelu", lrelu))
+
+
 ALL = ("classifier",) + GAN
 CONTROLS = [
     Control("bn_eps_pytorch_default", ("classifier",), False,
@@ -198,6 +287,18 @@ CONTROLS = [
             "one layer's bias off by 1e-4 relative (the classifier's: its head's)", _scale_bias),
     Control("kernel_channel_1.001", ALL, True,
             "one output channel of one kernel in the middle of the network scaled by 1.001", _scale_channel),
+    Control("weights_bfloat16", ALL, True,
+            "float32 runs: one layer's weights (the middle one of the generic controls) rounded to bfloat16",
+            _bf16_weights, float32_only=True),
+    Control("tf32_layer", ALL, True,
+            "float32 runs: one layer with TF32 operands (weights and input rounded to a 10-bit mantissa)",
+            _tf32_layer, float32_only=True),
+    Control("float16_constant", ALL, True,
+            "float32 runs: a constant held in float16 (classifier: BatchNorm epsilon; the others: the "
+            "activation gain sqrt(2))", _float16_constant, float32_only=True),
+    Control("float16_activation", ALL, True,
+            "float32 runs: one layer's output kept in float16 (a cast back to float32 a layer late)",
+            _half_output, float32_only=True),
 ]
 
 
@@ -206,12 +307,19 @@ CONTROLS = [
 def judge_with_controls(ref, module: nn.Module, rule=None) -> dict:
     """``{"correct": Report, <control name>: Report, ...}``: the port and every control of its
     kind, judged on one TF reference (``porting.verify.Reference``, computed once) with the same
-    ``judge_module`` that ``verify`` uses."""
-    from porting.verify import RULE, judge_module
+    ``judge_module`` that ``verify`` uses. The rounding model runs once, on the correct port
+    (which the float64 verdict holds to TF's float64 run): the bound belongs to the computation,
+    not to the candidate."""
+    from porting.verify import RULE, judge_module, model_errors
 
     rule = rule or RULE
-    reports = {"correct": judge_module(ref, module, rule)}
+    errors = None
+    if ref.dtype == "float32":
+        import copy
+
+        _, errors = model_errors(ref.spec, copy.deepcopy(module).double(), ref.inputs)
+    reports = {"correct": judge_module(ref, module, rule, model_error=errors)}
     for control in for_kind(module.kind, ref.size):
         with broken(control, module) as twin:
-            reports[control.name] = judge_module(ref, twin, rule)
+            reports[control.name] = judge_module(ref, twin, rule, model_error=errors)
     return reports

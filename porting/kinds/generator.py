@@ -188,8 +188,9 @@ def synthesis_net(generator):
 def synthesis_feed(generator, w: np.ndarray) -> dict[str, np.ndarray]:
     import torch
 
+    dtype = next(generator.parameters()).dtype   # a float64 module: its float64 style vectors
     with torch.no_grad():
-        conv, rgb = generator.style_vectors(torch.from_numpy(w.astype(np.float32)))
+        conv, rgb = generator.style_vectors(torch.from_numpy(w.astype(np.float32)).to(dtype))
     return dict(zip(synthesis_input_names(generator), [s.numpy() for s in conv + rgb]))
 
 
