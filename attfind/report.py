@@ -115,9 +115,9 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_cached(cache_dir / "truth_float64.npz", tkey, *cached)
     tbase, teff = cached
-    from porting.rounding import SAMPLES
+    from porting.rounding import SAMPLES, SMALL_Z
 
-    mkey = f"{tkey}/rounding-model/{SAMPLES}"
+    mkey = f"{tkey}/rounding-model/{SAMPLES}/z{SMALL_Z:g}"
     errors = read_cached(cache_dir / "truth_model_error.npz", mkey)
     if errors is None:
         log(f"effects verdict: the float32 rounding model on the same evaluations ({SAMPLES} noisy float64 "

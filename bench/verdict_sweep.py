@@ -139,7 +139,10 @@ def stage_a(seed: int, work: Path, args) -> dict:
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     cases = cases_of(seed, work, args)
-    meta = {"seed": seed, "cases": [], "seconds": {}}
+    from porting import rounding
+
+    meta = {"seed": seed, "cases": [], "seconds": {},
+            "rounding": {"samples": rounding.SAMPLES, "small_z": getattr(rounding, "SMALL_Z", None)}}
     for i, case in enumerate(cases):
         t1 = time.perf_counter()
         header = models_pt.read_header(case["weights"])

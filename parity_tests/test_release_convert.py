@@ -61,7 +61,7 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["passed"]
     assert {m["model"] for m in report["models"]} == {"generator", "encoder", "discriminator", "classifier",
-                                                       "round trip"}
+                                                       "round trip", "attfind effects"}
     assert "round trip" in result.output
 
     # The README's downstream example on the converted folder: PyTorch only, a PNG out.

@@ -156,3 +156,25 @@ def test_real_float32_runs_sit_near_the_model_and_a_bfloat16_layer_far_above(sma
     assert max(float(np.abs(bad[k] - clean[k]).max()) / errors[k] for k in clean) > 20
     for k in clean:   # a precision control: float64 cannot see it
         np.testing.assert_array_equal(exact64[k], clean[k])
+
+
+def test_an_activation_of_few_values_gets_a_scale_of_several_rms():
+    """Two logits: the largest of two draws is a noisy scale, so the model's error is at least
+    3 rms of its draws; a large activation keeps the mean of its maxima (about 4-6 rms)."""
+    w = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 256, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    big = torch.randn(4096, 256, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def run():
+        return {"logits": (x @ w).numpy(), "big": (big @ w).numpy()}
+
+    clean, errors = rounding.simulate(run, samples=4)
+    draws = []
+    for k in range(4):
+        with torch.no_grad(), rounding.Float32Rounding(k):
+            draws.append(run())
+    rms = {lab: np.sqrt(np.mean([(d[lab] - clean[lab]) ** 2 for d in draws])) for lab in clean}
+    maxima = {lab: np.mean([np.abs(d[lab] - clean[lab]).max() for d in draws]) for lab in clean}
+    assert errors["logits"] == pytest.approx(max(maxima["logits"], rounding.SMALL_Z * rms["logits"]))
+    assert errors["logits"] >= rounding.SMALL_Z * rms["logits"] * (1 - 1e-9)
+    assert errors["big"] == pytest.approx(maxima["big"]) and maxima["big"] > 3.5 * rms["big"]
