@@ -117,13 +117,14 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
     tbase, teff = cached
     from porting.rounding import SAMPLES, SMALL_Z
 
-    mkey = f"{tkey}/rounding-model/{SAMPLES}/z{SMALL_Z:g}"
+    mi = i[:truth.MODEL_IMAGES]
+    mkey = f"{tkey}/rounding-model/{SAMPLES}/z{SMALL_Z:g}/{len(mi)}"
     errors = read_cached(cache_dir / "truth_model_error.npz", mkey)
     if errors is None:
-        log(f"effects verdict: the float32 rounding model on the same evaluations ({SAMPLES} noisy float64 "
-            "runs; docs/verification.md)")
-        model_error = truth.effects_model_error(gen, clf, dlatents, i, options.shift_size, options.batch_size,
-                                                coords, truth=cached)
+        log(f"effects verdict: the float32 rounding model on the first {len(mi)} of those images ({SAMPLES} "
+            "noisy float64 runs; docs/verification.md)")
+        model_error = truth.effects_model_error(gen, clf, dlatents, mi, options.shift_size, options.batch_size,
+                                                coords, truth=(tbase[:len(mi)], teff[:len(mi)]))
         write_cached(cache_dir / "truth_model_error.npz", mkey, np.array([model_error["base logits"]]),
                      np.array([model_error["effects"]]))
     else:

@@ -30,14 +30,14 @@ def truth(attfind_release, pt_run):
 
 @pytest.fixture(scope="session")
 def model_error(attfind_release, pt_run, truth):
-    """The rounding model's float32 error of those effects (porting.rounding): the bound's scale."""
+    """The rounding model's float32 error of the first MODEL_IMAGES of those (porting.rounding, as the CLI does)."""
     import models_pt
-    from attfind.truth import effects_model_error
+    from attfind.truth import MODEL_IMAGES, effects_model_error
 
     _, weights = attfind_release
     models = models_pt.load(weights)
-    return effects_model_error(models["generator"], models["mobilenet"], pt_run["dlatents"], range(TRUTH_IMAGES),
-                               truth=truth)
+    return effects_model_error(models["generator"], models["mobilenet"], pt_run["dlatents"], range(MODEL_IMAGES),
+                               truth=(truth[0][:MODEL_IMAGES], truth[1][:MODEL_IMAGES]))
 
 
 @pytest.fixture(scope="session")
