@@ -175,7 +175,10 @@ def test_ctrl_c_stops_the_cluster_and_leaves_a_resumable_cache(attfind_release, 
         proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "attfind", "--weights", str(weights),
                                  "--dlatents", str(ref / "dlatents.pkl"), "--out", str(out), "--workers", "2",
                                  "--no-pictures", "--truth-images", "0", "--threads-per-worker", str(THREADS)],
-                                stdout=subprocess.DEVNULL, stderr=f, env=env, cwd=ROOT)
+                                stdout=subprocess.DEVNULL, stderr=f, env=env, cwd=ROOT,
+                                # a suite started in the background (`make test &`) inherits SIGINT
+                                # ignored, and so would the run, which then never sees the Ctrl-C
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
             ready = "workers ready" in err.read_text()      # the line that names the workers' pids
