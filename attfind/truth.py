@@ -60,7 +60,7 @@ def float64_effects(generator, classifier, dlatents: np.ndarray, images, shift_s
 # The rounding model's error of the effects is measured on the first MODEL_IMAGES of the truth's
 # images (all its coordinates): 2 noisy float64 runs of all 8 cost about 4x the truth itself on
 # the demo release, and the error's scale is a property of the evaluations, not of which image
-# (the largest of 520 values instead of 2,080: about 10% lower, inside the factor's margin;
+# (the largest of 520 values instead of 2,080: 10-20% lower on the demo, inside the factor's margin;
 # docs/verification.md).
 MODEL_IMAGES = 2
 
