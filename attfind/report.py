@@ -120,6 +120,8 @@ def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, optio
     mi = i[:truth.MODEL_IMAGES]
     mkey = f"{tkey}/rounding-model/{SAMPLES}/z{SMALL_Z:g}/{len(mi)}"
     errors = read_cached(cache_dir / "truth_model_error.npz", mkey)
+    if errors is not None and not all(np.isfinite(e).all() for e in errors):
+        errors = None    # a NaN an earlier version wrote (NNPACK under the model's own work): recompute
     if errors is None:
         log(f"effects verdict: the float32 rounding model on the first {len(mi)} of those images ({SAMPLES} "
             "noisy float64 runs; docs/verification.md)")

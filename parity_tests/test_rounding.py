@@ -178,3 +178,25 @@ def test_an_activation_of_few_values_gets_a_scale_of_several_rms():
     assert errors["logits"] == pytest.approx(max(maxima["logits"], rounding.SMALL_Z * rms["logits"]))
     assert errors["logits"] >= rounding.SMALL_Z * rms["logits"] * (1 - 1e-9)
     assert errors["big"] == pytest.approx(maxima["big"]) and maxima["big"] > 3.5 * rms["big"]
+
+
+def test_the_model_stays_finite_where_pytorch_runs_nnpack(small):
+    """With oneDNN off, PyTorch runs float32 convolutions of 16 or more images on NNPACK
+    (Winograd and FFT kernels, error relative to a whole tile). The model's own float32 work (the
+    convolution of the squared operands) must not go through it: a depthwise convolution of
+    ReLU outputs, a sum of non-negative terms, came out negative where the inputs are 0, and the
+    noise NaN (the demo's AttFind effects verdict failed on it)."""
+    if not torch.backends.nnpack.is_available():
+        pytest.skip("this PyTorch build has no NNPACK")
+    module, _ = small["classifier"]
+    images = np.random.default_rng(1).uniform(-1, 1, (16, 32, 32, 3))
+    run = _trace64(module, images, "classifier")
+    _, on = rounding.simulate(run, samples=1)
+    with torch.backends.mkldnn.flags(enabled=False):
+        x = torch.relu(torch.randn(16, 8, 12, 12, generator=torch.Generator().manual_seed(0))).square()
+        q = torch.nn.functional.conv2d(x, torch.rand(8, 1, 3, 3), groups=8)
+        assert float(q.min()) < 0, "NNPACK did not run: this test would prove nothing"
+        _, off = rounding.simulate(run, samples=1)
+    for label in on:
+        assert np.isfinite(off[label]), label
+        assert off[label] == pytest.approx(on[label], rel=1e-3), label

@@ -103,9 +103,14 @@ def _channel_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _convolution(args, out):
     x, w, b, stride, padding, dilation, transposed, output_padding, groups = args[:9]
-    # What was summed, squared, per output: the same convolution of the squared operands.
-    q = aten.convolution.default(x.float().square(), w.float().square(), None, stride, padding, dilation,
-                                 transposed, output_padding, groups)
+    # What was summed, squared, per output: the same convolution of the squared operands, in
+    # float32 but never through NNPACK. With oneDNN off, PyTorch runs float32 convolutions of 16
+    # or more images on NNPACK's Winograd and FFT kernels, whose error is relative to a whole
+    # tile: a sum of non-negative terms came out negative near zero-padded borders, and the
+    # model's noise became NaN (docs/verification.md).
+    with torch.backends.nnpack.flags(enabled=False):
+        q = aten.convolution.default(x.float().square(), w.float().square(), None, stride, padding, dilation,
+                                     transposed, output_padding, groups)
     taps = float(np.prod(w.shape[2:]))
     if transposed:   # w: [in, out / groups, kh, kw]; each output gathers in * taps / stride**d terms
         n = w.shape[0] / groups * taps / float(np.prod(stride))
@@ -197,6 +202,9 @@ class Float32Rounding(TorchDispatchMode):
         """``t`` plus Gaussian noise of ``variance`` (units of VAR1), in place: ``t`` is the op's
         fresh result, or the tensor an in-place op mutated, which must carry the error itself."""
         noise = torch.randn(t.shape, generator=self.generator, dtype=torch.float32)
+        if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
+            raise ValueError("the float32 rounding model computed a negative or non-finite error "
+                             "variance (a rule's float32 work overflowed or ran an inexact kernel)")
         return t.add_(noise.mul_(variance.sqrt_().mul_(VAR1 ** 0.5)))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
