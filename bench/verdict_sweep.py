@@ -308,7 +308,7 @@ def stage_b(seed: int, work: Path, process: str) -> dict:
                                          _peak(truth[last])]]}
         module = models_pt.load(case["weights"])
         for cell, onednn in pt_cells:
-            with torch.backends.mkldnn.flags(enabled=onednn):
+            with torch.backends.mkldnn.flags(enabled=onednn), kernels.summing_kernels():   # as verify runs it
                 by_control = {"correct": rows(spec.trace(module, inputs, "float32"))}
                 for control in controls.for_kind(module.kind, case["input_size"]):
                     with controls.broken(control, module) as twin:
@@ -337,7 +337,7 @@ def stage_b(seed: int, work: Path, process: str) -> dict:
         out["tf"]["round trip"] = {"savedmodel": [[k, _max_abs(tf_rt[k], truth[k]), rt["model_error"][k],
                                                    _peak(truth[k])] for k in truth], "rebuild": None}
     for cell, onednn in pt_cells:
-        with torch.backends.mkldnn.flags(enabled=onednn):
+        with torch.backends.mkldnn.flags(enabled=onednn), kernels.summing_kernels():
             got = pt_pipeline(pt32, images)
         out["pt"][cell]["round trip"] = {"correct": [[k, _max_abs(got[k], truth[k]), rt["model_error"][k],
                                                       _peak(truth[k])] for k in truth]}

@@ -146,14 +146,18 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
     truth = tf_run(tf64, images.astype(np.float64))
     x64 = np.ascontiguousarray(images, np.float64)
     if float32:
-        tf_out, got32 = tf_run(tf32, images), pt_run(pt32, images)
+        tf_out = tf_run(tf32, images)
+        with kernels.summing_kernels():
+            got32 = pt_run(pt32, images)
+            pt_kernels = kernels.torch_kernels()
         got64, model_error = rounding.simulate(lambda: pt_run(pt64, x64), samples)
     else:
         tf_out = got32 = model_error = None
         got64 = pt_run(pt64, x64)
+        pt_kernels = kernels.torch_kernels()
     report = Report("round trip", dtype, str(src), str(weights_dir), f"{num_images} x {size}px",
                     ROUND_TRIP_TOL, ROUND_TRIP_TOL, rule.to_json(),
-                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": kernels.torch_kernels()},
+                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": pt_kernels},
                     rounding_samples=samples if float32 else None)
     for label, name in (("dlatent (encoder + classifier)", "dlatent"), ("reconstruction (generator)", "reconstruction")):
         report.layers.append(judge(label, truth[name], got64=got64[name],

@@ -289,3 +289,43 @@ def test_the_verdict_under_another_pairing_of_kernels(release, tmp_path):
         assert abs(ra["diff64"] - rb["diff64"]) <= 1e-12 * max(1.0, ra["truth_peak"])
         moved += ra["tf_error"] != rb["tf_error"] and ra["port_error"] != rb["port_error"]
     assert moved >= len(a["layers"]) - 2, "the kernels did not change: the second process ran the same ones"
+
+
+def test_verify_keeps_the_port_off_nnpack_and_says_so(release, tmp_path, monkeypatch):
+    """With oneDNN off (STYLEX_TORCH_ONEDNN=0) PyTorch runs float32 convolutions of 16 or more
+    images on NNPACK, whose Winograd kernels err beyond a summing kernel (the demo's generator
+    scored 1.73 there, 0.26 without; docs/verification.md). verify's float32 pass runs on summing
+    kernels and its report says NNPACK was off; the same trace with NNPACK on differs, so the
+    switch is what kept it off."""
+    import torch
+
+    from porting import kernels
+    from porting.kinds import get as kind
+
+    seed, ref, weights = release
+    if seed != SEEDS[0]:
+        pytest.skip("one release is enough")
+    if not torch.backends.nnpack.is_available():
+        pytest.skip("this PyTorch build has no NNPACK")
+    monkeypatch.setenv("STYLEX_TORCH_ONEDNN", "0")
+    out = tmp_path / "v.json"
+    was = torch.backends.mkldnn.enabled
+    try:
+        result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
+                                               "--weights", str(weights / "generator.safetensors"),
+                                               "--num-images", "16", "--json", str(out)])
+    finally:
+        torch.backends.mkldnn.enabled = was
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["kernels"]["pytorch"]["onednn"] is False and doc["kernels"]["pytorch"]["nnpack"] is False
+    assert "NNPACK off" in result.output
+    g = models_pt.load(weights / "generator.safetensors")
+    w = np.random.default_rng(0).normal(size=(16, g.config["w_dim"])).astype(np.float32)
+    spec = kind("generator").verify
+    with torch.backends.mkldnn.flags(enabled=False):
+        with torch.backends.nnpack.flags(enabled=True):
+            fast = spec.trace(g, w, "float32")
+        with kernels.summing_kernels():
+            summed = spec.trace(g, w, "float32")
+    assert any(not np.array_equal(fast[k], summed[k]) for k in summed), "NNPACK never ran"

@@ -3,7 +3,8 @@
 Float32 rounding depends on the kernels each framework picks, and those depend on the machine
 and on a few switches (``docs/verification.md`` lists the ones the kernel matrix tried):
 
-* PyTorch: oneDNN (``torch.backends.mkldnn.enabled``) or its own im2col + MKL kernels, oneDNN's
+* PyTorch: oneDNN (``torch.backends.mkldnn.enabled``) or, with oneDNN off, NNPACK for float32
+  convolutions of 16 or more images and its own im2col + BLAS kernels below that, oneDNN's
   instruction set (``ONEDNN_MAX_CPU_ISA``, default: the best the CPU has), ATen's vector
   kernels (``torch.backends.cpu.get_cpu_capability()``), the CPU threads, and on a GPU cuDNN
   with TF32 on or off;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 
 
 def cpu_name() -> str:
@@ -39,6 +41,7 @@ def torch_kernels(device: str = "cpu") -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "onednn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+        "nnpack": bool(torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()),
         "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "default (best available)",
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu": cpu_name(),
@@ -55,7 +58,12 @@ def describe(kernels: dict) -> str:
     parts = []
     pt = kernels.get("pytorch")
     if pt:
-        conv = "oneDNN" if pt.get("onednn") else "no oneDNN (im2col + BLAS)"
+        if pt.get("onednn"):
+            conv = "oneDNN"
+        elif pt.get("nnpack"):
+            conv = "no oneDNN (NNPACK for >= 16 images, else im2col + BLAS)"
+        else:
+            conv = "no oneDNN (im2col + BLAS" + (", NNPACK off" if "nnpack" in pt else "") + ")"
         isa = pt.get("onednn_max_isa", "?")
         text = (f"PyTorch {pt.get('torch')} on {pt.get('device')} ({pt.get('threads')} threads, {conv}, "
                 f"oneDNN ISA {isa.split(' ')[0]}, ATen {pt.get('aten_cpu_capability')}")
@@ -72,3 +80,21 @@ def describe(kernels: dict) -> str:
                      f"optimisation {ort.get('graph_optimization')})")
     cpu = (pt or {}).get("cpu")
     return "; ".join(parts) + (f"; CPU {cpu}" if cpu else "")
+
+
+@contextmanager
+def summing_kernels():
+    """PyTorch's float32 convolutions on kernels that sum each output's terms (oneDNN's, or
+    ATen's im2col + BLAS), never on NNPACK's fast algorithms, within the block.
+
+    With oneDNN off, PyTorch hands float32 convolutions of 16 or more images to NNPACK, whose
+    Winograd and FFT kernels transform whole tiles: on the demo release a correct generator's
+    4x4 layer erred 7x what a summing kernel errs (score 1.73 of the float32 bound at 16 images,
+    0.26 without NNPACK; docs/verification.md). That is PyTorch's choice of algorithm, not the
+    port's, and the rounding model (``porting.rounding``) models summation, so ``verify`` runs the
+    port's float32 pass in this block and says so in its report. AttFind's effects are judged as
+    computed, on whatever kernels the machine picks."""
+    import torch
+
+    with torch.backends.nnpack.flags(enabled=False):
+        yield

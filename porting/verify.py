@@ -282,13 +282,15 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "",
     pt64 = copy.deepcopy(pt_model).to(torch.float64)
     got64 = spec.trace(pt64, float64_inputs(ref.inputs), "float64")
     phases["float64"] = round(time.perf_counter() - t0, 2)
-    got32 = None
+    got32, pt_kernels = None, kernels.torch_kernels()
     if ref.dtype == "float32":
         t1 = time.perf_counter()
         param = next(pt_model.parameters(), None)
         m32 = copy.deepcopy(pt_model).to(torch.float32) if param is not None and param.dtype != torch.float32 \
             else pt_model
-        got32 = spec.trace(m32, ref.inputs, "float32")
+        with kernels.summing_kernels():
+            got32 = spec.trace(m32, ref.inputs, "float32")
+            pt_kernels = kernels.torch_kernels()
         phases["float32"] = round(time.perf_counter() - t1, 2)
         if model_error is None:
             t1 = time.perf_counter()
@@ -300,7 +302,7 @@ def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "",
     labels = list(ref.tf64)
     report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described, spec.output_tol["float32"],
                     spec.layer_tol["float32"], rule.to_json(),
-                    kernels={**ref.kernels, "pytorch": kernels.torch_kernels()},
+                    kernels={**ref.kernels, "pytorch": pt_kernels},
                     rounding_samples=(rounding.SAMPLES if samples is None else samples) if got32 else None)
     for label in labels:
         last = label == labels[-1]
