@@ -335,7 +335,11 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
             sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
             truth_coordinates, workers, ray_address, threads_per_worker, worker_weights, discriminator_filter,
             discriminator_threshold):
-    """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier."""
+    """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier.
+
+    With the release's examples_1.tfrecord beside --dlatents (or --compare), TF's effects and ours
+    are also judged against the float64 truth; exit 1 when that verdict fails (the outputs are
+    still written)."""
     from attfind.report import format_ranking
     from attfind.run import Options, run
 
@@ -366,6 +370,11 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    f"({eff['evaluations_per_second']} evaluations/s), {eff['cached_images']} from the cache")
     for f in outcome.files:
         click.echo(f"wrote {f}")
+    verdict = (outcome.document.get("tfrecord") or {}).get("verdict") or {}
+    if verdict.get("judged") and not verdict.get("passed"):
+        click.echo(f"the effects verdict FAILED (score {verdict['score']:.2f}, <= 1 passes): "
+                   f"attfind.json's tfrecord.verdict has every row", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("flip-rate")

@@ -264,6 +264,18 @@ def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp
     assert doc2["effects"]["computed_images"] == 3
     assert doc2["attributes"] == doc["attributes"]
 
+    # a truth that TF and we both miss by 1e-3: the verdict fails, and so does the command
+    from attfind.cache import write_cached
+
+    path = out / "effects_cache" / "truth_float64.npz"
+    with np.load(path) as z:
+        key, base, effects = str(z["key"]), z["base"], z["effects"]
+    write_cached(path, key, base, effects + 1e-3)
+    failed = CliRunner().invoke(cli.main, args + ["--no-pictures"])
+    assert failed.exit_code == 1, failed.output
+    assert "effects verdict FAILED" in failed.stderr
+    assert not json.loads((out / "attfind.json").read_text())["tfrecord"]["verdict"]["passed"]
+
 
 def test_cli_attfind_does_not_judge_another_image_set(attfind_release, tmp_path):
     """With --max-images the style ranges come from fewer images than the tfrecord's: its effects
