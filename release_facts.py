@@ -26,11 +26,17 @@ DEFAULT_RELEASE = "celeb_a_age"                                  # NB: the age c
 RELEASED_DLATENTS = Path(__file__).resolve().parent.parent / "shared" / "data" / "released_dlatents.pkl"
 
 # --------------------------------------------------------------------------- what the files cannot show
-# MobileNetV1: padding layers and epsilon have no variables. ASSUMPTION: Keras' BatchNorm epsilon,
-# and keras.applications' explicit (0, 1) zero padding before the strided depthwise convs
-# ("same" would pad with TF 'same' on the conv itself; the two differ on odd input sizes only).
-CLASSIFIER_ASSUMED = {"bn_epsilon": 1e-3, "strided_padding": "explicit"}
+# MobileNetV1: padding layers, epsilon, momentum and the dropout rate have no variables.
+# ASSUMPTION: Keras' BatchNorm epsilon 1e-3 and momentum 0.99 (Keras' convention: the old
+# statistics' weight; PyTorch's momentum 0.01), keras.applications' dropout 1e-3 before the
+# head, and its explicit (0, 1) zero padding before the strided depthwise convs ("same" would
+# pad with TF 'same' on the conv itself; the two differ on odd input sizes only).
+CLASSIFIER_ASSUMED = {"bn_epsilon": 1e-3, "bn_momentum": 0.99, "dropout": 1e-3, "strided_padding": "explicit"}
 # ASSUMPTION: StyleGAN2's minibatch-stddev group size (the checkpoint shows only that it is there).
 MBSTD_GROUP = 4
 # ASSUMPTION: StyleGAN2's mapping learning-rate multiplier (no variable holds it).
 MAPPING_LR_MUL = 0.01
+# ASSUMPTION: what the generator's convs add in training mode. StyleGAN2 trains with fresh
+# per-image noise ("random", its randomize_noise) and renders with the stored constants; the
+# notebook only renders (training=False), so the release cannot show it. "const": the constants.
+GENERATOR_TRAIN_NOISE = "random"

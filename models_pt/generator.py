@@ -56,7 +56,9 @@ class ModulatedConv(nn.Module):
         self.register_buffer("noise", torch.zeros(1, 1, resolution, resolution))  # the release's constant
         self.scale = 1 / math.sqrt(cin * 9)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, fir: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, fir: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise``: [N or 1, 1, H, W] in place of the stored constant (training draws it)."""
         w = self.weight * self.scale
         x = x * style[:, :, None, None]
         if self.up:
@@ -68,7 +70,7 @@ class ModulatedConv(nn.Module):
             y = F.conv2d(x, w, padding=1)
         # d[n, out] = 1 / sqrt(sum over in, kh, kw of (w * style[n, in])^2 + 1e-8)
         d = torch.rsqrt(style.square() @ w.square().sum(dim=(2, 3)).T + 1e-8)
-        y = y * d[:, :, None, None] + self.noise * self.noise_strength
+        y = y * d[:, :, None, None] + (self.noise if noise is None else noise) * self.noise_strength
         return lrelu(y + self.bias[None, :, None, None])
 
 
@@ -114,12 +116,17 @@ class Generator(nn.Module):
     kind = "generator"
 
     def __init__(self, *, resolution: int, channels: list[int], z_dim: int, w_dim: int, label_size: int,
-                 mapping_layers: int, mapping_lr_mul: float):
+                 mapping_layers: int, mapping_lr_mul: float, train_noise: str = "random"):
         """``channels[i]`` is the width at resolution 4 * 2**i; all fields come from the converted
-        weights' header (``models_pt.load``)."""
+        weights' header (``models_pt.load``). ``train_noise``: what the convs add in training mode,
+        ``"random"`` (fresh N(0, 1) noise per image and call, as StyleGAN2 trains) or ``"const"``
+        (the stored constants, as at inference); headers before converter 0.3.0 lack it."""
         super().__init__()
+        if train_noise not in ("random", "const"):
+            raise ValueError(f"train_noise must be 'random' or 'const', got {train_noise!r}")
         self.config = dict(resolution=resolution, channels=list(channels), z_dim=z_dim, w_dim=w_dim,
-                           label_size=label_size, mapping_layers=mapping_layers, mapping_lr_mul=mapping_lr_mul)
+                           label_size=label_size, mapping_layers=mapping_layers, mapping_lr_mul=mapping_lr_mul,
+                           train_noise=train_noise)
         self.resolutions = [4 * 2 ** i for i in range(len(channels))]
         if self.resolutions[-1] != resolution:
             raise ValueError(f"{len(channels)} channel widths do not reach resolution {resolution}")
@@ -158,20 +165,32 @@ class Generator(nn.Module):
         rgb = [m(self._w_at(w, 2 * i + 1)) for i, m in enumerate(self.rgb_styles.values())]
         return conv, rgb
 
-    def synthesis(self, conv_styles, rgb_styles, *, start: int = 0, state: tuple | None = None) -> torch.Tensor:
+    def synthesis(self, conv_styles, rgb_styles, *, start: int = 0, state: tuple | None = None,
+                  noise: list | None = None) -> torch.Tensor:
         """Render style vectors into NCHW images.
 
         ``start``/``state``: resume before conv style layer ``start`` from ``state`` (as
         ``synthesis_state`` returns it), so work an edit of a later layer cannot change is done
-        once. Batch-1 state tensors broadcast against a batch of styles."""
-        return self._run(conv_styles, rgb_styles, start, len(self.convs), state)[1]
+        once. Batch-1 state tensors broadcast against a batch of styles.
+
+        ``noise``: one ``[N, 1, r, r]`` tensor per conv layer (``noise_like``); by default the
+        stored constants, or in training mode with ``train_noise="random"`` fresh noise."""
+        if noise is None and self.training and self.config["train_noise"] == "random":
+            noise = self.noise_like(conv_styles[0].shape[0], dtype=conv_styles[0].dtype,
+                                    device=conv_styles[0].device)
+        return self._run(conv_styles, rgb_styles, start, len(self.convs), state, noise)[1]
+
+    def noise_like(self, batch: int, generator: torch.Generator | None = None, dtype=None, device=None) -> list:
+        """Fresh standard-normal noise, one ``[batch, 1, r, r]`` tensor per conv layer, in order."""
+        return [torch.randn(batch, 1, *m.noise.shape[2:], generator=generator, dtype=dtype or m.noise.dtype,
+                            device=device or m.noise.device) for m in self.convs.values()]
 
     def synthesis_state(self, conv_styles, rgb_styles, layer: int) -> tuple | None:
         """``(x, img)`` just before conv style layer ``layer``: its input activations and the RGB
         image accumulated so far, for ``synthesis(start=layer, state=...)``."""
         return self._run(conv_styles, rgb_styles, 0, layer, None) if layer > 0 else None
 
-    def _run(self, conv_styles, rgb_styles, start: int, stop: int, state) -> tuple:
+    def _run(self, conv_styles, rgb_styles, start: int, stop: int, state, noise=None) -> tuple:
         """Conv style layers ``start`` to ``stop - 1``; after each block's last conv, its ToRGB
         joins the running image."""
         convs = list(self.convs.values())
@@ -180,7 +199,7 @@ class Generator(nn.Module):
         else:
             x, img = state
         for layer in range(start, stop):
-            x = convs[layer](x, conv_styles[layer], self.fir_up)
+            x = convs[layer](x, conv_styles[layer], self.fir_up, None if noise is None else noise[layer])
             if layer == 0:
                 img = self.torgbs["b4"](x, rgb_styles[0])
             elif layer % 2 == 0:  # conv1, the last conv of block r
@@ -208,9 +227,14 @@ class Generator(nn.Module):
         return self.synthesis(conv, rgb)
 
     # -------------------------------------------------------------- whole model
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """dlatents w [N, w_dim] -> images NCHW."""
-        return self.synthesis(*self.style_vectors(w))
+    def forward(self, w: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        """dlatents w [N, w_dim] -> images NCHW (``noise``: see ``synthesis``)."""
+        return self.synthesis(*self.style_vectors(w), noise=noise)
+
+    def sample(self, z: torch.Tensor, labels: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        """z [N, z_dim] and label probabilities [N, label_size] -> images NCHW: the mapping
+        network, then ``forward`` (no truncation; ``dlatent_avg`` is the release's average w)."""
+        return self(self.mapping(z, labels), noise=noise)
 
     def trace_points(self) -> dict[str, str]:
         """Submodule -> label of every traced activation, TF's labels: every style vector, each

@@ -65,6 +65,10 @@ class Block(nn.Module):
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     n, c, h, w = x.shape
     g = min(group, n)
+    if not torch.jit.is_tracing() and n % g:
+        raise ValueError(f"minibatch standard deviation: batch size {n} is not a multiple of its group size "
+                         f"{g} (min({group}, batch)); StyleGAN2 and the TF model need one, e.g. {n - n % g} "
+                         f"or {n - n % g + g}")
     if torch.jit.is_tracing():
         # Traced for ONNX, Python's min() would freeze the comparison made at the traced batch
         # size (g = N for every batch): keep min(group, N) in the graph so a dynamic batch works.

@@ -44,10 +44,11 @@ def build_classifier(config: dict, dtype: str = "float32") -> keras.Model:
     size = config.get("input_size")
     shape = (size, size, 3) if size else (None, None, 3)
     eps, alpha, mult = config["bn_epsilon"], config["alpha"], config["depth_multiplier"]
+    momentum, dropout = config.get("bn_momentum", 0.99), config.get("dropout", 1e-3)
     kw = {"dtype": dtype}
 
     def bn(name):
-        return keras.layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.99, name=name, **kw)
+        return keras.layers.BatchNormalization(axis=-1, epsilon=eps, momentum=momentum, name=name, **kw)
 
     inputs = keras.Input(shape=shape, dtype=dtype, name="input_1")
     x = keras.layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False,
@@ -67,7 +68,7 @@ def build_classifier(config: dict, dtype: str = "float32") -> keras.Model:
         x = bn(f"conv_pw_{k}_bn")(x)
         x = keras.layers.ReLU(6.0, name=f"conv_pw_{k}_relu", **kw)(x)
     x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d", **kw)(x)
-    x = keras.layers.Dropout(1e-3, name="dropout", **kw)(x)
+    x = keras.layers.Dropout(dropout, name="dropout", **kw)(x)
     x = keras.layers.Conv2D(config["num_classes"], 1, padding="same", name="conv_preds", **kw)(x)
     x = keras.layers.Reshape((config["num_classes"],), name="reshape_2", **kw)(x)
     x = keras.layers.Activation("linear", name="predictions", **kw)(x)  # logits: no softmax

@@ -24,6 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models_tf.ops import Bias, EqualizedDense, fir_filter, fir_upsample
+from release_facts import GENERATOR_TRAIN_NOISE
 
 # ASSUMPTIONS (not visible in the released variables' names; shapes are): the mapping network
 # normalises z (pixel norm), runs `mapping_layers` dense layers with leaky ReLU, then appends the
@@ -154,8 +155,10 @@ class GeneratorLayer(keras.layers.Layer):
         self.noise_strength = self.add_weight(name="NoiseStrength", shape=(1,), initializer="zeros")
 
     def call(self, inputs):
-        y = self.conv(inputs)
-        return self.bias_act(y + self.noise * self.noise_strength)
+        """(x, style) with the stored noise constant, or (x, style, noise [N, 1, H, W])."""
+        noise = inputs[2] if len(inputs) == 3 else self.noise
+        y = self.conv(inputs[:2])
+        return self.bias_act(y + noise * self.noise_strength)
 
 
 class ToRGB(keras.layers.Layer):
@@ -178,9 +181,9 @@ class ConstBlock(keras.layers.Layer):
         self.const = self.add_weight(name="Const4x4", shape=(1, self.cout, 4, 4),
                                      initializer=keras.initializers.RandomNormal(0, 1))
 
-    def call(self, style):
+    def call(self, style, noise=None):
         x = tf.tile(self.const, [tf.shape(style)[0], 1, 1, 1])
-        return self.layer((x, style))
+        return self.layer((x, style) if noise is None else (x, style, noise))
 
 
 class GeneratorBlock(keras.layers.Layer):
@@ -189,11 +192,12 @@ class GeneratorBlock(keras.layers.Layer):
         self.conv0 = GeneratorLayer(cout, noise0, up=True, name="Conv0Up")
         self.conv1 = GeneratorLayer(cout, noise1, up=False, name="Conv1")
 
-    def call(self, inputs):
-        """Returns both convs' outputs (the first for per-layer parity)."""
+    def call(self, inputs, noise=None):
+        """Returns both convs' outputs (the first for per-layer parity); ``noise``: a pair of
+        [N, 1, r, r] tensors in place of the stored constants."""
         x, s0, s1 = inputs
-        x0 = self.conv0((x, s0))
-        return x0, self.conv1((x0, s1))
+        x0 = self.conv0((x, s0) if noise is None else (x, s0, noise[0]))
+        return x0, self.conv1((x0, s1) if noise is None else (x0, s1, noise[1]))
 
 
 class Synthesis(keras.layers.Layer):
@@ -211,14 +215,16 @@ class Synthesis(keras.layers.Layer):
             self.blocks.append(GeneratorBlock(ch[r], noises[k], noises[k + 1], name=f"GeneratorBlock{r}x{r}"))
             self.torgbs.append(ToRGB(name=f"ToRGB{r}x{r}"))
 
-    def run(self, styles, acts: dict | None = None):
+    def run(self, styles, acts: dict | None = None, noise=None):
+        """``noise``: one [N, 1, r, r] tensor per conv layer in place of the stored constants."""
         conv, rgb = styles
-        x = self.const_block(conv[0])
+        x = self.const_block(conv[0], None if noise is None else noise[0])
         img = self.torgbs[0]((x, rgb[0]))
         if acts is not None:
             acts["b4/conv"], acts["b4/rgb"] = x, img
         for k, (r, block) in enumerate(zip(self.resolutions[1:], self.blocks)):
-            x0, x = block((x, conv[1 + 2 * k], conv[2 + 2 * k]))
+            x0, x = block((x, conv[1 + 2 * k], conv[2 + 2 * k]),
+                          None if noise is None else noise[1 + 2 * k: 3 + 2 * k])
             if acts is not None:
                 acts[f"b{r}/conv0"] = x0
             img = fir_upsample(img) + self.torgbs[1 + k]((x, rgb[1 + k]))
@@ -228,6 +234,11 @@ class Synthesis(keras.layers.Layer):
 
     def call(self, styles, training=None):
         return self.run(styles)
+
+    def random_noise(self, batch, dtype):
+        """Fresh N(0, 1) noise, one [batch, 1, r, r] tensor per conv layer (training)."""
+        sizes = [4] + [r for r in self.resolutions[1:] for _ in range(2)]
+        return [tf.random.normal([batch, 1, r, r], dtype=dtype) for r in sizes]
 
 
 class Mapping(keras.layers.Layer):
@@ -263,10 +274,16 @@ class Generator(keras.Model):
         self.g_synthesis = Synthesis(config, self.noises, name="generator_synthesis")
         self.generator_mapping = Mapping(config, name="generator_mapping")
 
-    def call(self, inputs, training=None):
-        """(z [N, z_dim], labels [N, label_size]) -> images NCHW."""
+    def call(self, inputs, training=None, noise=None):
+        """(z [N, z_dim], labels [N, label_size]) -> images NCHW. In training, with
+        ``release_facts.GENERATOR_TRAIN_NOISE == "random"``, fresh noise per image (StyleGAN2's
+        randomize_noise) unless ``noise`` gives it; otherwise the stored constants (a converted
+        config's ``train_noise`` overrides the release's assumption)."""
         w = self.generator_mapping(inputs)
-        return self.g_synthesis(self.style_vector_calculator(w))
+        styles = self.style_vector_calculator(w)
+        if noise is None and training and self.config.get("train_noise", GENERATOR_TRAIN_NOISE) == "random":
+            noise = self.g_synthesis.random_noise(tf.shape(w)[0], w.dtype)
+        return self.g_synthesis.run(styles, noise=noise)
 
     def trace(self, w) -> dict:
         """Every style vector and every block's activations, then the image (last)."""

@@ -12,4 +12,4 @@ float64 truth; ``controls`` are the deliberately wrong ports; ``readers``, ``map
 ``release``, ``download``, ``dlatents``, ``onnx_export``, ``samples``, ``atomic``, ``errors``
 do what their names say.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"

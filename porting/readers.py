@@ -37,7 +37,7 @@ import numpy as np
 
 from porting.errors import ReaderError
 from porting.mapping import normalize_name
-from release_facts import CLASSIFIER_ASSUMED, MAPPING_LR_MUL, MBSTD_GROUP
+from release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
 
 # Bookkeeping a checkpoint may carry beside the model's variables.
 _BOOKKEEPING = {"save_counter:0", "_CHECKPOINTABLE_OBJECT_GRAPH:0"}
@@ -320,7 +320,7 @@ def _keras3_config(path: Path, f) -> tuple[str, dict]:
         return "generator", {"resolution": 4 * 2 ** (len(rgbs) - 1), "channels": [int(s[2]) for s in rgbs],
                              "z_dim": int(mapping[0][0]), "w_dim": int(style[0]),
                              "label_size": int(style[0]) - int(mapping[-1][1]), "mapping_layers": len(mapping),
-                             "mapping_lr_mul": MAPPING_LR_MUL}
+                             "mapping_lr_mul": MAPPING_LR_MUL, "train_noise": GENERATOR_TRAIN_NOISE}
     blocks = _numbered(shapes, "layers/block{}/conv1/vars/0")
     from_rgb, conv4, out = shapes.get("layers/conv/vars/0"), shapes.get("layers/conv_1/vars/0"), shapes.get("out/vars/0")
     if blocks and from_rgb and conv4 and out and from_rgb[:3] == (1, 1, 3):

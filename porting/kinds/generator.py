@@ -11,7 +11,7 @@ import numpy as np
 
 from porting.kinds import ModelKind, OnnxSpec, ShapeLookup, VerifySpec
 from porting.mapping import MappingError, Rule
-from release_facts import MAPPING_LR_MUL, RELEASED_DLATENTS
+from release_facts import GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, RELEASED_DLATENTS
 
 STYLE = "generator_style_calculator"
 SYN = "generator_synthesis"
@@ -107,7 +107,7 @@ def infer_config(shapes: Mapping[str, tuple]) -> dict:
         raise MappingError(f"generator: dlatent size {w_dim} is smaller than the mapping output")
     return {"resolution": resolution, "channels": [int(c) for c in widths], "z_dim": int(z_dim),
             "w_dim": int(w_dim), "label_size": int(label_size), "mapping_layers": layers,
-            "mapping_lr_mul": MAPPING_LR_MUL}
+            "mapping_lr_mul": MAPPING_LR_MUL, "train_noise": GENERATOR_TRAIN_NOISE}
 
 
 # ----------------------------------------------------------------------------- verify inputs
