@@ -74,6 +74,13 @@ def _need_ndim(a: np.ndarray, ndim: int, name: str) -> None:
         raise MappingError(f"transform {name} expects a {ndim}-d array, got shape {list(a.shape)}")
 
 
+# Transforms that shift a value: the derivative of ``x + c`` is the identity, so a gradient
+# maps through a rule without them (``Rule.apply(gradient=True)``). Every other transform is a
+# permutation of entries (transpose, flip, reshape, squeeze), which maps a gradient as it maps a
+# value: a port whose gradients match TF's through these has the same parametrisation, and an
+# elementwise optimizer (Adam) then takes the same steps on both sides.
+SHIFTS = frozenset({"plus_one"})
+
 TRANSFORMS: dict[str, Transform] = {
     "conv_kernel": _conv_kernel,
     "depthwise_kernel": _depthwise_kernel,
@@ -112,8 +119,12 @@ class Rule:
         assert self.source is not None
         return self.source.format(**m.groupdict())
 
-    def apply(self, a: np.ndarray) -> np.ndarray:
+    def apply(self, a: np.ndarray, gradient: bool = False) -> np.ndarray:
+        """The TF value ``a`` in the PyTorch layout; ``gradient``: ``a`` is a gradient with respect
+        to the TF variable, mapped without the rule's shifts (``SHIFTS``)."""
         for t in self.transform:
+            if gradient and t in SHIFTS:
+                continue
             fn = TRANSFORMS[t] if isinstance(t, str) else t
             a = fn(a)
         return np.array(a, order="C", copy=True)  # (ascontiguousarray would make a scalar 1-d)
@@ -224,12 +235,49 @@ def plan(rules: Sequence[Rule], pt_shapes: Mapping[str, tuple], tf_names: Sequen
     return result
 
 
-def apply(mplan: MappingPlan, variables: Mapping[str, np.ndarray], pt_shapes: Mapping[str, tuple],
-          *, where: str = "checkpoint", allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
-    """Fetch and transform every assigned TF array; check shape and finiteness."""
+# The inverse of each transform, given the TF variable's shape: PyTorch's layout back to TF's.
+INVERSES: dict[str, Callable[[np.ndarray, tuple], np.ndarray]] = {
+    "conv_kernel": lambda a, shape: a.transpose(2, 3, 1, 0),
+    "depthwise_kernel": lambda a, shape: a.reshape(shape[2], shape[3], shape[0], shape[1]).transpose(2, 3, 0, 1),
+    "dense_kernel": lambda a, shape: a.T,
+    "flip_hw": lambda a, shape: a[..., ::-1, ::-1],
+    "squeeze": lambda a, shape: a.reshape(shape),
+    "plus_one": lambda a, shape: a - 1,
+}
+
+
+def invert(mplan: MappingPlan, state: Mapping[str, np.ndarray], tf_shapes: Mapping[str, tuple],
+           *, where: str = "weights") -> dict[str, np.ndarray]:
+    """PyTorch tensors back to the TF variables that fed them: each rule's transforms undone in
+    reverse order (the export of a PyTorch checkpoint, e.g. a fine-tuned one, to TF).
+    ``tf_shapes``: the TF variables' shapes; a rule with a transform that has no inverse fails."""
     out: dict[str, np.ndarray] = {}
     for a in mplan.assignments:
         if a.tf_name is None:
+            continue
+        shape = tuple(tf_shapes[a.tf_name])
+        arr = np.asarray(state[a.pt_key])
+        for t in reversed(list(a.rule.transform)):
+            if not isinstance(t, str) or t not in INVERSES:
+                raise MappingError(f"{where}: rule {a.rule.target!r} has a transform without an inverse ({t!r}); "
+                                   f"cannot export {a.pt_key!r}")
+            arr = INVERSES[t](arr, shape)
+        if tuple(arr.shape) != shape:
+            raise MappingError(f"{where}: {a.pt_key!r} -> TF {a.tf_name!r}: expected shape {list(shape)}, "
+                               f"found {list(arr.shape)} after undoing {a.rule.describe_transform()}")
+        out[a.tf_name] = np.array(arr, order="C", copy=True)
+    return out
+
+
+def apply(mplan: MappingPlan, variables: Mapping[str, np.ndarray], pt_shapes: Mapping[str, tuple],
+          *, where: str = "checkpoint", allow_nonfinite: bool = False,
+          gradients: bool = False) -> dict[str, np.ndarray]:
+    """Fetch and transform every assigned TF array; check shape and finiteness. ``gradients``:
+    ``variables`` holds gradients with respect to the TF variables (those without one, the
+    non-trainable ones, are left out), mapped through each rule's linear part."""
+    out: dict[str, np.ndarray] = {}
+    for a in mplan.assignments:
+        if a.tf_name is None or (gradients and a.tf_name not in variables):
             continue
         src = variables[a.tf_name]
         if not allow_nonfinite and src.dtype.kind == "f" and not np.all(np.isfinite(src)):
@@ -237,7 +285,7 @@ def apply(mplan: MappingPlan, variables: Mapping[str, np.ndarray], pt_shapes: Ma
             raise MappingError(f"{where}: variable {a.tf_name!r} holds {bad} NaN/Inf value(s); "
                                "refusing to convert (pass --allow-nonfinite to convert anyway)")
         try:
-            arr = a.rule.apply(np.asarray(src))
+            arr = a.rule.apply(np.asarray(src), gradient=gradients)
         except MappingError as e:
             raise MappingError(f"{where}: variable {a.tf_name!r} (rule {a.rule.target!r}): {e}") from None
         want = tuple(pt_shapes[a.pt_key])
