@@ -77,12 +77,16 @@ EXACT = _ops("lift_fresh", "t", "expand", "unsqueeze", "squeeze.dim", "squeeze.d
              "as_strided", "as_strided_", "set_.source_Storage", "set_.source_Storage_storage_offset",
              "copy_", "_to_copy", "hardtanh", "clamp", "clamp.Tensor", "relu", "where.self", "neg", "abs",
              "max.dim", "amax", "contiguous", "expand_as", "flatten.using_ints", "narrow",
-             "masked_fill.Scalar", "gt.Scalar", "ge.Scalar", "lt.Scalar", "le.Scalar", "eq.Scalar")
+             "masked_fill.Scalar", "gt.Scalar", "ge.Scalar", "lt.Scalar", "le.Scalar", "eq.Scalar",
+             # backward: each result is an incoming gradient or zero, placed
+             "hardtanh_backward", "threshold_backward", "slice_backward", "select_backward",
+             "new_zeros", "new_ones", "ones", "full_like")
 # One rounding of the result (correctly rounded, or within an ulp for the square root family).
 ELEMENTWISE = _ops("mul.Tensor", "mul.Scalar", "mul_.Tensor", "mul_.Scalar", "add.Tensor", "add.Scalar",
                    "add_.Tensor", "add_.Scalar", "sub.Tensor", "sub.Scalar", "sub_.Tensor", "rsub.Scalar",
                    "div.Tensor", "div.Scalar", "div_.Tensor", "div_.Scalar", "pow.Tensor_Scalar", "square",
-                   "sqrt", "rsqrt", "reciprocal", "leaky_relu", "lerp.Scalar")
+                   "sqrt", "rsqrt", "reciprocal", "leaky_relu", "lerp.Scalar",
+                   "leaky_relu_backward")   # the gradient, or slope x the gradient
 # Within an ulp or two (libm): exp, logarithms, the hyperbolic family.
 TRANSCENDENTAL = _ops("exp", "log", "tanh", "sigmoid", "erf")
 
@@ -122,6 +126,28 @@ def _convolution(args, out):
     return accumulation_variance(out32 - _channel_view(b.float(), out), q, n) + out32.square()
 
 
+def _convolution_backward(args, out):
+    """``(grad_input, grad_weight, grad_bias)`` of a convolution: each an accumulation, its
+    squared terms the same backward run on the squared operands (float32, never NNPACK)."""
+    g, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups, mask = args[:11]
+    with torch.backends.nnpack.flags(enabled=False):
+        q = aten.convolution_backward.default(g.float().square(), x.float().square(), w.float().square(),
+                                              bias_sizes, stride, padding, dilation, transposed,
+                                              output_padding, groups, mask)
+    taps = float(np.prod(w.shape[2:]))
+    # terms per element: grad_input sums over the other side's channels and taps; grad_weight
+    # and grad_bias over the batch and the positions of the non-transposed side's output
+    if transposed:   # w: [in, out / groups, kh, kw]: grad_input is a plain conv of g
+        n_in = w.shape[1] * taps
+        n_w = x.shape[0] * float(np.prod(x.shape[2:]))
+    else:            # w: [out, in / groups, kh, kw]
+        n_in = w.shape[0] / groups * taps / float(np.prod(stride))
+        n_w = g.shape[0] * float(np.prod(g.shape[2:]))
+    n_b = g.shape[0] * float(np.prod(g.shape[2:]))
+    return tuple(None if o is None else accumulation_variance(o.float(), qi, n)
+                 for o, qi, n in zip(out, q, (n_in, n_w, n_b)))
+
+
 def _matmul(func, args, out):
     if func is aten.addmm.default:
         bias, a, b = args[:3]
@@ -136,6 +162,9 @@ def _matmul(func, args, out):
 
 def _reduction(func, args, kwargs, out):
     x = args[0]
+    if func is aten.sum.default:         # every element
+        q = x.float().square().sum()
+        return accumulation_variance(out.float(), q, x.numel())
     dims = args[1] if len(args) > 1 else kwargs.get("dim")
     keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
     q = aten.sum.dim_IntList(x.float().square(), dims, keep)
@@ -155,6 +184,65 @@ def _batch_norm_inference(args, out):
     # x * scale + (beta - mean * scale): the scale and the shift rounded, then the product and the sum
     return (2 * (x.float() * scale).square() + (_channel_view(mean.float(), x) * scale).square()
             + _channel_view(beta.float(), x).square() + out.float().square())
+
+
+def _channel_sums(t: torch.Tensor) -> torch.Tensor:
+    """Per channel (axis 1), the sum over every other axis, as a channel view of ``t``."""
+    dims = [0] + list(range(2, t.dim()))
+    return _channel_view(t.sum(dim=dims), t)
+
+
+def _batch_norm_training(args, out):
+    """Training mode: the batch mean and variance are accumulations over the ``n`` values of a
+    channel; ``invstd = rsqrt(var + eps)``; the output ``(x - mean) invstd gamma + beta``. Also
+    the variances of the saved mean and invstd (the backward reads them) and of the running
+    statistics the op updates in place (``momentum`` of the batch's, the variance unbiased)."""
+    x, gamma, beta, running_mean, running_var, _training, momentum, eps = args[:8]
+    y, save_mean, save_invstd = out[:3]
+    x32 = x.float()
+    n = x.numel() / x.shape[1]
+    mean = _channel_view(save_mean.float(), x)
+    centred = x32 - mean
+    var = _channel_sums(centred.square()) / n
+    var_mean = accumulation_variance(mean * n, _channel_sums(x32.square()), n) / (n * n) + mean.square()
+    var_var = accumulation_variance(var * n, _channel_sums(centred.square().square()), n) / (n * n) + 2 * var.square()
+    invstd = _channel_view(save_invstd.float(), x)
+    rel_invstd = var_var / (4 * (var + eps).square()) + 1       # relative, in units of VAR1
+    scale = invstd * (1.0 if gamma is None else _channel_view(gamma.float(), x))
+    shifted = y.float() - (0.0 if beta is None else _channel_view(beta.float(), x))
+    var_y = scale.square() * (var_mean + centred.square()) + shifted.square() * (rel_invstd + 2) + y.float().square()
+    flat = [v.reshape(-1) for v in (var_mean, rel_invstd * invstd.square())]
+    running = None
+    if running_mean is not None and momentum is not None:
+        unbiased = n / max(n - 1, 1)
+        running = (momentum ** 2 * flat[0] + 2 * running_mean.float().square(),
+                   momentum ** 2 * unbiased ** 2 * var_var.reshape(-1) + 2 * running_var.float().square())
+    return (var_y, flat[0], flat[1]), running
+
+
+def _batch_norm_backward(args, out):
+    """``(grad_input, grad_weight, grad_bias)`` in training mode: ``grad_bias = sum g`` and
+    ``grad_weight = sum g xhat`` (accumulations over a channel's ``n`` values), ``grad_input =
+    gamma invstd (g - mean(g) - xhat mean(g xhat))``, its roundings and its means' errors."""
+    g, x, gamma, _rm, _rv, save_mean, save_invstd = args[:7]
+    g32 = g.float()
+    n = x.numel() / x.shape[1]
+    invstd = _channel_view(save_invstd.float(), x)
+    xhat = (x.float() - _channel_view(save_mean.float(), x)) * invstd
+    gx = g32 * xhat
+    sum_g, sum_gx = _channel_sums(g32), _channel_sums(gx)
+    var_sum_g = accumulation_variance(sum_g, _channel_sums(g32.square()), n)
+    var_sum_gx = accumulation_variance(sum_gx, _channel_sums(gx.square()), n) + _channel_sums(gx.square())
+    scale = invstd * (1.0 if gamma is None else _channel_view(gamma.float(), x))
+    mean_g, mean_gx = sum_g / n, sum_gx / n
+    var_in = scale.square() * (3 * (g32.square() + mean_g.square() + (xhat * mean_gx).square())
+                               + var_sum_g / (n * n) + xhat.square() * var_sum_gx / (n * n))
+    grad_input, grad_weight, grad_bias = out[:3]
+    if grad_input is not None:
+        var_in = var_in + grad_input.float().square()
+    return (None if grad_input is None else var_in,
+            None if grad_weight is None else var_sum_gx.reshape(-1),
+            None if grad_bias is None else var_sum_g.reshape(-1))
 
 
 def _softmax(args, out):
@@ -185,11 +273,21 @@ class Float32Rounding(TorchDispatchMode):
             return _convolution(args, out)
         if func in (aten.addmm.default, aten.mm.default):
             return _matmul(func, args, out)
-        if func in (aten.sum.dim_IntList, aten.mean.dim):
+        if func in (aten.sum.dim_IntList, aten.mean.dim, aten.sum.default):
             return _reduction(func, args, kwargs, out)
+        if func is aten.convolution_backward.default:
+            return _convolution_backward(args, out)
+        if func is aten.native_batch_norm_backward.default:
+            return _batch_norm_backward(args, out)
         if func is aten._softmax.default:
             return _softmax(args, out)
         if func is aten.native_batch_norm.default:
+            if args[5]:                      # training: batch statistics
+                variances, running = _batch_norm_training(args, out)
+                if running is not None:      # the running statistics it updated in place
+                    self._perturb(args[3], running[0])
+                    self._perturb(args[4], running[1])
+                return variances
             return _batch_norm_inference(args, out[0])
         if func is aten._native_batch_norm_legit_no_training.default:   # (x, w, b, mean, var, momentum, eps)
             return _batch_norm_inference(args[:5] + (False, None, args[6]), out[0])
@@ -210,12 +308,15 @@ class Float32Rounding(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        first = out[0] if isinstance(out, (tuple, list)) else out
+        first = next((o for o in out if o is not None), None) if isinstance(out, (tuple, list)) else out
         if not (isinstance(first, torch.Tensor) and first.dtype == torch.float64):
             return out                       # integer indices, flags, float32 work of a rule
         variance = self._variance(func, args, kwargs, out)
         if variance is None:
             return out
+        if isinstance(variance, tuple):      # one variance per output (None: left exact)
+            return tuple(o if v is None or o is None else self._perturb(o, v) for o, v in zip(out, variance)) \
+                + tuple(out[len(variance):])
         if isinstance(out, (tuple, list)):   # batch norm: (output, saved mean, saved invstd)
             return (self._perturb(out[0], variance),) + tuple(out[1:])
         return self._perturb(out, variance)
