@@ -68,3 +68,27 @@ def attfind_release(tmp_path_factory):
     weights = ref.parent / "weights"
     convert_release(ref, weights)
     return ref, weights
+
+
+SEEDS = [7, 11]          # releases of other seeds than the demo's (seed 7: the issue's "FAILED" classifier)
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="session", params=SEEDS)
+def release(request, tmp_path_factory):
+    """make-reference --seed S (no AttFind sweep) at 32 px, then convert the folder: what a new
+    user runs. Built once per session per seed (test_verdict.py, test_training.py)."""
+    seed = request.param
+    ref = tmp_path_factory.mktemp(f"seed{seed}") / "release"
+    weights = ref.parent / "weights"
+    from click.testing import CliRunner
+
+    import cli
+
+    runner = CliRunner()
+    made = runner.invoke(cli.main, ["make-reference", "--out", str(ref), "--seed", str(seed), "--resolution",
+                                    str(RESOLUTION), "--num-dlatents", "8", "--no-attfind"])
+    assert made.exit_code == 0, made.output
+    conv = runner.invoke(cli.main, ["convert", "--tf-ckpt", str(ref), "--out", str(weights)])
+    assert conv.exit_code == 0, conv.output
+    return seed, ref, weights

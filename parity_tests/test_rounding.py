@@ -200,3 +200,54 @@ def test_the_model_stays_finite_where_pytorch_runs_nnpack(small):
     for label in on:
         assert np.isfinite(off[label]), label
         assert off[label] == pytest.approx(on[label], rel=1e-3), label
+
+
+# ----------------------------------------------------------------- training: backward ops, BatchNorm in training
+
+def _train_inputs(kind_name, module):
+    from porting import training as ptt
+
+    rng = np.random.default_rng(1)
+    n = 4
+    if kind_name == "generator":
+        c = module.config
+        res = [4 * 2 ** i for i in range(len(c["channels"]))]
+        sizes = [4] + [r for r in res[1:] for _ in range(2)]
+        image = (n, 3, c["resolution"], c["resolution"])
+        return {"z": rng.normal(size=(n, c["z_dim"])), "labels": np.full((n, 2), 0.5),
+                "noise": [rng.normal(size=(n, 1, r, r)) for r in sizes], "upstream": rng.normal(size=image),
+                "pl_y": rng.normal(size=image) / 32}, ptt
+    images = rng.uniform(-1, 1, (n, 3, 32, 32))
+    out = {"images": images.transpose(0, 2, 3, 1).copy() if kind_name == "classifier" else images,
+           "upstream": rng.normal(size=(n, {"classifier": 2, "encoder": 8, "discriminator": 1}[kind_name]))}
+    if kind_name == "discriminator":
+        out["labels"] = np.full((n, 2), 0.5)
+    return out, ptt
+
+
+@pytest.mark.parametrize("kind_name", ["classifier", "encoder", "discriminator", "generator"])
+def test_training_quantities_have_rules_and_real_float32_sits_near_the_model(small, kind_name):
+    """Every op of a training check (backward ops, second-order terms, BatchNorm with batch
+    statistics and its running-statistics update) has a rule, and the port's float32 run, held to
+    its float64 run on the same branches (``porting.training.Branches``), sits within the factor
+    of the model; one layer's weights in bfloat16 sit far above it."""
+    module, _ = small[kind_name]
+    inputs, ptt = _train_inputs(kind_name, module)
+    m = ptt.prepare_module(module)
+    m64 = copy.deepcopy(m).double()
+    clean, errors = ptt.model_errors(kind_name, m64, inputs)
+    m32 = copy.deepcopy(m).float()
+    got32, ref32, _ = ptt.float32_against_float64(lambda: ptt.run_pt(kind_name, m32, inputs, "float32"),
+                                                  lambda: ptt.run_pt(kind_name, m64, inputs, "float64"))
+    live = [k for k in clean if np.any(clean[k])]
+    assert len(live) > 10 and all(errors[k] > 0 for k in live), [k for k in live if not errors[k] > 0][:3]
+    worst = max(float(np.abs(got32[k] - ref32[k]).max()) / max(errors[k], 1.2e-7 * float(np.abs(ref32[k]).max()))
+                for k in live)
+    assert worst < 4, worst
+    from porting import controls
+
+    target = controls.middle_target(m32)[0]
+    with torch.no_grad():
+        target.weight.copy_(target.weight.to(torch.bfloat16).float())
+    bad = ptt.run_pt(kind_name, m32, inputs, "float32")
+    assert max(float(np.abs(bad[k] - ref32[k]).max()) / errors[k] for k in live) > 20

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import cli
 import models_pt
+from conftest import SEEDS
 from porting import controls
 from porting.readers import open_checkpoint
 from crosscheck.verify import tf_reference
@@ -86,27 +87,12 @@ def test_rule_float64_and_shapes():
 
 # ----------------------------------------------------------------- releases built with other seeds
 
-SEEDS = [7, 11]          # seed 7 is the release the issue found the classifier "FAILED" on
-RESOLUTION = 32
+# The releases (the ``release`` fixture of conftest.py): seeds 7 and 11 at 32 px.
 # Small weight errors float32 catches on every release of the sweep (docs/verification.md); the
 # others are float64's. The precision controls are float32's by construction.
 FLOAT32_SEES = {("classifier", "bn_eps_1.001e-3"), ("classifier", "kernel_channel_1.001"),
                 ("generator", "kernel_channel_1.001")}
 
-@pytest.fixture(scope="module", params=SEEDS)
-def release(request, tmp_path_factory):
-    """make-reference --seed S (no AttFind sweep) at 32 px, then convert the folder: what a new
-    user runs."""
-    seed = request.param
-    ref = tmp_path_factory.mktemp(f"seed{seed}") / "release"
-    weights = ref.parent / "weights"
-    runner = CliRunner()
-    made = runner.invoke(cli.main, ["make-reference", "--out", str(ref), "--seed", str(seed), "--resolution",
-                                    str(RESOLUTION), "--num-dlatents", "8", "--no-attfind"])
-    assert made.exit_code == 0, made.output
-    conv = runner.invoke(cli.main, ["convert", "--tf-ckpt", str(ref), "--out", str(weights)])
-    assert conv.exit_code == 0, conv.output
-    return seed, ref, weights
 
 
 def test_verify_passes_on_a_release_built_with_another_seed(release, tmp_path):

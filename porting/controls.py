@@ -302,6 +302,93 @@ CONTROLS = [
 ]
 
 
+# ----------------------------------------------------------------- training (verify --train)
+# Ports that compute the inference forward pass exactly and still train differently from TF.
+
+def _bn_momentum_default(m, _stack):
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.momentum = 0.1
+
+
+def _bn_running_var_biased(m, stack):
+    """The running variance updated with the biased batch variance (Keras' non-fused float64
+    path, or a hand-written BatchNorm): PyTorch's unbiased update, less the difference."""
+    def hook(bn, args, _out):
+        if bn.training and bn.track_running_stats:
+            x = args[0].detach()
+            n = x.numel() / x.shape[1]
+            biased = x.var(dim=[0] + list(range(2, x.dim())), unbiased=False)
+            # .data: the op saved running_var for its backward; leave its version counter alone
+            bn.running_var.data.sub_(bn.momentum * biased / (n - 1))
+
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            stack.callback(bn.register_forward_hook(hook).remove)
+
+
+def _fold_equalized_lr(m, _stack):
+    """Every layer with a run-time scale stores ``weight * scale`` and runs with scale 1: the
+    forward pass is the same, each gradient is ``1 / scale`` times TF's, and Adam's steps
+    (lr in stored units) are ``1 / scale`` times too large."""
+    for layer in m.modules():
+        scale = getattr(layer, "scale", None)
+        if isinstance(scale, float) and isinstance(getattr(layer, "weight", None), nn.Parameter):
+            layer.weight.mul_(scale)
+            layer.scale = 1.0
+
+
+def _first_order_only(name: str):
+    """The penalty's input gradient taken without ``create_graph``: its own gradient with respect
+    to the weights (the second-order term) is lost, as when a training loop forgets the flag."""
+    from porting import training as ptt
+
+    real = ptt.PENALTIES[name]
+
+    def detached(*args, **kw):
+        return real(*args, **kw).detach().requires_grad_(True)
+
+    def apply(_m, stack):
+        stack.enter_context(mock.patch.dict(ptt.PENALTIES, {name: detached}))
+    return apply
+
+
+def _noise_ignored(_m, stack):
+    """Training-mode noise ignored: the stored constants added where per-image noise was given."""
+    import models_pt.generator as ptg
+
+    real = ptg.ModulatedConv.forward
+    stack.enter_context(mock.patch.object(ptg.ModulatedConv, "forward",
+                                          lambda self, x, style, fir, noise=None: real(self, x, style, fir)))
+
+
+TRAIN_CONTROLS = [
+    Control("bn_momentum_pytorch_default", ("classifier",), False,
+            "every BatchNorm with PyTorch's default momentum 0.1 (Keras' 0.99 is PyTorch's 0.01)",
+            _bn_momentum_default),
+    Control("bn_running_var_biased", ("classifier",), True,
+            "the running variance updated with the biased batch variance (Keras' non-fused path)",
+            _bn_running_var_biased),
+    Control("equalized_lr_folded", GAN, False,
+            "the equalized-learning-rate scale folded into the stored weights (same forward pass)",
+            _fold_equalized_lr),
+    Control("r1_second_order_missing", ("discriminator",), False,
+            "R1's input gradient taken without create_graph: no gradient reaches the weights",
+            _first_order_only("r1")),
+    Control("path_length_second_order_missing", ("generator",), False,
+            "the path length's gradient taken without create_graph: no gradient reaches the weights",
+            _first_order_only("path length")),
+    Control("train_noise_ignored", ("generator",), False,
+            "training-mode noise ignored: the stored constants added instead of the per-image noise",
+            _noise_ignored),
+]
+
+
+def for_training(kind: str) -> list[Control]:
+    """The negative controls of ``verify --train`` for a model kind."""
+    return [c for c in TRAIN_CONTROLS if kind in c.kinds]
+
+
 # ----------------------------------------------------------------- judging a port and its controls
 
 def judge_with_controls(ref, module: nn.Module, rule=None) -> dict:

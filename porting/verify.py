@@ -382,13 +382,14 @@ def format_summary(reports) -> str:
     for information, TF's own float32 error and the old ratio of that worst layer."""
     from porting.kernels import describe
 
-    lines = [f"{'model':<14} {'layers':>6}  {'exact (float64)':<17} {'float32 worst layer':<32} {'score':>6} "
+    width = max([14] + [len(r.model) for r in reports])
+    lines = [f"{'model':<{width}} {'layers':>6}  {'exact (float64)':<17} {'float32 worst layer':<32} {'score':>6} "
              f"{'port err':>9} {'model err':>9} {'TF err':>9} {'ratio':>6}  result"]
     for r in reports:
         w64 = r.worst64()
         exact = "-" if r.exact is None else f"{'yes' if r.exact else 'NO'} {w64.score64:.1e}"
         worst = r.worst() if r.fit32 is not None else None
-        lines.append(f"{r.model:<14} {len(r.layers):>6}  {exact:<17} {worst.name if worst else '-':<32} "
+        lines.append(f"{r.model:<{width}} {len(r.layers):>6}  {exact:<17} {worst.name if worst else '-':<32} "
                      f"{_fmt(worst.score if worst else None, '.2f'):>6} {_fmt(worst.port_error if worst else None):>9} "
                      f"{_fmt(worst.model_error if worst else None):>9} {_fmt(worst.tf_error if worst else None):>9} "
                      f"{_fmt(worst.ratio if worst else None, '.2f'):>6}  {'pass' if r.passed else 'FAIL'}")

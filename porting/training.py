@@ -1,0 +1,413 @@
+"""``verify --train``: is the port ready for training, not only for inference?
+
+The forward check (``porting.verify``) runs both models in inference mode. Training adds what
+inference never touches: BatchNorm's batch statistics and its running-statistics update
+(momentum, biased or unbiased variance), dropout, the generator's per-image noise, the
+minibatch standard deviation at the batch size trained with, every gradient, and the
+second-order terms of StyleGAN2's regularisers (R1 differentiates the discriminator's input
+gradient, path length the generator's). This module is the PyTorch half of that check and its
+verdict; ``crosscheck.training`` computes the TF half.
+
+**What is compared** (per model kind, in training mode, on the same batch, dropout at rate 0 on
+both sides since its masks are random; its rate is compared in the config):
+
+* ``output``: the model's output in training mode; the loss is ``L = sum(output * upstream)``
+  with a fixed random ``upstream`` (every output element weighted differently);
+* ``dL/d<input>``: the gradient with respect to the input (images, or z for the generator);
+* ``dL/d<parameter>``: each parameter's gradient. TF's gradient of each variable is mapped into
+  the PyTorch layout through the *same mapping rules* as the weights (their permutations; a
+  shift such as ``plus_one`` has the identity as derivative), so a gradient in the wrong layout,
+  or a parametrisation that differs (an equalized-learning-rate scale folded into the stored
+  weight changes every gradient by that scale, and what Adam does with it) is caught;
+* the classifier: every BatchNorm's running mean and variance after that training step;
+* the discriminator: R1 per image (``models_pt.training.r1_penalty``) and the gradient of its sum
+  with respect to every parameter; the generator: the path length per image
+  (``path_length_penalty``, ``w`` from the mapping network) and its gradients, both second order.
+
+**The verdict** is the forward check's rule (``porting.verify.Rule``), row by row: exact in
+float64 against TF's float64 run, and the port's float32 run within 4x the rounding model's
+float32 error (``porting.rounding``, whose rules cover the backward ops too). One exception is
+TF's own: Keras' float64 BatchNorm (no fused kernel for float64) updates the moving variance
+with the *biased* batch variance, its float32 fused kernel (what TF trains the classifier with)
+with the *unbiased* one; the truth of the moving variance is the fused kernel's rule on TF's
+float64 batch statistics, and TF's own float32 run is judged against it as a row of its own.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from models_pt import training as pt_training
+from porting import kinds, mapping
+from porting.verify import RULE, Report, Rule, judge
+
+TRAIN_IMAGES = 4          # images per check: one minibatch-stddev group; R1 and path length are costly
+TRAIN_KINDS = ("classifier", "encoder", "discriminator", "generator")
+
+
+# ----------------------------------------------------------------- inputs (shared by both sides)
+
+def train_inputs(kind: str, config: dict, n: int = TRAIN_IMAGES, size: int | None = None,
+                 seed: int = 0) -> dict[str, np.ndarray | list]:
+    """The batch of a training check, NumPy, in TF's layouts: the kind's verify inputs (checked
+    not to be degenerate) or, for the generator, z and labels; the noise the generator's convs
+    add (one [n, 1, r, r] array per conv); ``upstream``, the weights of the loss; ``pl_y``, the
+    image-space direction of the path length."""
+    spec = kinds.get(kind).verify
+    rng = np.random.default_rng(seed + 7000)
+    if kind == "generator":
+        res = [4 * 2 ** i for i in range(len(config["channels"]))]
+        sizes = [4] + [r for r in res[1:] for _ in range(2)]
+        out = {"z": rng.normal(0, 1, (n, config["z_dim"])),
+               "labels": rng.dirichlet(np.ones(config["label_size"]), n),
+               "noise": [rng.normal(0, 1, (n, 1, r, r)) for r in sizes]}
+        image = (n, 3, config["resolution"], config["resolution"])
+        out["upstream"] = rng.normal(0, 1, image)
+        out["pl_y"] = rng.normal(0, 1, image) / config["resolution"]   # StyleGAN2: 1 / sqrt(pixels)
+        return {k: [a.astype(np.float32) for a in v] if isinstance(v, list) else v.astype(np.float32)
+                for k, v in out.items()}
+    size = size or spec.default_size(config)
+    x = spec.inputs(config, n, size, seed)
+    spec.check_inputs(x)
+    if kind == "discriminator":
+        images, labels = x
+        out = {"images": images, "labels": labels}
+    else:
+        out = {"images": x}
+    units = {"classifier": "num_classes", "encoder": "latent_size", "discriminator": None}[kind]
+    out["upstream"] = rng.normal(0, 1, (n, config[units] if units else 1)).astype(np.float32)
+    return out
+
+
+def _input_name(kind: str) -> str:
+    return "z" if kind == "generator" else "images"
+
+
+# ----------------------------------------------------------------- the PyTorch side
+
+def prepare_module(module: nn.Module) -> nn.Module:
+    """A copy in training mode, dropout at rate 0 (TF's rebuild gets rate 0 too)."""
+    m = copy.deepcopy(module).train()
+    for d in m.modules():
+        if isinstance(d, nn.Dropout):
+            d.p = 0.0
+    return m
+
+
+def _t(a, dtype, requires_grad=False):
+    t = torch.from_numpy(np.ascontiguousarray(a).astype(dtype))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def _grads(module, loss, prefix: str) -> dict[str, torch.Tensor]:
+    params = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
+    found = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    return {f"{prefix}{k}": (torch.zeros_like(p) if g is None else g) for (k, p), g in zip(params, found)}
+
+
+# Which functions compute the penalties: a module attribute, so a negative control can swap one.
+PENALTIES = {"r1": pt_training.r1_penalty, "path length": pt_training.path_length_penalty}
+
+
+def pt_loss(kind: str, module: nn.Module, inputs: dict, dtype: str) -> torch.Tensor:
+    """The first-order loss of a training check, ``sum(output * upstream)``, on the PyTorch side
+    (what ``adam_steps`` minimises)."""
+    upstream = _t(inputs["upstream"], dtype)
+    if kind == "generator":
+        w = module.mapping(_t(inputs["z"], dtype), _t(inputs["labels"], dtype))
+        y = module(w, noise=[_t(a, dtype) for a in inputs["noise"]])
+    else:
+        images = _t(inputs["images"].transpose(0, 3, 1, 2) if kind == "classifier" else inputs["images"], dtype)
+        y = module(images, _t(inputs["labels"], dtype)) if kind == "discriminator" else module(images)
+    return (y * upstream).sum()
+
+
+ADAM_STEPS = 3
+
+
+def adam_steps(kind: str, module: nn.Module, inputs: dict, dtype: str, optimizer: str = "keras",
+               steps: int = ADAM_STEPS, settings: dict | None = None) -> dict[str, np.ndarray]:
+    """Train a copy of ``module`` (``prepare_module``) for ``steps`` steps of Adam on
+    ``pt_loss``, the same batch each step. ``optimizer``: ``"keras"`` (``models_pt.training.KerasAdam``, Keras' rule) or
+    ``"torch"`` (``torch.optim.Adam`` with the same settings, PyTorch's rule). ``settings``:
+    lr, betas, eps (StyleGAN2's by default). Returns the parameters after the steps."""
+    settings = dict(settings or pt_training.STYLEGAN2_ADAM)
+    m = copy.deepcopy(prepare_module(module)).to(getattr(torch, dtype))
+    params = [p for p in m.parameters() if p.requires_grad]
+    if optimizer == "keras":
+        opt = pt_training.KerasAdam(params, **settings)
+    elif optimizer == "torch":
+        opt = torch.optim.Adam(params, foreach=False, **settings)
+    else:
+        raise ValueError(f"optimizer must be 'keras' or 'torch', got {optimizer!r}")
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            pt_loss(kind, m, inputs, dtype).backward()
+            opt.step()
+    return {k: p.detach().cpu().numpy() for k, p in m.named_parameters()}
+
+
+def pt_quantities(kind: str, module: nn.Module, inputs: dict, dtype: str) -> dict[str, np.ndarray]:
+    """Everything a training check compares, from the PyTorch ``module`` (a ``prepare_module``
+    copy, its running statistics restored by the caller), in TF's layouts for activations and
+    PyTorch's for parameters (``grad <key>``, ``r1 grad <key>``, ...)."""
+    out: dict[str, torch.Tensor] = {}
+    with torch.enable_grad():
+        upstream = _t(inputs["upstream"], dtype)
+        if kind == "generator":
+            z = _t(inputs["z"], dtype, True)
+            labels = _t(inputs["labels"], dtype)
+            noise = [_t(a, dtype) for a in inputs["noise"]]
+            w = module.mapping(z, labels)
+            y = module(w, noise=noise)
+            loss = (y * upstream).sum()
+            out["output"] = y
+            out["dL/dz"] = torch.autograd.grad(loss, z, retain_graph=True)[0]
+            out.update(_grads(module, loss, "grad "))
+            w = module.mapping(z, labels)   # a fresh graph: the loss's was freed by its gradients
+            pl = PENALTIES["path length"](module, w, _t(inputs["pl_y"], dtype), noise)
+            out["path length"] = pl
+            out.update(_grads(module, pl.sum(), "path length grad "))
+        else:
+            images = _t(inputs["images"].transpose(0, 3, 1, 2) if kind == "classifier" else inputs["images"],
+                        dtype, True)
+            args = (images, _t(inputs["labels"], dtype)) if kind == "discriminator" else (images,)
+            y = module(*args)
+            loss = (y * upstream).sum()
+            out["output"] = y
+            g = torch.autograd.grad(loss, images, retain_graph=True)[0]
+            out["dL/dimages"] = g.permute(0, 2, 3, 1) if kind == "classifier" else g
+            out.update(_grads(module, loss, "grad "))
+            if kind == "classifier":
+                out.update({k: b.clone() for k, b in module.named_buffers() if k.endswith(("running_mean", "running_var"))})
+            if kind == "discriminator":
+                r1 = PENALTIES["r1"](module, images.detach(), args[1])
+                out["r1"] = r1
+                out.update(_grads(module, r1.sum(), "r1 grad "))
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+@contextmanager
+def restored_buffers(module: nn.Module):
+    """Run a training step, then put the running statistics back (each run starts from the
+    converted statistics)."""
+    saved = {k: b.clone() for k, b in module.named_buffers()}
+    try:
+        yield module
+    finally:
+        with torch.no_grad():
+            for k, b in module.named_buffers():
+                b.copy_(saved[k])
+
+
+def run_pt(kind: str, module: nn.Module, inputs: dict, dtype: str) -> dict[str, np.ndarray]:
+    """``pt_quantities`` on a copy of ``module`` in ``dtype``, starting from its own statistics."""
+    m = module if next(module.parameters()).dtype == getattr(torch, dtype) else copy.deepcopy(module).to(getattr(torch, dtype))
+    with restored_buffers(m):
+        return pt_quantities(kind, m, inputs, dtype)
+
+
+# ----------------------------------------------------------------- TF's gradients in PyTorch's layout
+
+def tf_to_pt(kind: str, tf_values: dict[str, np.ndarray], tf_shapes: dict[str, tuple], module: nn.Module,
+             gradients: bool, where: str = "TF rebuild") -> dict[str, np.ndarray]:
+    """TF variables (or their gradients) -> PyTorch state-dict keys, through the kind's mapping
+    rules (the plan made from the TF model's own names and shapes)."""
+    from porting.convert import prepare
+
+    prep = prepare(list(tf_shapes), tf_shapes, where, model=kind)
+    pt_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return mapping.apply(prep.plan, tf_values, pt_shapes, where=where, gradients=gradients, allow_nonfinite=True)
+
+
+# ----------------------------------------------------------------- branches of piecewise-linear ops
+
+aten = torch.ops.aten
+PIECEWISE = (aten.leaky_relu.default, aten.leaky_relu_backward.default, aten.hardtanh.default,
+             aten.hardtanh_backward.default)
+
+
+def _region(func, args) -> torch.Tensor:
+    """Which piece of a piecewise-linear op each element takes: leaky ReLU (and its backward):
+    ``x > 0``; hardtanh (ReLU6): 0 at or below its minimum, 1 inside, 2 at or above its maximum."""
+    x = args[1] if func in (aten.leaky_relu_backward.default, aten.hardtanh_backward.default) else args[0]
+    if func in (aten.leaky_relu.default, aten.leaky_relu_backward.default):
+        return x > 0
+    lo, hi = (args[1], args[2]) if func is aten.hardtanh.default else (args[2], args[3])
+    return (x > lo).to(torch.int8) + (x >= hi).to(torch.int8)
+
+
+class Branches(TorchDispatchMode):
+    """Record which piece every leaky ReLU and ReLU6 (and their backward ops) took, or replay a
+    recording: the op then computes its result on the recorded pieces.
+
+    Why: a gradient through a piecewise-linear activation jumps where a float32 rounding moves
+    an input across the kink (by the slope: 1 against 0.2, or 1 against 0), so a correct float32
+    run's gradient can differ from the float64 truth by a jump no rounding model bounds (seen: a
+    discriminator's R1 gradient, PyTorch's oneDNN against Eigen on one image of four). The float32
+    verdict of a training check therefore holds the float32 run to the port's float64 run *on
+    the float32 run's branches*, and the rounding model runs on the clean run's branches: what is
+    judged is the rounding, not the choice of branch (that choice is the forward check's, which
+    judges every activation). ``flips`` counts the elements a replay changed."""
+
+    def __init__(self, replay: list | None = None):
+        super().__init__()
+        self.record: list[torch.Tensor] = []
+        self.replay, self.index, self.flips = replay, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in PIECEWISE:
+            return func(*args, **kwargs)
+        if self.replay is None:
+            self.record.append(_region(func, args))
+            return func(*args, **kwargs)
+        if self.index >= len(self.replay):
+            raise RuntimeError("branch replay: more piecewise ops than were recorded (another graph?)")
+        region = self.replay[self.index]
+        self.index += 1
+        own = _region(func, args)
+        if own.shape != region.shape:
+            raise RuntimeError(f"branch replay: op {self.index - 1} ({func}) has shape {tuple(own.shape)}, "
+                               f"the recording {tuple(region.shape)}")
+        self.flips += int((own != region).sum())
+        if func is aten.leaky_relu.default:
+            x, slope = args[0], (args[1] if len(args) > 1 else 0.01)
+            return torch.where(region, x, x * slope)
+        if func is aten.leaky_relu_backward.default:
+            g, slope = args[0], args[2]
+            return torch.where(region, g, g * slope)
+        if func is aten.hardtanh.default:
+            x, lo, hi = args[0], args[1], args[2]
+            return torch.where(region == 0, torch.full_like(x, lo), torch.where(region == 2, torch.full_like(x, hi), x))
+        g = args[0]                                   # hardtanh_backward: the gradient inside only
+        return torch.where(region == 1, g, torch.zeros_like(g))
+
+
+# ----------------------------------------------------------------- the verdict
+
+def recorded(run: Callable[[], dict]) -> tuple[dict, list]:
+    """``run()`` and the ``Branches`` recording of it."""
+    with Branches() as rec:
+        out = run()
+    return out, rec.record
+
+
+def replayed(run: Callable[[], dict], branches: list) -> tuple[dict, int]:
+    """``run()`` on recorded ``branches``, and how many elements took another piece than their own."""
+    with Branches(replay=branches) as rep:
+        out = run()
+    return out, rep.flips
+
+
+def model_errors_on_branches(run64: Callable[[], dict], samples: int | None = None, clean: dict | None = None,
+                             branches: list | None = None) -> tuple[dict, dict]:
+    """The rounding model's float32 error of every quantity a float64 ``run64`` returns
+    (``porting.rounding``), each noisy run on the clean run's ``branches`` (recorded if absent)."""
+    from porting import rounding
+
+    if branches is None:
+        clean, branches = recorded(run64)
+    return rounding.simulate(lambda: replayed(run64, branches)[0],
+                             rounding.SAMPLES if samples is None else samples, clean=clean)
+
+
+def float32_against_float64(run32: Callable[[], dict], run64: Callable[[], dict]) -> tuple[dict, dict, int]:
+    """``(float32 run, the float64 run on the float32 run's branches, flips)``: what the float32
+    verdict of a training quantity compares (see ``Branches``). Off NNPACK, as verify's passes."""
+    from porting import kernels
+
+    with kernels.summing_kernels():
+        got32, branches = recorded(run32)
+    ref32, flips = replayed(run64, branches)
+    return got32, ref32, flips
+
+
+def model_errors(kind: str, module64: nn.Module, inputs: dict, samples: int | None = None,
+                 clean: dict | None = None, branches: list | None = None) -> tuple[dict, dict]:
+    """``model_errors_on_branches`` of a training check's quantities (``run_pt`` in float64)."""
+    return model_errors_on_branches(lambda: run_pt(kind, module64, inputs, "float64"), samples, clean, branches)
+
+
+def judge_training(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,
+                   rule: Rule = RULE, source: str = "", weights: str = "", dtype: str = "float32",
+                   model_error: dict | None = None, tf_seconds: float = 0.0,
+                   kernels_info: dict | None = None) -> Report:
+    """Judge the PyTorch ``module`` (converted, inference or training mode) against TF's truth
+    (float64) of a training check. Each row: exact (the port's float64 run against the truth),
+    and fit for float32 (the port's float32 run against its float64 run on the same branches,
+    within ``rule.factor`` times the rounding model's error); ``tf32``: TF's float32 run, whose
+    error against the truth is reported for information."""
+    from porting import kernels, rounding
+
+    t0 = time.perf_counter()
+    m = prepare_module(module)
+    phases = {"tf": round(tf_seconds, 2)}
+    m64 = copy.deepcopy(m).double()
+    got64, branches = recorded(lambda: run_pt(kind, m64, inputs, "float64"))
+    phases["float64"] = round(time.perf_counter() - t0, 2)
+    pt_kernels, flips = kernels.torch_kernels(), None
+    if dtype == "float32":
+        t1 = time.perf_counter()
+        m32 = copy.deepcopy(m).float()
+        got32, ref32, flips = float32_against_float64(lambda: run_pt(kind, m32, inputs, "float32"),
+                                                      lambda: run_pt(kind, m64, inputs, "float64"))
+        with kernels.summing_kernels():
+            pt_kernels = kernels.torch_kernels()
+        phases["float32"] = round(time.perf_counter() - t1, 2)
+        if model_error is None:
+            t1 = time.perf_counter()
+            _, model_error = model_errors(kind, m64, inputs, clean=got64, branches=branches)
+            phases["rounding model"] = round(time.perf_counter() - t1, 2)
+    missing = sorted(set(truth) - set(got64))
+    extra = sorted(set(got64) - set(truth))
+    if missing or extra:
+        raise AssertionError(f"training check of the {kind}: TF and PyTorch compare different quantities: "
+                             f"TF only {missing[:5]}, PyTorch only {extra[:5]}")
+    n = len(inputs[_input_name(kind)])
+    described = f"{n} inputs, training mode" + ("" if flips is None else f"; float32 flipped {flips} branch(es)")
+    report = Report(f"{kind} (train)", dtype, source, weights, described, 0.0, 0.0, rule.to_json(),
+                    kernels={**(kernels_info or {}), "pytorch": pt_kernels},
+                    rounding_samples=rounding.SAMPLES if dtype == "float32" else None)
+    for label in truth:
+        row = judge(label, truth[label], got64=got64[label], rule=rule)
+        if dtype == "float32":
+            fit = judge(label, ref32[label], got32=got32[label], model_error=model_error[label], rule=rule)
+            row.model_error, row.port_error, row.bound, row.score = fit.model_error, fit.port_error, fit.bound, fit.score
+            if tf32 is not None:
+                # information: TF's float32 error against the truth on TF's own branches, so it
+                # includes every jump of TF's branch flips; no score or ratio against a bound that
+                # holds the branches fixed (docs/training.md)
+                row.tf_error = float(np.max(np.abs(np.asarray(tf32[label], np.float64) - truth[label]))) \
+                    if np.size(truth[label]) else 0.0
+            row.passed = bool(row.exact) and bool(row.fit32)
+        report.layers.append(row)
+    report.seconds = round(tf_seconds + time.perf_counter() - t0, 2)
+    report.phases = phases
+    return report.finish()
+
+
+def judge_training_controls(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,
+                            rule: Rule = RULE) -> dict[str, Report]:
+    """``{"correct": Report, <control>: Report, ...}``: the port and every training control of
+    its kind (``porting.controls.for_training``) judged on one TF truth, with the rounding
+    model run once, on the correct port."""
+    from porting import controls
+
+    m64 = copy.deepcopy(prepare_module(module)).double()
+    errors = model_errors(kind, m64, inputs)[1] if tf32 is not None else None
+    dtype = "float32" if tf32 is not None else "float64"
+    reports = {"correct": judge_training(kind, truth, tf32, module, inputs, rule, dtype=dtype, model_error=errors)}
+    for control in controls.for_training(kind):
+        with controls.broken(control, module) as twin:
+            reports[control.name] = judge_training(kind, truth, tf32, twin, inputs, rule, dtype=dtype,
+                                                   model_error=errors)
+    return reports
