@@ -86,15 +86,18 @@ def main():
               help="Cap on the generator's channel widths (the release's is 512). AttFind's TF sweep "
                    "costs one generator pass per coordinate and direction, and there are 9 x this many "
                    "coordinates at 64 px.")
+@click.option("--resnet-channel-max", type=int, default=None,
+              help="Cap on the encoder's and discriminator's widths [default: the release's 512]; a small "
+                   "cap (32) makes them cheap to train (examples/finetune.py).")
 @click.option("--attfind/--no-attfind", default=True, show_default=True,
               help="Plant an attribute in the classifier and write examples_1.tfrecord (TF backend).")
 @user_errors
-def make_reference(out_dir, seed, resolution, num_dlatents, channel_max, attfind):
+def make_reference(out_dir, seed, resolution, num_dlatents, channel_max, resnet_channel_max, attfind):
     """Write seeded TF models in the released file layout (a 'reference release')."""
     from crosscheck.reference_release import make_reference as make
 
     info = make(Path(out_dir), seed=seed, resolution=resolution, num_dlatents=num_dlatents,
-                channel_max=channel_max, attfind=attfind, bar=progress_bar,
+                channel_max=channel_max, attfind=attfind, bar=progress_bar, resnet_channel_max=resnet_channel_max,
                 progress=lambda msg: click.echo(f"  {msg}", err=True))
     for name, f in info["files"].items():
         click.echo(f"wrote {Path(out_dir) / f}")
@@ -245,8 +248,13 @@ def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused):
                    "more of the network's range and steady the verdict, at a linear cost in time.")
 @click.option("--size", type=int, help="Input image size [default: the model's].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the test inputs.")
+@click.option("--train", "train", is_flag=True,
+              help="Check training instead of inference: training mode, the input and every parameter "
+                   "gradient (TF's mapped through the same rules), BatchNorm's running statistics after "
+                   "the step, R1 and path length with their second-order gradients; 4 inputs unless "
+                   "--num-images says otherwise.")
 @user_errors
-def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
+def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, train):
     """Compare every activation of TF and PyTorch on the same inputs; exit 1 if any is off.
 
     Two verdicts per activation, both needed: exact (TF and the port in float64 agree within
@@ -266,6 +274,8 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
         raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
                                  "anything; the discriminator's minibatch groups are 4)", param_hint="--num-images")
     dtype = "float64" if use_float64 else "float32"
+    if train:
+        sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed))
     if is_release_folder(existing(tf_ckpt)):
         reports = verify_release(Path(tf_ckpt), existing(weights), dtype, num_images)
         for r in reports:
@@ -284,6 +294,31 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed):
     if json_path:
         write_json(Path(json_path), report.to_json())
     sys.exit(0 if report.passed else EXIT_FAILED)
+
+
+def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed: int) -> int:
+    """``verify --train``: one model or a whole release; the exit status."""
+    from crosscheck.training import verify_training, verify_training_release
+    from porting.atomic import write_json
+    from porting.readers import open_checkpoint
+    from porting.release import is_release_folder
+    from porting.training import TRAIN_IMAGES
+    from porting.verify import format_summary, format_table
+
+    source = click.get_current_context().get_parameter_source("num_images")
+    n = TRAIN_IMAGES if source == click.core.ParameterSource.DEFAULT else num_images
+    if is_release_folder(existing(tf_ckpt)):
+        reports = verify_training_release(Path(tf_ckpt), existing(weights), dtype, n)
+    else:
+        with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
+            reports = [verify_training(ck, existing(weights), dtype, n, seed=seed)]
+    for r in reports:
+        click.echo(format_table(r) + "\n")
+    click.echo(format_summary(reports))
+    passed = all(r.passed for r in reports)
+    if json_path:
+        write_json(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
+    return 0 if passed else EXIT_FAILED
 
 
 @main.command()

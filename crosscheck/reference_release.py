@@ -65,7 +65,7 @@ def _save(model, out_dir: Path, kind_name: str) -> str:
 
 def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=None,
                    num_dlatents: int = 32, channel_max: int | None = 16, attfind: bool = True,
-                   bar=None) -> dict:
+                   bar=None, resnet_channel_max: int | None = None) -> dict:
     """Write the reference release into ``out_dir``; returns what ``reference.json`` holds.
 
     ``resolution`` is the image size of every model (the release's is 256). ``channel_max``
@@ -74,6 +74,8 @@ def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=
     coordinates. ``attfind``: plant an attribute in the classifier and write
     ``examples_1.tfrecord`` with the TF backend. ``bar(total, label)``: a progress bar factory
     for the sweep (a context manager with ``update(n)``).
+    ``resnet_channel_max``: a cap on the encoder's and discriminator's widths
+    (``None``: the release's 512 at every resolution; a small cap makes training them cheap).
     """
     from models_tf import classifier, generator, resnet_d
     from models_tf.pipeline import calibrate_encoder, reference_dlatents
@@ -100,6 +102,8 @@ def make_reference(out_dir: Path, seed: int = 0, resolution: int = 64, progress=
     for name in ("encoder", "discriminator"):
         step(f"{name} ({resolution} px): seeding and saving")
         configs[name] = resnet_d.release_config(name, resolution)
+        if resnet_channel_max is not None:
+            configs[name]["channel_max"] = int(resnet_channel_max)
         nets[name] = resnet_d.seeded(name, configs[name], seed=seed)
         if name == "encoder":
             calibrate_encoder(gen, nets[name], real_dlatents(max(num_dlatents, 32)))
