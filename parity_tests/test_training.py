@@ -112,12 +112,15 @@ def test_keras_two_moving_variance_rules(release):
     assert np.median(ratios) > 10 and sum(r > 3 for r in ratios) >= 24, sorted(ratios)
 
 
-@pytest.mark.parametrize("stem", ["mobilenet", "generator"])
+@pytest.mark.parametrize("stem", ["encoder", "generator"])
 def test_three_adam_steps_keras_rule_and_torch_s_differs(release, stem):
     """3 steps of Keras' Adam (StyleGAN2's settings: beta1 0, beta2 0.99, eps 1e-8) on the same
-    loss and batch: ``KerasAdam`` ends where TF does (exact in float64, float32 within the bound
-    of the rounding model run over the 3 steps); ``torch.optim.Adam`` does not (its epsilon is
-    applied after the bias correction)."""
+    loss and batch, for two of the models StylEx trains: ``KerasAdam`` ends where TF does (exact
+    in float64, float32 within the bound of the rounding model run over the 3 steps, on the same
+    branches); ``torch.optim.Adam`` does not (its epsilon is applied after the bias correction).
+    (Not the classifier, which StylEx keeps fixed: Adam's slope at a zero gradient, lr x 0.1 / eps
+    = 2e4, multiplies train-mode BatchNorm's float64 gradient differences of ~1e-14 into 0.7 of
+    the float64 bound after 3 steps; docs/training.md.)"""
     seed, pt, variables = _load(release, stem)
     if seed != SEEDS[0]:
         pytest.skip("one seed is enough")
