@@ -143,21 +143,30 @@ class ModulatedConv2D(keras.layers.Layer):
 
 
 class GeneratorLayer(keras.layers.Layer):
-    """Modulated 3x3 conv (optionally up-sampling), + noise constant * strength, + bias, lrelu."""
+    """Modulated 3x3 conv (optionally up-sampling), + noise * strength, + bias, lrelu. The noise:
+    given in the inputs, or in training with ``random_noise`` fresh per image, else the stored
+    constant. (Training is told by Keras' call context, so every call keeps the release's input
+    structure and its SavedModel serializes as before.)"""
 
-    def __init__(self, cout: int, noise: tf.Variable, up: bool, **kw):
+    def __init__(self, cout: int, noise: tf.Variable, up: bool, random_noise: bool = False, **kw):
         super().__init__(**kw)
         self.conv = ModulatedConv2D(cout, 3, up=up, name="ModulatedConv2D")
         self.bias_act = Bias((1, cout, 1, 1), "BiasAct", act=True, name="FusedBiasAct")
-        self.noise = noise
+        self.noise, self.random_noise = noise, random_noise
 
     def build(self, shapes):
         self.noise_strength = self.add_weight(name="NoiseStrength", shape=(1,), initializer="zeros")
 
-    def call(self, inputs):
-        """(x, style) with the stored noise constant, or (x, style, noise [N, 1, H, W])."""
-        noise = inputs[2] if len(inputs) == 3 else self.noise
+    def call(self, inputs, training=None):
+        """(x, style), or (x, style, noise [N, 1, H, W])."""
         y = self.conv(inputs[:2])
+        if len(inputs) == 3:
+            noise = inputs[2]
+        elif training and self.random_noise:
+            shape = tf.shape(y)
+            noise = tf.random.normal([shape[0], 1, shape[2], shape[3]], dtype=y.dtype)
+        else:
+            noise = self.noise
         return self.bias_act(y + noise * self.noise_strength)
 
 
@@ -172,30 +181,33 @@ class ToRGB(keras.layers.Layer):
 
 
 class ConstBlock(keras.layers.Layer):
-    def __init__(self, cout: int, noise, **kw):
+    def __init__(self, cout: int, noise, random_noise: bool = False, **kw):
         super().__init__(**kw)
         self.cout = cout
-        self.layer = GeneratorLayer(cout, noise, up=False, name="GeneratorLayer4x4")
+        self.layer = GeneratorLayer(cout, noise, up=False, random_noise=random_noise, name="GeneratorLayer4x4")
 
     def build(self, _):
         self.const = self.add_weight(name="Const4x4", shape=(1, self.cout, 4, 4),
                                      initializer=keras.initializers.RandomNormal(0, 1))
 
-    def call(self, style, noise=None):
+    def call(self, inputs):
+        """style, or (style, noise) (given noise: eager runs of the cross-checks only)."""
+        style, noise = (inputs, None) if not isinstance(inputs, (tuple, list)) else inputs
         x = tf.tile(self.const, [tf.shape(style)[0], 1, 1, 1])
         return self.layer((x, style) if noise is None else (x, style, noise))
 
 
 class GeneratorBlock(keras.layers.Layer):
-    def __init__(self, cout: int, noise0, noise1, **kw):
+    def __init__(self, cout: int, noise0, noise1, random_noise: bool = False, **kw):
         super().__init__(**kw)
-        self.conv0 = GeneratorLayer(cout, noise0, up=True, name="Conv0Up")
-        self.conv1 = GeneratorLayer(cout, noise1, up=False, name="Conv1")
+        self.conv0 = GeneratorLayer(cout, noise0, up=True, random_noise=random_noise, name="Conv0Up")
+        self.conv1 = GeneratorLayer(cout, noise1, up=False, random_noise=random_noise, name="Conv1")
 
-    def call(self, inputs, noise=None):
-        """Returns both convs' outputs (the first for per-layer parity); ``noise``: a pair of
-        [N, 1, r, r] tensors in place of the stored constants."""
-        x, s0, s1 = inputs
+    def call(self, inputs):
+        """(x, style0, style1[, noise0, noise1]) -> both convs' outputs (the first for per-layer
+        parity); the noises, [N, 1, r, r], in place of the stored constants."""
+        x, s0, s1 = inputs[:3]
+        noise = inputs[3:] or None
         x0 = self.conv0((x, s0) if noise is None else (x, s0, noise[0]))
         return x0, self.conv1((x0, s1) if noise is None else (x0, s1, noise[1]))
 
@@ -207,24 +219,28 @@ class Synthesis(keras.layers.Layer):
         super().__init__(**kw)
         ch = channels(config)
         self.resolutions = sorted(ch)
-        self.const_block = ConstBlock(ch[4], noises[0], name="ConstBlock4x4")
+        # training mode draws fresh noise per image: the converted config's train_noise, else the
+        # release's assumption (release_facts.GENERATOR_TRAIN_NOISE)
+        rand = config.get("train_noise", GENERATOR_TRAIN_NOISE) == "random"
+        self.const_block = ConstBlock(ch[4], noises[0], random_noise=rand, name="ConstBlock4x4")
         self.torgbs = [ToRGB(name="ToRGB4x4")]
         self.blocks = []
         for r in self.resolutions[1:]:
             k = 2 * int(math.log2(r)) - 5
-            self.blocks.append(GeneratorBlock(ch[r], noises[k], noises[k + 1], name=f"GeneratorBlock{r}x{r}"))
+            self.blocks.append(GeneratorBlock(ch[r], noises[k], noises[k + 1], random_noise=rand,
+                                              name=f"GeneratorBlock{r}x{r}"))
             self.torgbs.append(ToRGB(name=f"ToRGB{r}x{r}"))
 
     def run(self, styles, acts: dict | None = None, noise=None):
         """``noise``: one [N, 1, r, r] tensor per conv layer in place of the stored constants."""
         conv, rgb = styles
-        x = self.const_block(conv[0], None if noise is None else noise[0])
+        x = self.const_block(conv[0] if noise is None else (conv[0], noise[0]))
         img = self.torgbs[0]((x, rgb[0]))
         if acts is not None:
             acts["b4/conv"], acts["b4/rgb"] = x, img
         for k, (r, block) in enumerate(zip(self.resolutions[1:], self.blocks)):
-            x0, x = block((x, conv[1 + 2 * k], conv[2 + 2 * k]),
-                          None if noise is None else noise[1 + 2 * k: 3 + 2 * k])
+            inputs = (x, conv[1 + 2 * k], conv[2 + 2 * k])
+            x0, x = block(inputs if noise is None else inputs + tuple(noise[1 + 2 * k: 3 + 2 * k]))
             if acts is not None:
                 acts[f"b{r}/conv0"] = x0
             img = fir_upsample(img) + self.torgbs[1 + k]((x, rgb[1 + k]))
@@ -234,11 +250,6 @@ class Synthesis(keras.layers.Layer):
 
     def call(self, styles, training=None):
         return self.run(styles)
-
-    def random_noise(self, batch, dtype):
-        """Fresh N(0, 1) noise, one [batch, 1, r, r] tensor per conv layer (training)."""
-        sizes = [4] + [r for r in self.resolutions[1:] for _ in range(2)]
-        return [tf.random.normal([batch, 1, r, r], dtype=dtype) for r in sizes]
 
 
 class Mapping(keras.layers.Layer):
@@ -274,16 +285,13 @@ class Generator(keras.Model):
         self.g_synthesis = Synthesis(config, self.noises, name="generator_synthesis")
         self.generator_mapping = Mapping(config, name="generator_mapping")
 
-    def call(self, inputs, training=None, noise=None):
-        """(z [N, z_dim], labels [N, label_size]) -> images NCHW. In training, with
-        ``release_facts.GENERATOR_TRAIN_NOISE == "random"``, fresh noise per image (StyleGAN2's
-        randomize_noise) unless ``noise`` gives it; otherwise the stored constants (a converted
-        config's ``train_noise`` overrides the release's assumption)."""
+    def call(self, inputs, training=None):
+        """(z [N, z_dim], labels [N, label_size]) -> images NCHW. In training, with train_noise
+        "random" (``release_facts.GENERATOR_TRAIN_NOISE``), fresh noise per image (StyleGAN2's
+        randomize_noise); otherwise the stored constants. ``g_synthesis.run(styles, noise=...)``
+        takes given noise."""
         w = self.generator_mapping(inputs)
-        styles = self.style_vector_calculator(w)
-        if noise is None and training and self.config.get("train_noise", GENERATOR_TRAIN_NOISE) == "random":
-            noise = self.g_synthesis.random_noise(tf.shape(w)[0], w.dtype)
-        return self.g_synthesis.run(styles, noise=noise)
+        return self.g_synthesis(self.style_vector_calculator(w))
 
     def trace(self, w) -> dict:
         """Every style vector and every block's activations, then the image (last)."""
