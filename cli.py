@@ -268,7 +268,7 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     from porting.atomic import write_json
     from porting.readers import open_checkpoint
     from porting.release import is_release_folder
-    from porting.verify import format_summary, format_table
+    from porting.verify import format_table
 
     if num_images < 4:
         raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
@@ -277,14 +277,7 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     if train:
         sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed))
     if is_release_folder(existing(tf_ckpt)):
-        reports = verify_release(Path(tf_ckpt), existing(weights), dtype, num_images)
-        for r in reports:
-            click.echo(format_table(r) + "\n")
-        click.echo(format_summary(reports))
-        passed = all(r.passed for r in reports)
-        if json_path:
-            write_json(Path(json_path), {"passed": passed, "models": [r.to_json() for r in reports]})
-        sys.exit(0 if passed else EXIT_FAILED)
+        sys.exit(report_all(verify_release(Path(tf_ckpt), existing(weights), dtype, num_images), json_path))
     weights_path = existing(weights)
     beside = existing(tf_ckpt).resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
     with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
@@ -299,11 +292,9 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
 def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed: int) -> int:
     """``verify --train``: one model or a whole release; the exit status."""
     from crosscheck.training import verify_training, verify_training_release
-    from porting.atomic import write_json
     from porting.readers import open_checkpoint
     from porting.release import is_release_folder
     from porting.training import TRAIN_IMAGES
-    from porting.verify import format_summary, format_table
 
     source = click.get_current_context().get_parameter_source("num_images")
     n = TRAIN_IMAGES if source == click.core.ParameterSource.DEFAULT else num_images
@@ -312,6 +303,14 @@ def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed:
     else:
         with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
             reports = [verify_training(ck, existing(weights), dtype, n, seed=seed)]
+    return report_all(reports, json_path)
+
+
+def report_all(reports: list, json_path) -> int:
+    """Every report's table, one summary, the JSON of them all; the exit status."""
+    from porting.atomic import write_json
+    from porting.verify import format_summary, format_table
+
     for r in reports:
         click.echo(format_table(r) + "\n")
     click.echo(format_summary(reports))
