@@ -275,6 +275,8 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
                                  "anything; the discriminator's minibatch groups are 4)", param_hint="--num-images")
     dtype = "float64" if use_float64 else "float32"
     if train:
+        if size is not None:
+            raise click.BadParameter("--train uses each model's own input size", param_hint="--size")
         sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed))
     if is_release_folder(existing(tf_ckpt)):
         sys.exit(report_all(verify_release(Path(tf_ckpt), existing(weights), dtype, num_images), json_path))
@@ -298,8 +300,11 @@ def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed:
 
     source = click.get_current_context().get_parameter_source("num_images")
     n = TRAIN_IMAGES if source == click.core.ParameterSource.DEFAULT else num_images
+    if n % 4:
+        raise click.BadParameter(f"{n}: a training check needs a multiple of 4 inputs (the discriminator's "
+                                 "minibatch standard deviation groups images by 4)", param_hint="--num-images")
     if is_release_folder(existing(tf_ckpt)):
-        reports = verify_training_release(Path(tf_ckpt), existing(weights), dtype, n)
+        reports = verify_training_release(Path(tf_ckpt), existing(weights), dtype, n, seed=seed)
     else:
         with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
             reports = [verify_training(ck, existing(weights), dtype, n, seed=seed)]

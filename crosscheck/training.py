@@ -45,7 +45,7 @@ def _fused_moving_variance(model, before: dict, images: np.ndarray) -> dict[str,
     the decay as Keras holds it (``1 - momentum`` in float32)."""
     import tf_keras as keras
 
-    acts = tf_side.trace("classifier", model, images, "float64")
+    acts = None
     out = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
@@ -54,6 +54,7 @@ def _fused_moving_variance(model, before: dict, images: np.ndarray) -> dict[str,
         if getattr(layer, "fused", False):     # the fused kernel already did it
             out[name] = layer.moving_variance.numpy()
             continue
+        acts = acts if acts is not None else tf_side.trace("classifier", model, images, "float64")
         n = int(np.prod(acts[layer.name].shape[:-1]))
         f = float(np.float32(1.0 - layer.momentum))
         old, new = before[name], layer.moving_variance.numpy()
@@ -163,7 +164,7 @@ def verify_training(ck, weights: Path, dtype: str = "float32", num_images: int =
 
 
 def verify_training_release(src: Path, weights_dir: Path, dtype: str = "float32", num_images: int = pt_train.TRAIN_IMAGES,
-                            progress: bool = True) -> list[Report]:
+                            progress: bool = True, seed: int = 0) -> list[Report]:
     """``verify --train`` of every model a converted release folder lists."""
     from tqdm import tqdm
 
@@ -173,7 +174,7 @@ def verify_training_release(src: Path, weights_dir: Path, dtype: str = "float32"
     for stem, entry in bar:
         bar.set_postfix_str(stem)
         with open_checkpoint(Path(src) / entry["source"], build_keras=tf_side.build_keras) as ck:
-            reports.append(verify_training(ck, Path(weights_dir) / entry["weights"], dtype, num_images))
+            reports.append(verify_training(ck, Path(weights_dir) / entry["weights"], dtype, num_images, seed=seed))
     return reports
 
 

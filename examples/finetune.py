@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     if missing:
         return fail(f"{args.weights}: the release lacks {', '.join(missing)}")
     G, E, D, C = (by_kind[k][1] for k in ("generator", "encoder", "discriminator", "classifier"))
-    release = args.release or Path(manifest.get("release", ""))
-    images, probs = render_data(G, C, args.images, release / "dlatents.pkl" if str(release) else None, args.seed)
+    release = args.release or (Path(manifest["release"]) if manifest.get("release") else None)
+    images, probs = render_data(G, C, args.images, release / "dlatents.pkl" if release else None, args.seed)
 
     for m in (G, E, D):
         m.train()

@@ -81,8 +81,8 @@ class MobileNetV1(nn.Module):
         super().__init__()
         if strided_padding not in ("explicit", "same"):
             raise ValueError(f"strided_padding must be 'explicit' or 'same', got {strided_padding!r}")
-        if not 0.0 <= bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum is Keras' (the old statistics' weight, in [0, 1)), got {bn_momentum!r}")
+        if not 0.0 <= bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum is Keras' (the old statistics' weight, in [0, 1]), got {bn_momentum!r}")
         self.config = dict(alpha=alpha, depth_multiplier=depth_multiplier, num_classes=num_classes,
                            bn_epsilon=bn_epsilon, strided_padding=strided_padding, bn_momentum=bn_momentum,
                            dropout=dropout)

@@ -175,20 +175,27 @@ class Generator(nn.Module):
 
         ``noise``: one ``[N, 1, r, r]`` tensor per conv layer (``noise_like``); by default the
         stored constants, or in training mode with ``train_noise="random"`` fresh noise."""
+        return self._run(conv_styles, rgb_styles, start, len(self.convs), state, self._noise(conv_styles, noise))[1]
+
+    def _noise(self, conv_styles, noise):
+        """Given noise, or in training mode with ``train_noise="random"`` fresh noise, else None
+        (the stored constants)."""
         if noise is None and self.training and self.config["train_noise"] == "random":
-            noise = self.noise_like(conv_styles[0].shape[0], dtype=conv_styles[0].dtype,
-                                    device=conv_styles[0].device)
-        return self._run(conv_styles, rgb_styles, start, len(self.convs), state, noise)[1]
+            s = conv_styles[0]
+            noise = self.noise_like(s.shape[0], dtype=s.dtype, device=s.device)
+        return noise
 
     def noise_like(self, batch: int, generator: torch.Generator | None = None, dtype=None, device=None) -> list:
         """Fresh standard-normal noise, one ``[batch, 1, r, r]`` tensor per conv layer, in order."""
         return [torch.randn(batch, 1, *m.noise.shape[2:], generator=generator, dtype=dtype or m.noise.dtype,
                             device=device or m.noise.device) for m in self.convs.values()]
 
-    def synthesis_state(self, conv_styles, rgb_styles, layer: int) -> tuple | None:
+    def synthesis_state(self, conv_styles, rgb_styles, layer: int, noise: list | None = None) -> tuple | None:
         """``(x, img)`` just before conv style layer ``layer``: its input activations and the RGB
-        image accumulated so far, for ``synthesis(start=layer, state=...)``."""
-        return self._run(conv_styles, rgb_styles, 0, layer, None) if layer > 0 else None
+        image accumulated so far, for ``synthesis(start=layer, state=...)`` (``noise``: as there)."""
+        if layer == 0:
+            return None
+        return self._run(conv_styles, rgb_styles, 0, layer, None, self._noise(conv_styles, noise))
 
     def _run(self, conv_styles, rgb_styles, start: int, stop: int, state, noise=None) -> tuple:
         """Conv style layers ``start`` to ``stop - 1``; after each block's last conv, its ToRGB

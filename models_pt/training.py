@@ -49,7 +49,7 @@ class KerasAdam(torch.optim.Optimizer):
         if lr <= 0 or eps < 0:
             raise ValueError(f"lr must be > 0 and eps >= 0, got lr={lr}, eps={eps}")
         self.keras_rounding = keras_rounding
-        lr = float(np.float32(lr)) if keras_rounding else float(lr)
+        lr = float(np.float32(lr)) if keras_rounding else float(lr)   # (a scheduler's values are used as set)
         super().__init__(params, {"lr": lr, "betas": tuple(float(b) for b in betas), "eps": float(eps)})
 
     @torch.no_grad()
@@ -58,6 +58,10 @@ class KerasAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # one step count for the optimizer, as Keras' ``iterations``: a parameter without a
+        # gradient in some step is skipped, and its bias correction still counts that step
+        self.iterations = getattr(self, "iterations", 0) + 1
+        t = self.iterations
         for group in self.param_groups:
             b1, b2 = group["betas"]
             p1, p2 = (float(np.float32(b)) for b in (b1, b2)) if self.keras_rounding else (b1, b2)
@@ -66,11 +70,8 @@ class KerasAdam(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = 0
                     state["m"] = torch.zeros_like(p)
                     state["v"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
                 m, v, g = state["m"], state["v"], p.grad
                 alpha = group["lr"] * math.sqrt(1 - p2 ** t) / (1 - p1 ** t)
                 m.add_((g - m) * (1 - b1))

@@ -221,22 +221,30 @@ def _batch_norm_training(args, out):
 
 
 def _batch_norm_backward(args, out):
-    """``(grad_input, grad_weight, grad_bias)`` in training mode: ``grad_bias = sum g`` and
-    ``grad_weight = sum g xhat`` (accumulations over a channel's ``n`` values), ``grad_input =
-    gamma invstd (g - mean(g) - xhat mean(g xhat))``, its roundings and its means' errors."""
-    g, x, gamma, _rm, _rv, save_mean, save_invstd = args[:7]
+    """``(grad_input, grad_weight, grad_bias)``: ``grad_bias = sum g`` and ``grad_weight = sum g
+    xhat`` (accumulations over a channel's ``n`` values); in training mode ``grad_input = gamma
+    invstd (g - mean(g) - xhat mean(g xhat))``, its roundings and its means' errors; in inference
+    mode (the running statistics, a frozen network's input gradient) ``gamma invstd g``."""
+    g, x, gamma, running_mean, running_var, save_mean, save_invstd, train, eps = args[:9]
     g32 = g.float()
     n = x.numel() / x.shape[1]
-    invstd = _channel_view(save_invstd.float(), x)
-    xhat = (x.float() - _channel_view(save_mean.float(), x)) * invstd
+    if train:
+        mean, invstd = _channel_view(save_mean.float(), x), _channel_view(save_invstd.float(), x)
+    else:
+        mean = _channel_view(running_mean.float(), x)
+        invstd = _channel_view(torch.rsqrt(running_var.float() + eps), x)
+    xhat = (x.float() - mean) * invstd
     gx = g32 * xhat
     sum_g, sum_gx = _channel_sums(g32), _channel_sums(gx)
     var_sum_g = accumulation_variance(sum_g, _channel_sums(g32.square()), n)
     var_sum_gx = accumulation_variance(sum_gx, _channel_sums(gx.square()), n) + _channel_sums(gx.square())
     scale = invstd * (1.0 if gamma is None else _channel_view(gamma.float(), x))
     mean_g, mean_gx = sum_g / n, sum_gx / n
-    var_in = scale.square() * (3 * (g32.square() + mean_g.square() + (xhat * mean_gx).square())
-                               + var_sum_g / (n * n) + xhat.square() * var_sum_gx / (n * n))
+    if train:
+        var_in = scale.square() * (3 * (g32.square() + mean_g.square() + (xhat * mean_gx).square())
+                                   + var_sum_g / (n * n) + xhat.square() * var_sum_gx / (n * n))
+    else:                              # g times a rounded scale, rounded
+        var_in = 2 * (scale * g32).square()
     grad_input, grad_weight, grad_bias = out[:3]
     if grad_input is not None:
         var_in = var_in + grad_input.float().square()

@@ -9,7 +9,9 @@ gradient, path length the generator's). This module is the PyTorch half of that 
 verdict; ``crosscheck.training`` computes the TF half.
 
 **What is compared** (per model kind, in training mode, on the same batch, dropout at rate 0 on
-both sides since its masks are random; its rate is compared in the config):
+both sides since its masks are random; its rate, like the BatchNorm momentum and the training
+noise, comes from the weights' header on both sides: what the release cannot show is an
+assumption of ``release_facts``, which no check against the rebuild can test):
 
 * ``output``: the model's output in training mode; the loss is ``L = sum(output * upstream)``
   with a fixed random ``upstream`` (every output element weighted differently);
@@ -260,7 +262,7 @@ class Branches(TorchDispatchMode):
 
     def __init__(self, replay: list | None = None):
         super().__init__()
-        self.record: list[torch.Tensor] = []
+        self.record: list[tuple] = []          # (op, region) per call, in call order
         self.replay, self.index, self.flips = replay, 0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -268,16 +270,16 @@ class Branches(TorchDispatchMode):
         if func not in PIECEWISE:
             return func(*args, **kwargs)
         if self.replay is None:
-            self.record.append(_region(func, args))
+            self.record.append((func, _region(func, args)))
             return func(*args, **kwargs)
         if self.index >= len(self.replay):
             raise RuntimeError("branch replay: more piecewise ops than were recorded (another graph?)")
-        region = self.replay[self.index]
+        recorded_func, region = self.replay[self.index]
         self.index += 1
         own = _region(func, args)
-        if own.shape != region.shape:
-            raise RuntimeError(f"branch replay: op {self.index - 1} ({func}) has shape {tuple(own.shape)}, "
-                               f"the recording {tuple(region.shape)}")
+        if recorded_func is not func or own.shape != region.shape:
+            raise RuntimeError(f"branch replay: op {self.index - 1} is {func} of shape {tuple(own.shape)}, "
+                               f"the recording's {recorded_func} of shape {tuple(region.shape)} (another graph?)")
         self.flips += int((own != region).sum())
         if func is aten.leaky_relu.default:
             x, slope = args[0], (args[1] if len(args) > 1 else 0.01)
@@ -305,16 +307,22 @@ def replayed(run: Callable[[], dict], branches: list) -> tuple[dict, int]:
     """``run()`` on recorded ``branches``, and how many elements took another piece than their own."""
     with Branches(replay=branches) as rep:
         out = run()
+    if rep.index != len(branches):
+        raise RuntimeError(f"branch replay: {rep.index} piecewise ops ran, {len(branches)} were recorded "
+                           "(another graph?)")
     return out, rep.flips
 
 
 def model_errors_on_branches(run64: Callable[[], dict], samples: int | None = None, clean: dict | None = None,
                              branches: list | None = None) -> tuple[dict, dict]:
     """The rounding model's float32 error of every quantity a float64 ``run64`` returns
-    (``porting.rounding``), each noisy run on the clean run's ``branches`` (recorded if absent)."""
+    (``porting.rounding``), each noisy run on the clean run's ``branches``; without them the clean
+    run is made (and recorded) here, and ``clean`` must not be given."""
     from porting import rounding
 
     if branches is None:
+        if clean is not None:
+            raise ValueError("give the clean run's branches with it (recorded(run64)), or neither")
         clean, branches = recorded(run64)
     return rounding.simulate(lambda: replayed(run64, branches)[0],
                              rounding.SAMPLES if samples is None else samples, clean=clean)
