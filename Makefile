@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REF    ?= reference
 WEIGHTS ?= weights
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test clean
 
@@ -23,8 +24,9 @@ demo: install
 	$(PY) cli.py verify --tf-ckpt $(REF) --weights $(WEIGHTS)/$(REF) --json $(WEIGHTS)/$(REF)/verify.json
 	$(PY) cli.py attfind --weights $(WEIGHTS)/$(REF) --dlatents $(REF)/dlatents.pkl --out runs/attfind/$(REF) --sufficiency
 
+# Two pytest-xdist workers of one thread each (parity_tests/conftest.py); TEST_WORKERS=0 runs serially.
 test: install
-	$(PY) -m pytest parity_tests/ -q
+	$(PY) -m pytest parity_tests/ -q -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(REF) $(WEIGHTS)/$(REF) runs .pytest_cache

@@ -273,10 +273,12 @@ def test_float64_end_to_end(small):
 
 
 def test_parity_256px_release_configuration():
-    """The release configuration itself (5760 StyleSpace coordinates), on 4 real dlatents."""
+    """The release configuration itself (5760 StyleSpace coordinates), on 2 real dlatents (the
+    32 px tests run 250; here each image costs TF's and the port's runs in both precisions and
+    the rounding model's)."""
     model = tfg.seeded_generator(tfg.release_config(256), seed=1)
     module = to_pt(model)
-    w = released_dlatents()[:4]
+    w = released_dlatents()[:2]
     ref = tf_images(model, w)
     check_images(ref)
     truth = tf_images(_float64_twin(model), w.astype(np.float64))

@@ -41,28 +41,29 @@ def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tm
     assert list(modules) == ["mobilenet"] and not modules["mobilenet"].training
 
 
-def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_path):
-    """What `make demo` runs, at 32 px: make-reference, convert the folder, verify the folder."""
+def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(verified, tmp_path):
+    """What `make demo` runs, at 32 px (conftest's ``release`` and ``verified``: make-reference,
+    convert the folder, verify the folder), then the README's example on the converted folder,
+    and verify on a copy of it with one generator weight corrupted."""
+    import pytest
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    ref, out = tmp_path / "reference", tmp_path / "weights"
-    assert run("make-reference", "--out", ref, "--resolution", 32, "--num-dlatents", 8,
-               "--no-attfind").exit_code == 0
+    from conftest import SEEDS
+
+    seed, ref, out, output, report = verified
+    if seed != SEEDS[0]:
+        pytest.skip("one release is enough")
     assert {p.name for p in ref.iterdir()} == {f"{m}.savedmodel.zip" for m in ("generator", "encoder",
                                               "discriminator", "mobilenet")} | {"dlatents.pkl", "reference.json"}
     from porting.dlatents import load_dlatents
 
     dl = load_dlatents(ref / "dlatents.pkl")
     assert len(dl) == 8 and dl[0][1].shape == (1, 514)
-    assert run("convert", "--tf-ckpt", ref, "--out", out).exit_code == 0
-    result = run("verify", "--tf-ckpt", ref, "--weights", out, "--json", tmp_path / "v.json")
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "v.json").read_text())
     assert report["passed"]
     assert {m["model"] for m in report["models"]} == {"generator", "encoder", "discriminator", "classifier",
                                                        "round trip", "attfind effects"}
-    assert "round trip" in result.output
+    assert "round trip" in output
 
     # The README's downstream example on the converted folder: PyTorch only, a PNG out.
     import importlib.util
@@ -80,13 +81,15 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(tmp_
                            "--out", str(tmp_path / "cf.png")])
     assert Image.open(tmp_path / "cf.png").size == (512, 256) and 0 < p0 < 1 and 0 < p1 < 1 and p0 != p1
 
-    weights = out / "generator.safetensors"
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    weights = copy / "generator.safetensors"
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
     state = load_file(str(weights))
     state["convs.b16_conv1.weight"][0, 0, 1, 1] += 0.5
     save_file(state, str(weights), metadata=meta)
-    result = run("verify", "--tf-ckpt", ref, "--weights", out)
+    result = run("verify", "--tf-ckpt", ref / "generator.savedmodel.zip", "--weights", weights)
     assert result.exit_code == 1
     assert "generator" in result.output and "FAIL" in result.output
 

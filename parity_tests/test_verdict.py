@@ -95,13 +95,9 @@ FLOAT32_SEES = {("classifier", "bn_eps_1.001e-3"), ("classifier", "kernel_channe
 
 
 
-def test_verify_passes_on_a_release_built_with_another_seed(release, tmp_path):
-    seed, ref, weights = release
-    result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref), "--weights", str(weights),
-                                           "--json", str(tmp_path / "v.json")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "v.json").read_text())
-    assert report["passed"]
+def test_verify_passes_on_a_release_built_with_another_seed(verified):
+    seed, ref, weights, output, report = verified
+    assert report["passed"] and "PASSED" in output
     assert [m["model"] for m in report["models"]] == ["generator", "encoder", "discriminator", "classifier",
                                                       "round trip", "attfind effects"]
     for m in report["models"]:
@@ -243,27 +239,26 @@ def other_kernels() -> dict:
     return {"TF_ENABLE_ONEDNN_OPTS": "0" if tf_kernels()["onednn"] else "1", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 
-def test_the_verdict_under_another_pairing_of_kernels(release, tmp_path):
+def test_the_verdict_under_another_pairing_of_kernels(verified, tmp_path):
     """The encoder, whose float32 rounding moves most with the kernels (docs/verification.md),
-    verified in a process that runs other kernels on both sides and in this one: the same
-    verdicts, each report names its kernels, the float64 figures agree to float64 rounding and
-    the rounding model's errors are equal (they depend on no kernel), while the kernels' own
-    float32 errors move."""
-    seed, ref, weights = release
+    verified in a process that runs other kernels on both sides, against its row of the folder's
+    verify in this one: the same verdicts, each report names its kernels, the float64 figures
+    agree to float64 rounding and the rounding model's errors are equal (they depend on no
+    kernel), while the kernels' own float32 errors move."""
+    seed, ref, weights, _, report = verified
     if seed != SEEDS[0]:
         pytest.skip("one release is enough for the second pairing")
     if os.environ.get("ONEDNN_MAX_CPU_ISA"):
         pytest.skip("oneDNN's ISA was capped from outside; the pairing test caps it itself")
-    here, there = tmp_path / "here.json", tmp_path / "there.json"
+    there = tmp_path / "there.json"
     args = ["verify", "--tf-ckpt", str(ref / "encoder.savedmodel.zip"), "--weights", str(weights / "encoder.safetensors")]
-    result = CliRunner().invoke(cli.main, args + ["--json", str(here)])
-    assert result.exit_code == 0, result.output
     other = other_kernels()
     proc = subprocess.run([sys.executable, "cli.py"] + args + ["--json", str(there)],
                           cwd=os.path.dirname(os.path.abspath(cli.__file__)),
                           env={**os.environ, **other}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    a, b = (json.loads(p.read_text()) for p in (here, there))
+    a = next(m for m in report["models"] if m["model"] == "encoder")
+    b = json.loads(there.read_text())
     assert a["passed"] and b["passed"] and a["exact"] and b["exact"] and a["fit32"] and b["fit32"]
     assert b["kernels"]["tensorflow"]["onednn"] != a["kernels"]["tensorflow"]["onednn"]
     assert b["kernels"]["pytorch"]["onednn_max_isa"] == "SSE41" and "oneDNN ISA SSE41" in proc.stdout
