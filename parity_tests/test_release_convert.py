@@ -44,7 +44,7 @@ def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tm
 def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(verified, tmp_path):
     """What `make demo` runs, at 32 px (conftest's ``release`` and ``verified``: make-reference,
     convert the folder, verify the folder), then the README's example on the converted folder,
-    and verify on a copy of it with one generator weight corrupted."""
+    and the folder verify of a copy with one generator weight corrupted (float64: exactness)."""
     import pytest
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -89,9 +89,11 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(veri
     state = load_file(str(weights))
     state["convs.b16_conv1.weight"][0, 0, 1, 1] += 0.5
     save_file(state, str(weights), metadata=meta)
-    result = run("verify", "--tf-ckpt", ref / "generator.savedmodel.zip", "--weights", weights)
-    assert result.exit_code == 1
-    assert "generator" in result.output and "FAIL" in result.output
+    result = run("verify", "--float64", "--tf-ckpt", ref, "--weights", copy, "--json", tmp_path / "bad.json")
+    assert result.exit_code == 1 and "FAIL" in result.output, result.output[-2000:]
+    verdicts = {m["model"]: m["passed"] for m in json.loads((tmp_path / "bad.json").read_text())["models"]}
+    assert verdicts["generator"] is False, verdicts
+    assert all(verdicts[m] for m in ("encoder", "discriminator", "classifier")), verdicts
 
 
 def test_weights_name_their_class_and_a_foreign_class_is_refused(small_classifier, tmp_path):
