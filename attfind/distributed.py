@@ -24,7 +24,6 @@ collapse when another process holds one of theirs).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import deque
@@ -34,8 +33,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from models_pt import file_sha256
 from porting.errors import PortError
-from release_facts import RELEASE_STEMS
+from stylex_port.release_facts import RELEASE_STEMS
 
 SETUP, UNIT = "setup", "unit"
 DEPTH = 2   # units queued per worker: the next image waits in the worker's queue while one runs,
@@ -86,14 +86,6 @@ def _count_by_pid(units: dict[int, int]) -> dict[str, int]:
     for pid in units.values():
         out[str(pid)] = out.get(str(pid), 0) + 1
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- the worker side

@@ -94,7 +94,7 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     from attfind.run import load_models
     from attfind.selection import softmax
     from porting.atomic import write_json
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     t0 = time.perf_counter()
     unknown = [m for m in options.methods if m not in METHODS]

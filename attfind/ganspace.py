@@ -189,7 +189,7 @@ def run_ganspace(weights, out_dir, samples: int = DEFAULT_SAMPLES, components: i
     from attfind.run import load_models
     from attfind.selection import softmax
     from porting.atomic import write_json
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

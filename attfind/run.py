@@ -20,7 +20,7 @@ from attfind import truth
 from attfind.cache import cache_key, compute_effects
 from attfind.errors import AttFindInputError
 from porting.atomic import write_json
-from release_facts import EXAMPLES_FILE, RELEASE_STEMS
+from stylex_port.release_facts import EXAMPLES_FILE, RELEASE_STEMS
 
 GENERATOR, CLASSIFIER, DISCRIMINATOR = (RELEASE_STEMS[k] for k in ("generator", "classifier", "discriminator"))
 
@@ -123,7 +123,7 @@ def torch_threads() -> int:
 
 def read_dlatents(path: Path, max_images: int | None, w_dim: int, weights: Path):
     """The release's dlatents (restricted unpickler) and their names, checked against the generator."""
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     items = load_dlatents(path)
     names, dlatents = [n for n, _ in items], dlatent_matrix(items)

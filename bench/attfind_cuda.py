@@ -59,7 +59,7 @@ def main():
     from attfind.effects_pt import TorchEffects
     from models_pt.classifier import MobileNetV1
     from models_pt.generator import Generator
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
     models = models_pt.load(args.weights)

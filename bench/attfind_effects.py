@@ -60,7 +60,7 @@ def main():
     from attfind.effects_pt import TorchEffects
     from attfind.effects_tf import TFEffects, conv_styles
     from crosscheck.reference_release import make_reference
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
     from porting.readers import open_checkpoint
     from porting.release import convert_release
 

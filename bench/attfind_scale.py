@@ -143,7 +143,7 @@ def main():
     from attfind.effects_pt import TorchEffects
     from attfind.cache import local_source
     from attfind.run import load_models
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     cores = os.cpu_count()
     print(f"torch {torch.__version__}, {cores} cores; {args.weights}")

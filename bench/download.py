@@ -34,7 +34,8 @@ def main():
     args = ap.parse_args()
 
     from parity_tests.loopback import LoopbackServer
-    from porting.download import RELEASE_FILES, check_content, download, sha256_of
+    from models_pt import file_sha256
+    from porting.download import RELEASE_FILES, check_content, download
 
     if not shutil.which("curl"):
         sys.exit("curl is not installed")
@@ -73,7 +74,7 @@ def main():
             curl.append(time.perf_counter() - t)
     t = time.perf_counter()
     for n in names:
-        sha256_of(root / n)
+        file_sha256(root / n)
     t_sha = time.perf_counter() - t
     t = time.perf_counter()
     for n in names:

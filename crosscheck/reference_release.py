@@ -20,14 +20,26 @@ import numpy as np
 
 from porting.atomic import atomic_path, write_json
 from porting.kinds import get as kind
-from release_facts import DLATENTS_FILE, EXAMPLES_FILE
+from stylex_port.release_facts import DLATENTS_FILE, EXAMPLES_FILE
 
 
 def real_dlatents(n: int) -> np.ndarray:
-    """The first ``n`` of the real release's dlatents (``release_facts.RELEASED_DLATENTS``)."""
+    """The first ``n`` of the real release's dlatents (``release_facts.RELEASED_DLATENTS``); in a
+    checkout without that file, seeded Gaussian stand-ins (w ~ N(0, 1), Dirichlet label
+    probabilities), with a note: the reference release is then built on them."""
     from porting.kinds.generator import released_dlatents
+    from stylex_port.release_facts import RELEASED_DLATENTS
 
-    return released_dlatents()[:n]
+    if RELEASED_DLATENTS.exists():
+        return released_dlatents()[:n]
+    import sys
+
+    print(f"note: {RELEASED_DLATENTS} is absent; the reference release uses seeded Gaussian dlatents",
+          file=sys.stderr)
+    rng = np.random.default_rng(514)
+    w = rng.normal(0, 1, (n, 514)).astype(np.float32)
+    w[:, 512:] = rng.dirichlet(np.ones(2), n)
+    return w
 
 
 def seeded_classifier(config: dict, seed: int = 0, progress: bool = False):

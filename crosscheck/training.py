@@ -21,6 +21,7 @@ import numpy as np
 
 import models_pt
 from crosscheck import tf_side
+from crosscheck.verify import load_to_verify
 from porting import training as pt_train
 from porting.readers import open_checkpoint
 from porting.verify import RULE, Report, Rule, judge
@@ -150,7 +151,7 @@ def verify_training(ck, weights: Path, dtype: str = "float32", num_images: int =
     kind, config = header["kind"], header["config"]
     if kind not in pt_train.TRAIN_KINDS:
         raise ValueError(f"{weights}: no training check for a {kind}")
-    pt = module if module is not None else models_pt.load(weights)
+    pt = module if module is not None else load_to_verify(weights)
     inputs = pt_train.train_inputs(kind, config, num_images, seed=seed)
     variables = variables if variables is not None else ck.read_all()
     truth = tf_quantities(kind, rebuild(kind, config, "float64", variables), inputs, "float64", pt)

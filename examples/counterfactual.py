@@ -1,7 +1,7 @@
 """Encode an image, move one StyleSpace coordinate, save the counterfactual: PyTorch only.
 
     .venv/bin/python examples/counterfactual.py --weights weights/reference --image face.png \
-        --coordinate 100 --delta 3 --out counterfactual.png
+        --coordinate 39 --delta 3 --out counterfactual.png
 
 Writes a PNG with the reconstruction and the edited image side by side, each with the
 classifier's probability of class 1 drawn on it.
@@ -34,19 +34,47 @@ def to_pil(x: torch.Tensor, label: str) -> Image.Image:
     return img
 
 
+def fail(message: str):
+    """Bad input ends in one line on stderr and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_models(folder: Path) -> dict:
+    try:
+        models = models_pt.load(folder)
+    except models_pt.WeightsError as e:
+        fail(str(e))
+    if not isinstance(models, dict):
+        fail(f"{folder}: a single weights file; pass the converted release folder (cli.py convert --tf-ckpt RELEASE)")
+    missing = [name for name in ("generator", "encoder", "mobilenet") if name not in models]
+    if missing:
+        fail(f"{folder}: the converted release lacks {', '.join(missing)} (its manifest.json lists {sorted(models)})")
+    if models_pt.read_manifest(folder).get("reference"):
+        print(f"note: {folder} holds a seeded reference release: it reconstructs no real face; "
+              "convert the released files for meaningful counterfactuals", file=sys.stderr)
+    return models
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, required=True, help="a converted release folder")
-    ap.add_argument("--image", type=Path, required=True)
+    ap.add_argument("--image", type=Path, required=True, help="an image file PIL can read (any size)")
     ap.add_argument("--coordinate", type=int, default=0, help="StyleSpace coordinate to move")
     ap.add_argument("--delta", type=float, default=3.0, help="how far to move it")
     ap.add_argument("--out", type=Path, default=Path("counterfactual.png"))
     args = ap.parse_args(argv)
 
-    m = models_pt.load(args.weights)
+    m = load_models(args.weights)
     G, E, C = m["generator"], m["encoder"], m["mobilenet"]
+    if not 0 <= args.coordinate < G.space.size:
+        fail(f"--coordinate {args.coordinate}: this generator has StyleSpace coordinates 0..{G.space.size - 1}")
+    try:
+        image = to_tensor(args.image, G.config["resolution"])
+    except (OSError, ValueError) as e:   # missing, unreadable, not an image (PIL's errors are OSErrors)
+        fail(f"{args.image}: cannot read the image: {e.strerror if getattr(e, 'strerror', None) else e}")
     with torch.no_grad():
-        w = encode(E, C, to_tensor(args.image, G.config["resolution"]))
+        w = encode(E, C, image)
         conv, rgb = G.style_vectors(w)
         pair = G.synthesis_edit(conv, rgb, coords=[args.coordinate, args.coordinate], deltas=[0.0, args.delta])
         probs = torch.softmax(C(pair.clamp(-1, 1)), dim=1)[:, 1]
@@ -56,7 +84,9 @@ def main(argv=None):
     canvas.paste(left, (0, 0))
     canvas.paste(right, (256, 0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(args.out)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    canvas.save(tmp, format="PNG")
+    tmp.replace(args.out)
     print(f"wrote {args.out}: p(class 1) {probs[0]:.4f} -> {probs[1]:.4f}")
     return float(probs[0]), float(probs[1])
 

@@ -82,7 +82,7 @@ def render_data(G, C, count: int, dlatents_path: Path | None, seed: int):
     with torch.no_grad():
         parts = []
         if dlatents_path is not None and dlatents_path.exists():
-            from porting.dlatents import dlatent_matrix, load_dlatents
+            from models_pt.dlatents import dlatent_matrix, load_dlatents
 
             parts.append(G(torch.from_numpy(dlatent_matrix(load_dlatents(dlatents_path))[:count]).float()))
         rest = count - sum(len(x) for x in parts)

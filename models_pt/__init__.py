@@ -15,11 +15,17 @@ import importlib
 import json
 from pathlib import Path
 
+__version__ = "0.4.0"   # the project's version (setup.cfg reads it); converted files record it
+
 METADATA_KEY = "stylex_port"  # safetensors metadata entry holding our JSON header
 
 
 class WeightsError(ValueError):
     """A weights file that cannot be turned back into a module."""
+
+
+class HashMismatchError(WeightsError):
+    """A converted file whose bytes are not those its folder's ``manifest.json`` records."""
 
 
 def model_class(header: dict, path: str | Path = "weights"):
@@ -75,6 +81,41 @@ def load_file(path: str | Path, device="cpu"):
     return module.to(device).eval()
 
 
+def file_sha256(path: str | Path, into=None) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks: the one file hash of the project
+    (manifests, downloads, workers' checks). With ``into`` (a ``hashlib`` object), the bytes are
+    fed to it as well, for hashes over several files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            if into is not None:
+                into.update(block)
+    return h.hexdigest()
+
+
+def check_release_hashes(folder: str | Path, manifest: dict | None = None) -> None:
+    """Each converted file of a release folder against the sha256 its ``manifest.json`` records;
+    a mismatch is one line naming the file (a flipped byte inside a tensor loads silently
+    otherwise)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    for name, entry in manifest["models"].items():
+        want = entry.get("weights_sha256")
+        if not want:
+            continue
+        path = folder / entry["weights"]
+        if not path.exists():
+            raise WeightsError(f"{path}: listed in {folder / 'manifest.json'} for {name!r}, but missing")
+        got = file_sha256(path)
+        if got != want:
+            raise HashMismatchError(f"{path}: sha256 {got[:12]}... is not the {want[:12]}... manifest.json "
+                               "records (corrupted or changed since conversion); convert again, or "
+                               "load(..., check_hashes=False) to load it anyway")
+
+
 def read_manifest(folder: str | Path) -> dict:
     """The ``manifest.json`` of a converted release folder (``cli.py convert`` on a release):
     ``{"models": {stem: {"kind", "weights", "weights_sha256", "source", ...}}, ...}``."""
@@ -92,12 +133,22 @@ def read_manifest(folder: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path, device="cpu"):
-    """A ``.safetensors`` file -> its module; a converted release folder -> ``{name: module}``."""
+def load(path: str | Path, device="cpu", *, check_hashes: bool = True):
+    """A ``.safetensors`` file -> its module; a converted release folder -> ``{name: module}``.
+
+    Every file is first checked against the sha256 of the folder's ``manifest.json`` (for a
+    single file: the manifest beside it, when it lists the file); ``check_hashes=False`` skips
+    that, for files you changed on purpose."""
     path = Path(path)
     if path.is_dir():
-        entries = read_manifest(path)["models"]
-        return {name: load_file(path / e["weights"], device) for name, e in entries.items()}
+        manifest = read_manifest(path)
+        if check_hashes:
+            check_release_hashes(path, manifest)
+        return {name: load_file(path / e["weights"], device) for name, e in manifest["models"].items()}
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
+    if check_hashes and (path.parent / "manifest.json").exists():
+        manifest = read_manifest(path.parent)
+        mine = {n: e for n, e in manifest["models"].items() if e.get("weights") == path.name}
+        check_release_hashes(path.parent, {"models": mine})
     return load_file(path, device)

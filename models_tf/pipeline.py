@@ -4,7 +4,7 @@ The release's dlatent of an image is the encoder's output concatenated with the 
 softmax probabilities on the same image (``encode``). ``calibrate_encoder`` gives a seeded
 encoder the spread of real dlatents, so that AttFind's style ranges on a reference release have
 the release's scale. TF only; the dlatents to match are passed in (``release_facts`` says where
-the real ones are, ``porting.dlatents`` reads them).
+the real ones are, ``models_pt.dlatents`` reads them).
 """
 from __future__ import annotations
 

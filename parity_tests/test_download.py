@@ -9,11 +9,11 @@ import shutil
 import time
 
 import pytest
-from click.testing import CliRunner
 
-import cli
 from parity_tests.loopback import LoopbackServer
-from porting.download import RELEASE_FILES, sha256_of
+from models_pt import file_sha256
+from porting.download import RELEASE_FILES
+from conftest import run_cli
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def served(attfind_release, tmp_path):
 
 
 def _download(server, out, *extra):
-    r = CliRunner().invoke(cli.main, ["download", "--base-url", server.url, "--out", str(out),
+    r = run_cli(*["download", "--base-url", server.url, "--out", str(out),
                                       "--retries", "2", "--timeout", "5", *extra])
     return r, (json.loads((out / "release.json").read_text()) if (out / "release.json").exists() else None)
 
@@ -50,7 +50,7 @@ def test_full_download_then_nothing_again_then_convert_and_verify(served):
     for n in RELEASE_FILES:
         e = manifest["files"][n]
         assert e["url"] == server.url + n and e["size"] == (root / n).stat().st_size
-        assert e["sha256"] == sha256_of(root / n) and e["time"] and e["etag"]
+        assert e["sha256"] == file_sha256(root / n) and e["time"] and e["etag"]
     gets = len([q for q in server.requests if q[0] == "GET"])
     r, _ = _download(server, out)                                   # a second run fetches nothing
     summary = [x for x in r.output.splitlines() if x.endswith(" complete and unchanged")]
@@ -58,9 +58,9 @@ def test_full_download_then_nothing_again_then_convert_and_verify(served):
     assert len([q for q in server.requests if q[0] == "GET"]) == gets
     # the downloaded folder is a release: convert and verify it
     weights = out.parent / "weights"
-    r = CliRunner().invoke(cli.main, ["convert", "--tf-ckpt", str(out), "--out", str(weights)])
+    r = run_cli(*["convert", "--tf-ckpt", str(out), "--out", str(weights)])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(out), "--weights", str(weights), "--num-images", "4"])
+    r = run_cli(*["verify", "--tf-ckpt", str(out), "--weights", str(weights), "--num-images", "4"])
     assert r.exit_code == 0, r.output[-3000:]
 
 

@@ -5,17 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
-from click.testing import CliRunner
-
-import cli
 import models_pt
+from conftest import run_cli
 from porting.readers import sha256_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args):
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
 
 
 def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tmp_path):
@@ -25,7 +21,7 @@ def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tm
     shutil.copy(paths["zip"], release / "mobilenet.savedmodel.zip")
     shutil.copy(paths["zip"], release / "encoder.savedmodel.zip")  # a classifier under the encoder's name
     out = tmp_path / "weights"
-    result = run("convert", "--tf-ckpt", release, "--out", out)
+    result = run_cli("convert", "--tf-ckpt", release, "--out", out)
     assert result.exit_code == 2, result.output  # the mislabelled zip is bad input
     assert "generator      missing" in result.output and "discriminator  missing" in result.output
     assert "released name says encoder, but its variables are those of a classifier" in result.stderr
@@ -41,7 +37,7 @@ def test_release_folder_with_missing_and_mislabelled_models(small_classifier, tm
     assert list(modules) == ["mobilenet"] and not modules["mobilenet"].training
 
 
-def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(verified, tmp_path):
+def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(verified, tmp_path, capsys):
     """What `make demo` runs, at 32 px (conftest's ``release`` and ``verified``: make-reference,
     convert the folder, verify the folder), then the README's example on the converted folder,
     and the folder verify of a copy with one generator weight corrupted (float64: exactness)."""
@@ -56,7 +52,7 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(veri
         pytest.skip("one release is enough")
     assert {p.name for p in ref.iterdir()} == {f"{m}.savedmodel.zip" for m in ("generator", "encoder",
                                               "discriminator", "mobilenet")} | {"dlatents.pkl", "reference.json"}
-    from porting.dlatents import load_dlatents
+    from models_pt.dlatents import load_dlatents
 
     dl = load_dlatents(ref / "dlatents.pkl")
     assert len(dl) == 8 and dl[0][1].shape == (1, 514)
@@ -80,6 +76,19 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(veri
     p0, p1 = example.main(["--weights", str(out), "--image", str(face), "--coordinate", "7", "--delta", "5",
                            "--out", str(tmp_path / "cf.png")])
     assert Image.open(tmp_path / "cf.png").size == (512, 256) and 0 < p0 < 1 and 0 < p1 < 1 and p0 != p1
+    assert "seeded reference release" in capsys.readouterr().err      # it says no real face reconstructs
+    # Bad input ends in one line and exit code 2, with nothing written.
+    bad = {"missing image": ["--image", str(tmp_path / "nope.png")],
+           "not an image": ["--image", str(ref / "reference.json")],
+           "coordinate": ["--image", str(face), "--coordinate", "100000"],
+           "weights": ["--image", str(face), "--weights", str(tmp_path)]}
+    for what, args in bad.items():
+        argv = ["--weights", str(out), "--out", str(tmp_path / "bad.png")] + args
+        with pytest.raises(SystemExit) as exit_:
+            example.main(argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert exit_.value.code == 2 and len(err) == 1, (what, err)
+        assert not (tmp_path / "bad.png").exists(), what
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -89,8 +98,12 @@ def test_reference_release_end_to_end_and_verify_catches_a_corrupted_tensor(veri
     state = load_file(str(weights))
     state["convs.b16_conv1.weight"][0, 0, 1, 1] += 0.5
     save_file(state, str(weights), metadata=meta)
-    result = run("verify", "--float64", "--tf-ckpt", ref, "--weights", copy, "--json", tmp_path / "bad.json")
+    result = run_cli("verify", "--float64", "--tf-ckpt", ref, "--weights", copy, "--json", tmp_path / "bad.json")
     assert result.exit_code == 1 and "FAIL" in result.output, result.output[-2000:]
+    # The file no longer has its manifest's sha256: load refuses it, verify says so and judges it.
+    with pytest.raises(models_pt.HashMismatchError, match="generator.safetensors: sha256"):
+        models_pt.load(copy)
+    assert "generator.safetensors: sha256" in capsys.readouterr().err + result.output
     verdicts = {m["model"]: m["passed"] for m in json.loads((tmp_path / "bad.json").read_text())["models"]}
     assert verdicts["generator"] is False, verdicts
     assert all(verdicts[m] for m in ("encoder", "discriminator", "classifier")), verdicts
@@ -107,7 +120,7 @@ def test_weights_name_their_class_and_a_foreign_class_is_refused(small_classifie
 
     _, _, paths = small_classifier
     out = tmp_path / "mobilenet.safetensors"
-    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    assert run_cli("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
     header = models_pt.read_header(out)
     assert header["module"] == "models_pt.classifier:MobileNetV1"
     assert type(models_pt.load(out)).__name__ == "MobileNetV1"

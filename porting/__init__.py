@@ -12,4 +12,4 @@ float64 truth; ``controls`` are the deliberately wrong ports; ``readers``, ``map
 ``release``, ``download``, ``dlatents``, ``onnx_export``, ``samples``, ``atomic``, ``errors``
 do what their names say.
 """
-__version__ = "0.3.0"
+from models_pt import __version__  # noqa: E402,F401  (the converter records it in every file)

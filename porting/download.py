@@ -25,10 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from models_pt import file_sha256
 from porting.atomic import write_json
 from porting.errors import PortError
 
-from release_facts import BUCKET, DEFAULT_RELEASE, RELEASE_FILES  # noqa: F401  (the notebook's bucket and files)
+from stylex_port.release_facts import BUCKET, DEFAULT_RELEASE, RELEASE_FILES  # noqa: F401  (the notebook's bucket and files)
 MANIFEST = "release.json"
 CHUNK = 1 << 20
 RETRY_STATUS = {408, 429}          # plus every 5xx: retried with backoff
@@ -54,14 +55,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.missing and not self.failed
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Hasher:
@@ -204,7 +197,7 @@ class Downloader:
         recorded = self.manifest["files"].get(name)
         if recorded and final.exists():
             if _same_version(recorded, server) and final.stat().st_size == recorded["size"] \
-                    and sha256_of(final) == recorded["sha256"]:
+                    and file_sha256(final) == recorded["sha256"]:
                 outcome.unchanged.append(name)
                 self.log(f"{name}: complete and unchanged ({recorded['size']:,} bytes), not downloaded again")
                 return
@@ -298,7 +291,7 @@ class Downloader:
             part.unlink(missing_ok=True)
             part_meta.unlink(missing_ok=True)
             raise
-        sha = hasher.hexdigest() if hasher is not None and hasher.bytes == size else sha256_of(part)
+        sha = hasher.hexdigest() if hasher is not None and hasher.bytes == size else file_sha256(part)
         if recorded and recorded.get("sha256") not in (None, sha):
             outcome.changed[name] = f"sha256 {recorded['sha256'][:12]}... -> {sha[:12]}..."
             self.log(f"{name}: the new version differs (sha256 {recorded['sha256'][:12]}... -> {sha[:12]}...)")

@@ -10,4 +10,6 @@ class ReaderError(PortError):
     """A checkpoint that cannot be read (missing, not a checkpoint, unsafe, corrupted)."""
 
 
-USER_ERRORS = (PortError, MappingError)
+from models_pt.dlatents import DlatentsError  # noqa: E402  (the base install's dlatents reader)
+
+USER_ERRORS = (PortError, MappingError, DlatentsError)

@@ -35,9 +35,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from models_pt import file_sha256
 from porting.errors import ReaderError
 from porting.mapping import normalize_name
-from release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
+from stylex_port.release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
 
 # Bookkeeping a checkpoint may carry beside the model's variables.
 _BOOKKEEPING = {"save_counter:0", "_CHECKPOINTABLE_OBJECT_GRAPH:0"}
@@ -80,6 +81,8 @@ def _first_line(e: BaseException) -> str:
 def sha256_path(path: Path) -> str:
     """sha256 of a file; of a folder, over its sorted relative paths and contents."""
     path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
     h = hashlib.sha256()
     if path.is_dir():
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
@@ -96,9 +99,7 @@ def sha256_path(path: Path) -> str:
 
 
 def _hash_file(p: Path, h) -> None:
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    file_sha256(p, into=h)
 
 
 # --------------------------------------------------------------------------- dispatch

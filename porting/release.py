@@ -78,7 +78,9 @@ def write_manifest(out_dir: Path, src: Path, result: ReleaseConversion) -> Path:
     import porting
 
     data = {"release": str(src), "converter_version": porting.__version__, "models": result.models,
-            "missing": result.missing, "failed": result.failed}
+            "missing": result.missing, "failed": result.failed,
+            # a reference release (``make-reference``): seeded weights, no real face reconstructs
+            "reference": (src / "reference.json").exists() if src.is_dir() else False}
     path = out_dir / "manifest.json"
     write_json(path, data)
     return path

@@ -11,7 +11,7 @@ import numpy as np
 
 from porting.kinds import ModelKind, OnnxSpec, ShapeLookup, VerifySpec
 from porting.mapping import MappingError, Rule
-from release_facts import GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, RELEASED_DLATENTS
+from stylex_port.release_facts import GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, RELEASED_DLATENTS
 
 STYLE = "generator_style_calculator"
 SYN = "generator_synthesis"
@@ -120,7 +120,7 @@ GAUSSIAN = "seeded Gaussian dlatents"   # the input source when no dlatents file
 
 
 def released_dlatents(path: Path | None = None) -> np.ndarray:
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     return dlatent_matrix(load_dlatents(Path(path) if path else RELEASED_DLATENTS))
 

@@ -3,12 +3,13 @@
 Layer: the bottom. This module imports nothing of the project (a test checks it), so that the
 PyTorch side (``porting``), the TF reference side (``models_tf``), the cross-checks
 (``crosscheck``) and AttFind can all read the same facts without importing each other. Each
-entry says where it comes from: ``../shared/docs/release-format.md`` (RF), the authors' notebook
+entry says where it comes from: the release's published file format (RF), the authors' notebook
 (NB), or an ASSUMPTION the released files cannot show (a user holding the real files flips it
 here).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # --------------------------------------------------------------------------- the released files
@@ -22,8 +23,11 @@ RELEASE_FILES = tuple(f"{stem}.savedmodel.zip" for stem in RELEASE_STEMS.values(
 BUCKET = "https://storage.googleapis.com/explaining-in-style"   # NB: bucket_path, less the release name
 DEFAULT_RELEASE = "celeb_a_age"                                  # NB: the age classifier's release
 
-# The real release's dlatents.pkl, shipped with the project's shared data (250 latents).
-RELEASED_DLATENTS = Path(__file__).resolve().parent.parent / "shared" / "data" / "released_dlatents.pkl"
+# The real release's dlatents.pkl (250 latents), where the project's shared data sits beside a
+# checkout; ``STYLEX_RELEASED_DLATENTS`` points elsewhere. Absent, the tests that need it skip.
+RELEASED_DLATENTS = Path(os.environ.get(
+    "STYLEX_RELEASED_DLATENTS",
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "released_dlatents.pkl"))
 
 # --------------------------------------------------------------------------- what the files cannot show
 # MobileNetV1: padding layers, epsilon, momentum and the dropout rate have no variables.

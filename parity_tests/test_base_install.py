@@ -1,0 +1,100 @@
+"""The base install (torch, numpy, safetensors) is enough to use converted weights: the README's
+snippet, verbatim, in a fresh virtual environment, on a converted reference release."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "models_pt", "models_tf", "porting",
+           "attfind", "crosscheck", "stylex_port")
+# Only the base install's distributions (and what torch itself pulls in) may be importable.
+NOT_BASE = ("tensorflow", "tf_keras", "click", "tqdm", "ray", "onnx", "onnxruntime", "matplotlib", "PIL",
+            "h5py", "requests", "pytest")
+
+
+def readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## In your own code", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found, "README's 'In your own code' has no python block"
+    return found.group(1)
+
+
+def test_the_snippet_is_python_that_uses_the_demos_paths():
+    code = readme_snippet()
+    compile(code, "README.md", "exec")
+    assert '"weights/reference"' in code and '"reference/dlatents.pkl"' in code
+    assert "torch.no_grad()" in code
+
+
+@pytest.fixture(scope="module")
+def base_env(tmp_path_factory) -> Path:
+    """A fresh venv with ``pip install <project>`` and no extras (from a copy of the sources, so
+    the build leaves nothing in the checkout)."""
+    tmp = tmp_path_factory.mktemp("base")
+    src = tmp / "src"
+    src.mkdir()
+    for name in SOURCES:
+        p = ROOT / name
+        if p.is_dir():
+            shutil.copytree(p, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(p, src / name)
+    env = tmp / "venv"
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(src)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python
+
+
+@pytest.mark.slow
+def test_the_readme_snippet_runs_on_the_base_install(base_env, attfind_release, tmp_path):
+    ref, weights = attfind_release
+    (tmp_path / "weights").mkdir()
+    shutil.copytree(weights, tmp_path / "weights" / "reference")
+    (tmp_path / "reference").mkdir()
+    shutil.copy(ref / "dlatents.pkl", tmp_path / "reference" / "dlatents.pkl")
+    check = ("\nimport sys\nleaked = sorted(m for m in %r if m in sys.modules)\n"
+             "assert not leaked, f'the snippet imported {leaked}'\nprint('SNIPPET-OK', probs.shape, w_own.shape)\n"
+             % (NOT_BASE,))
+    (tmp_path / "snippet.py").write_text(readme_snippet() + check)
+    run = subprocess.run([str(base_env), "snippet.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "SNIPPET-OK torch.Size([4, 2]) torch.Size([4, 514])" in run.stdout, run.stdout
+
+    # What the base install holds: the packages, nothing generic at the top of site-packages,
+    # and none of the extras.
+    listing = subprocess.run([str(base_env), "-c", "import site, os; d = site.getsitepackages()[0]; "
+                              "print('\\n'.join(sorted(os.listdir(d))))"], capture_output=True, text=True).stdout.split()
+    assert {"models_pt", "porting", "stylex_port"} <= set(listing)
+    assert not {"cli.py", "release_facts.py"} & set(listing), listing
+    missing = subprocess.run([str(base_env), "-c", "import tensorflow"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "No module named 'tensorflow'" in missing.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupted_file_is_refused_on_the_base_install(base_env, attfind_release, tmp_path):
+    """One byte flipped inside a converted tensor: load names the file; check_hashes=False loads it."""
+    _, weights = attfind_release
+    folder = tmp_path / "weights"
+    shutil.copytree(weights, folder)
+    target = folder / "mobilenet.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0x01                         # inside the last tensor's bytes, past the header
+    target.write_bytes(bytes(data))
+    code = ("import models_pt\ntry:\n    models_pt.load(%r)\nexcept models_pt.WeightsError as e:\n    print('REFUSED', e)\n"
+            "m = models_pt.load(%r, check_hashes=False)\nprint('LOADED', sorted(m))\n" % (str(folder), str(folder)))
+    run = subprocess.run([str(base_env), "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    refused = [line for line in run.stdout.splitlines() if line.startswith("REFUSED")]
+    assert len(refused) == 1 and "mobilenet.safetensors: sha256" in refused[0] and "manifest.json" in refused[0], run.stdout
+    assert "LOADED ['discriminator', 'encoder', 'generator', 'mobilenet']" in run.stdout
