@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 GROUPS = {
     "releases": {"test_verdict", "test_training", "test_release_convert"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
-                "test_onnx_export"},
+                "test_onnx_export", "test_base_install"},
 }
 WORKER_THREADS = 1   # per xdist worker: two workers share 2 cores, and PyTorch's threads collapse
                      # when another process holds a core (STYLEX_TEST_THREADS overrides)
@@ -39,6 +39,19 @@ def pytest_configure(config):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def run_cli(*args):
+    """``cli.py ARGS`` in this process (click's runner), every argument as a string. An exception
+    that is not an exit is re-raised, so a crash is never read as a failure's exit code."""
+    from click.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Mark every test with its file's xdist group (before xdist reads the marks)."""
@@ -46,6 +59,12 @@ def pytest_collection_modifyitems(config, items):
         stem = item.path.stem
         group = next((g for g, files in GROUPS.items() if stem in files), stem)
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, for the tests that compare with it directly (skipped where it is not installed)."""
+    return pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="session")
@@ -121,18 +140,13 @@ def release(request, tmp_path_factory):
     seed = request.param
     ref = tmp_path_factory.mktemp(f"seed{seed}") / "release"
     weights = ref.parent / "weights"
-    from click.testing import CliRunner
-
-    import cli
-
-    runner = CliRunner()
     args = ["make-reference", "--out", str(ref), "--seed", str(seed), "--resolution", str(RESOLUTION),
             "--num-dlatents", "8", "--no-attfind"]
     if RESNET_CHANNEL_MAX[seed]:
         args += ["--resnet-channel-max", str(RESNET_CHANNEL_MAX[seed])]
-    made = runner.invoke(cli.main, args)
+    made = run_cli(*args)
     assert made.exit_code == 0, made.output
-    conv = runner.invoke(cli.main, ["convert", "--tf-ckpt", str(ref), "--out", str(weights)])
+    conv = run_cli(*["convert", "--tf-ckpt", str(ref), "--out", str(weights)])
     assert conv.exit_code == 0, conv.output
     return seed, ref, weights
 
@@ -143,13 +157,9 @@ def verified(release, tmp_path_factory):
     output, report)`` with the report's JSON. Tests read it; none may change the folder."""
     import json
 
-    from click.testing import CliRunner
-
-    import cli
-
     seed, ref, weights = release
     report = tmp_path_factory.mktemp(f"verify{seed}") / "v.json"
-    result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref), "--weights", str(weights),
+    result = run_cli(*["verify", "--tf-ckpt", str(ref), "--weights", str(weights),
                                            "--json", str(report)])
     assert result.exit_code == 0, result.output
     return seed, ref, weights, result.output, json.loads(report.read_text())

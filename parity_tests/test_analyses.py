@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import cli
 from attfind import selection as sel
+from conftest import run_cli
 
 
 # --------------------------------------------------------------------------- Wu et al.
@@ -44,10 +43,10 @@ def flip(attfind_release, tmp_path_factory):
     """``cli.py attfind``, then ``cli.py flip-rate`` reading its effect cache."""
     ref, weights = attfind_release
     out = tmp_path_factory.mktemp("flip")
-    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+    r = run_cli(*["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--out", str(out / "attfind"), "--no-pictures", "--truth-images", "0"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli.main, ["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+    r = run_cli(*["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--methods", "attfind,wu,random,attfind-own", "--out", str(out / "flip"),
                                       "--attfind-out", str(out / "attfind"), "--bootstrap", "500"])
     assert r.exit_code == 0, r.output
@@ -87,7 +86,7 @@ def test_flip_rate_takes_attfind_from_its_cache(flip):
 
 def test_flip_rate_rejects_an_unknown_method(attfind_release, tmp_path):
     ref, weights = attfind_release
-    r = CliRunner().invoke(cli.main, ["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+    r = run_cli(*["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--methods", "attfind,pca", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "unknown pca" in r.output
 
@@ -112,7 +111,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
 
     import models_pt
     from attfind import ganspace as gs
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     g_pt = models_pt.load(weights / "generator.safetensors")
@@ -163,7 +162,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
 
 def test_cli_ganspace_writes_grids(attfind_release, tmp_path):
     ref, weights = attfind_release
-    r = CliRunner().invoke(cli.main, ["ganspace", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+    r = run_cli(*["ganspace", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--samples", "200", "--components", "3", "--layers", "0-3", "--rows", "2",
                                       "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
@@ -171,7 +170,7 @@ def test_cli_ganspace_writes_grids(attfind_release, tmp_path):
     assert doc["layers"] == [0, 3] and len(doc["classifier"]) == 3
     assert sorted(p.name for p in tmp_path.glob("component_*.png")) == [f"component_0{i}.png" for i in range(3)]
     assert any(abs(c["prob1_change_at_plus_sigma"]) > 1e-3 for c in doc["classifier"])
-    r = CliRunner().invoke(cli.main, ["ganspace", "--weights", str(weights), "--layers", "0-99",
+    r = run_cli(*["ganspace", "--weights", str(weights), "--layers", "0-99",
                                       "--out", str(tmp_path / "bad")])
     assert r.exit_code == 2 and "style layers 0-" in r.output
 
@@ -199,7 +198,7 @@ def disc_setup(attfind_release):
     from attfind.effects_pt import TorchEffects
     from attfind.effects_tf import TFEffects
     from attfind.tfrecord import read_examples
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     m = models_pt.load(weights)
@@ -286,7 +285,7 @@ def test_both_backends_give_the_same_edited_outputs(attfind_release):
     import models_pt
     from attfind.effects_pt import TorchEffects
     from attfind.effects_tf import TFEffects
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     m = models_pt.load(weights)

@@ -409,11 +409,6 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["examples_1.tfrecord"]
 
 
-@pytest.fixture(scope="module")
-def tf():
-    return pytest.importorskip("tensorflow")
-
-
 def test_tensorflow_reads_the_pure_writer(tmp_path, tf):
     base, lat, eff = random_release(n=4, s=6)
     path = write_effects(tmp_path / "examples_1.tfrecord", base, lat, eff)
@@ -454,7 +449,7 @@ def test_pure_reader_reads_tensorflows_writer(tmp_path, tf):
 def test_the_readers_and_the_core_need_neither_tensorflow_nor_torch(tmp_path):
     base, lat, eff = random_release()
     path = write_effects(tmp_path / "examples_1.tfrecord", base, lat, eff)
-    code = ("import sys; import attfind.selection, porting.dlatents, attfind.tfrecord as t; "
+    code = ("import sys; import attfind.selection, models_pt.dlatents, porting.dlatents, attfind.tfrecord as t; "
             f"b, l, e = t.read_examples({str(path)!r}); assert e.shape == (3, 2, 7, 2); "
             "bad = [m for m in ('tensorflow', 'torch') if m in sys.modules]; assert not bad, bad")
     root = Path(__file__).resolve().parents[1]

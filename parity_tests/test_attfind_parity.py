@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import cli
 from attfind import selection as sel
 from attfind.tfrecord import read_examples
+from conftest import run_cli
 
 EFFECT_TOL = 1e-4   # the old fixed bar on effects: reported, and the width of a ranking near-tie
 TRUTH_IMAGES = 8
@@ -45,7 +44,7 @@ def pt_run(attfind_release):
     """The PyTorch backend on the release's dlatents, with TF's and PyTorch's style ranges."""
     import models_pt
     from attfind.effects_pt import TorchEffects
-    from porting.dlatents import dlatent_matrix, load_dlatents
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
     models = models_pt.load(weights)
@@ -239,7 +238,7 @@ def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp
     out = tmp_path / "run"
     args = ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"), "--out", str(out),
             "--top", "2", "--examples", "2", "--independent", "--sufficiency"]
-    first = CliRunner().invoke(cli.main, args)
+    first = run_cli(*args)
     assert first.exit_code == 0, first.output
     doc = json.loads((out / "attfind.json").read_text())
     planted = tf_record["reference"]["planted"]
@@ -258,7 +257,7 @@ def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp
     cached = sorted((out / "effects_cache").glob("image_*.npz"))
     for p in cached[:3]:
         p.unlink()
-    again = CliRunner().invoke(cli.main, args + ["--no-pictures"])
+    again = run_cli(*args + ["--no-pictures"])
     assert again.exit_code == 0, again.output
     doc2 = json.loads((out / "attfind.json").read_text())
     assert doc2["effects"]["computed_images"] == 3
@@ -271,7 +270,7 @@ def test_cli_attfind_resumes_and_writes_pictures(attfind_release, tf_record, tmp
     with np.load(path) as z:
         key, base, effects = str(z["key"]), z["base"], z["effects"]
     write_cached(path, key, base, effects + 1e-3)
-    failed = CliRunner().invoke(cli.main, args + ["--no-pictures"])
+    failed = run_cli(*args + ["--no-pictures"])
     assert failed.exit_code == 1, failed.output
     assert "effects verdict FAILED" in failed.stderr
     assert not json.loads((out / "attfind.json").read_text())["tfrecord"]["verdict"]["passed"]
@@ -282,7 +281,7 @@ def test_cli_attfind_does_not_judge_another_image_set(attfind_release, tmp_path)
     are other shifts, so the verdict is not taken (a correct port would fail it), and says why."""
     ref, weights = attfind_release
     out = tmp_path / "part"
-    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
+    r = run_cli(*["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--out", str(out), "--max-images", "6", "--no-pictures"])
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "attfind.json").read_text())
@@ -293,10 +292,10 @@ def test_cli_attfind_does_not_judge_another_image_set(attfind_release, tmp_path)
 
 def test_cli_attfind_bad_input(attfind_release, tmp_path):
     ref, weights = attfind_release
-    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(ref / "dlatents.pkl"),
+    r = run_cli(*["attfind", "--weights", str(ref / "dlatents.pkl"),
                                       "--dlatents", str(ref / "dlatents.pkl")])
     assert r.exit_code == 2 and "expected a converted release folder" in r.stderr
     bad = tmp_path / "dlatents.pkl"
     bad.write_bytes(b"not a pickle")
-    r = CliRunner().invoke(cli.main, ["attfind", "--weights", str(weights), "--dlatents", str(bad)])
+    r = run_cli(*["attfind", "--weights", str(weights), "--dlatents", str(bad)])
     assert r.exit_code == 2 and "dlatents.pkl: not a readable dlatents pickle" in r.stderr

@@ -5,21 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import numpy_helper
 
-import cli
 import models_pt
 from porting.onnx_export import (ONNX_TOL, OnnxExportError, export, onnx_feed, reference_inputs, run_onnx,
                                  verify_onnx)
 from porting.kinds.generator import synthesis_input_names
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def exported(attfind_release, tmp_path_factory):
     ref, weights = attfind_release
     out = tmp_path_factory.mktemp("onnx")
-    result = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(weights), "--out", str(out),
+    result = run_cli(*["export-onnx", "--weights", str(weights), "--out", str(out),
                                            "--tf-ckpt", str(ref)])
     return result, out, weights
 
@@ -100,9 +99,9 @@ def test_negative_control_a_corrupted_onnx_weight_fails(exported, tmp_path, stem
 
 def test_export_refuses_bad_input(tmp_path, attfind_release):
     _, weights = attfind_release
-    r = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    r = run_cli(*["export-onnx", "--weights", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert r.exit_code == 2 and "no such file or folder" in r.stderr
-    r = CliRunner().invoke(cli.main, ["export-onnx", "--weights", str(tmp_path), "--out", str(tmp_path / "o")])
+    r = run_cli(*["export-onnx", "--weights", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "manifest.json" in r.stderr
     g = models_pt.load(weights)["generator"]
     with pytest.raises(OnnxExportError, match="inputs"):   # a generator's inputs fed to a classifier file

@@ -10,19 +10,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import cli
 from crosscheck.tf_side import build_keras
 from porting.errors import ReaderError
 from porting.readers import open_checkpoint
+from conftest import run_cli
 
 
-def run(*args):
-    result = CliRunner().invoke(cli.main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def assert_bad_input(result, *words):
@@ -59,7 +53,7 @@ def test_every_format_converts_to_identical_weights(small_classifier, tmp_path):
     states = {}
     for fmt in ("savedmodel", "zip", "h5", "checkpoint"):
         out = tmp_path / f"{fmt}.safetensors"
-        result = run("convert", "--tf-ckpt", paths[fmt], "--out", out)
+        result = run_cli("convert", "--tf-ckpt", paths[fmt], "--out", out)
         assert result.exit_code == 0, result.output
         assert "0 unused" in result.output
         states[fmt] = load_file(str(out))
@@ -89,7 +83,7 @@ def test_both_keras_weights_layouts_convert_to_the_savedmodels_tensors(small_cla
     states = {}
     for src in (new, legacy, paths["zip"]):
         out = tmp_path / f"{src.name}.safetensors"
-        result = run("convert", "--tf-ckpt", src, "--out", out)
+        result = run_cli("convert", "--tf-ckpt", src, "--out", out)
         assert result.exit_code == 0 and "0 unused" in result.output, result.output
         states[src.name] = load_file(str(out))
     want = states[paths["zip"].name]
@@ -132,7 +126,7 @@ def test_nameless_keras_layout_of_every_release_model_converts(kind, widths, tmp
     states = {}
     for src in sources:
         out = tmp_path / f"{src.name}.safetensors"
-        result = run("convert", "--tf-ckpt", src, "--out", out)
+        result = run_cli("convert", "--tf-ckpt", src, "--out", out)
         assert result.exit_code == 0 and f"{kind}:" in result.output and "0 unused" in result.output, result.output
         states[src.name] = load_file(str(out))
     with open_checkpoint(new, build_keras=build_keras) as ck:
@@ -156,7 +150,7 @@ def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
     other = keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), keras.layers.Dense(2)])
     path = tmp_path / "other.weights.h5"
     other.save_weights(str(path))
-    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "o.safetensors")
+    result = run_cli("convert", "--tf-ckpt", path, "--out", tmp_path / "o.safetensors")
     assert result.exit_code == 2
     assert "does not carry the variables' names" in result.stderr and "save_format='h5'" in result.stderr
     assert "none of the release's models" in result.stderr and not (tmp_path / "o.safetensors").exists()
@@ -166,7 +160,7 @@ def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
     enc.save_weights(str(path))
     with h5py.File(path, "a") as f:
         del f["layers/block_1/conv0"]                    # a layer's weights gone
-    result = run("convert", "--tf-ckpt", path, "--out", tmp_path / "e.safetensors")
+    result = run_cli("convert", "--tf-ckpt", path, "--out", tmp_path / "e.safetensors")
     assert result.exit_code == 2 and "the encoder" in result.stderr and "Keras cannot load it" in result.stderr, \
         result.stderr
     assert not (tmp_path / "e.safetensors").exists()
@@ -174,7 +168,7 @@ def test_nameless_keras_layout_of_another_model_is_refused(tmp_path):
 
 def test_inspect_lists_every_variable_with_its_target(small_classifier):
     _, _, paths = small_classifier
-    result = run("inspect", "--tf-ckpt", paths["zip"])
+    result = run_cli("inspect", "--tf-ckpt", paths["zip"])
     assert result.exit_code == 0, result.output
     assert "conv_dw_13/depthwise_kernel:0" in result.output
     assert "-> blocks.12.dw.weight  [depthwise_kernel]" in result.output
@@ -186,7 +180,7 @@ def test_weights_rebuild_from_the_file_alone(small_classifier, tmp_path):
 
     _, config, paths = small_classifier
     out = tmp_path / "m.safetensors"
-    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    assert run_cli("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
     header = models_pt.read_header(out)
     from models_tf.classifier import pt_config
 
@@ -199,14 +193,14 @@ def test_weights_rebuild_from_the_file_alone(small_classifier, tmp_path):
 # ----------------------------------------------------------------- bad input
 
 def test_missing_path(tmp_path):
-    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "nope.zip"), "nope.zip", "no such file")
-    assert_bad_input(run("inspect", "--tf-ckpt", tmp_path / "nope"), "no such file")
+    assert_bad_input(run_cli("convert", "--tf-ckpt", tmp_path / "nope.zip"), "nope.zip", "no such file")
+    assert_bad_input(run_cli("inspect", "--tf-ckpt", tmp_path / "nope"), "no such file")
 
 
 def test_folder_that_is_not_a_savedmodel(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "README").write_text("hello")
-    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "x", "--out", tmp_path / "o" / "w.safetensors"),
+    assert_bad_input(run_cli("convert", "--tf-ckpt", tmp_path / "x", "--out", tmp_path / "o" / "w.safetensors"),
                      "not a SavedModel")
     no_output_written(tmp_path / "o")
 
@@ -229,7 +223,7 @@ def _zip_with(path: Path, name: str, data: bytes = b"x", symlink: bool = False) 
 ])
 def test_zip_entries_escaping_the_folder_are_refused_before_extraction(tmp_path, entry, symlink, words):
     z = _zip_with(tmp_path / "evil.zip", entry, b"/etc/passwd" if symlink else b"pwned", symlink)
-    result = run("convert", "--tf-ckpt", z, "--out", tmp_path / "o" / "w.safetensors")
+    result = run_cli("convert", "--tf-ckpt", z, "--out", tmp_path / "o" / "w.safetensors")
     assert_bad_input(result, "evil.zip", entry, words)
     assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/stylex-absolute-escape.txt").exists()
     no_output_written(tmp_path / "o")
@@ -240,7 +234,7 @@ def test_truncated_zip(small_classifier, tmp_path):
     data = paths["zip"].read_bytes()
     bad = tmp_path / "mobilenet.savedmodel.zip"
     bad.write_bytes(data[: len(data) // 2])
-    assert_bad_input(run("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors"),
+    assert_bad_input(run_cli("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors"),
                      "mobilenet.savedmodel.zip")
     no_output_written(tmp_path / "o")
 
@@ -257,7 +251,7 @@ def test_truncated_checkpoint_data(small_classifier, tmp_path):
     prefix = _copy_checkpoint(paths, tmp_path)
     data = next(prefix.parent.glob(prefix.name + ".data-*"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
-    assert_bad_input(run("convert", "--tf-ckpt", prefix, "--out", tmp_path / "o" / "w.safetensors"),
+    assert_bad_input(run_cli("convert", "--tf-ckpt", prefix, "--out", tmp_path / "o" / "w.safetensors"),
                      str(prefix))
     no_output_written(tmp_path / "o")
 
@@ -270,7 +264,7 @@ def test_corrupted_checkpoint_index(small_classifier, tmp_path):
     for i in range(40, len(raw) - 60, 7):
         raw[i] ^= 0x5A
     index.write_bytes(bytes(raw))
-    assert_bad_input(run("convert", "--tf-ckpt", index, "--out", tmp_path / "o" / "w.safetensors"),
+    assert_bad_input(run_cli("convert", "--tf-ckpt", index, "--out", tmp_path / "o" / "w.safetensors"),
                      "ckpt")
     no_output_written(tmp_path / "o")
 
@@ -290,7 +284,7 @@ def _edited_h5(paths, tmp_path, name: str, edit) -> Path:
 def test_shape_mismatch_names_variable_and_shapes(small_classifier, tmp_path):
     _, _, paths = small_classifier
     bad = _edited_h5(paths, tmp_path, "conv_pw_3/kernel:0", lambda a: a[..., :-1])
-    result = run("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors")
+    result = run_cli("convert", "--tf-ckpt", bad, "--out", tmp_path / "o" / "w.safetensors")
     assert_bad_input(result, "conv_pw_3/kernel:0", "blocks.2.pw.weight", "expected", "found")
     no_output_written(tmp_path / "o")
 
@@ -304,10 +298,10 @@ def test_nonfinite_weight_refused_unless_allowed(small_classifier, tmp_path):
         return a
     bad = _edited_h5(paths, tmp_path, "conv_dw_5_bn/gamma:0", poison)
     out = tmp_path / "o" / "w.safetensors"
-    assert_bad_input(run("convert", "--tf-ckpt", bad, "--out", out), "conv_dw_5_bn/gamma:0", "NaN",
+    assert_bad_input(run_cli("convert", "--tf-ckpt", bad, "--out", out), "conv_dw_5_bn/gamma:0", "NaN",
                      "--allow-nonfinite")
     no_output_written(tmp_path / "o")
-    assert run("convert", "--tf-ckpt", bad, "--out", out, "--allow-nonfinite").exit_code == 0
+    assert run_cli("convert", "--tf-ckpt", bad, "--out", out, "--allow-nonfinite").exit_code == 0
     assert out.exists()
 
 
@@ -316,14 +310,14 @@ def test_checkpoint_of_another_model(tmp_path):
 
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense_head")])
     other.save_weights(str(tmp_path / "other.h5"))
-    assert_bad_input(run("convert", "--tf-ckpt", tmp_path / "other.h5", "--out", tmp_path / "o" / "w.safetensors"),
+    assert_bad_input(run_cli("convert", "--tf-ckpt", tmp_path / "other.h5", "--out", tmp_path / "o" / "w.safetensors"),
                      "other.h5", "cannot tell which model")
     no_output_written(tmp_path / "o")
 
 
 def test_forced_kind_that_does_not_match(small_classifier, tmp_path):
     _, _, paths = small_classifier
-    assert_bad_input(run("convert", "--tf-ckpt", paths["zip"], "--model", "generator",
+    assert_bad_input(run_cli("convert", "--tf-ckpt", paths["zip"], "--model", "generator",
                          "--out", tmp_path / "o" / "w.safetensors"), "--model generator", "classifier")
     no_output_written(tmp_path / "o")
 
@@ -331,10 +325,10 @@ def test_forced_kind_that_does_not_match(small_classifier, tmp_path):
 def test_failed_conversion_keeps_the_previous_output(small_classifier, tmp_path):
     _, _, paths = small_classifier
     out = tmp_path / "w.safetensors"
-    assert run("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
+    assert run_cli("convert", "--tf-ckpt", paths["zip"], "--out", out).exit_code == 0
     before = out.read_bytes()
     bad = _edited_h5(paths, tmp_path, "conv1/kernel:0", lambda a: a[..., :-2])
-    assert run("convert", "--tf-ckpt", bad, "--out", out).exit_code == 2
+    assert run_cli("convert", "--tf-ckpt", bad, "--out", out).exit_code == 2
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -347,8 +341,8 @@ def test_verify_exits_1_and_writes_json_when_a_weight_is_wrong(small_classifier,
 
     _, _, paths = small_classifier
     good = tmp_path / "good.safetensors"
-    assert run("convert", "--tf-ckpt", paths["zip"], "--out", good).exit_code == 0
-    ok = run("verify", "--tf-ckpt", paths["zip"], "--weights", good, "--json", tmp_path / "ok.json")
+    assert run_cli("convert", "--tf-ckpt", paths["zip"], "--out", good).exit_code == 0
+    ok = run_cli("verify", "--tf-ckpt", paths["zip"], "--weights", good, "--json", tmp_path / "ok.json")
     assert ok.exit_code == 0, ok.output
     report = json.loads((tmp_path / "ok.json").read_text())
     assert report["passed"] and report["model"] == "classifier" and report["dtype"] == "float32"
@@ -361,7 +355,7 @@ def test_verify_exits_1_and_writes_json_when_a_weight_is_wrong(small_classifier,
     state["head.conv.bias"] = state["head.conv.bias"] + 0.01
     bad = tmp_path / "bad.safetensors"
     save_file(state, str(bad), metadata=meta)
-    result = run("verify", "--tf-ckpt", paths["zip"], "--weights", bad, "--json", tmp_path / "bad.json")
+    result = run_cli("verify", "--tf-ckpt", paths["zip"], "--weights", bad, "--json", tmp_path / "bad.json")
     assert result.exit_code == 1
     assert "FAILED" in result.output
     assert json.loads((tmp_path / "bad.json").read_text())["passed"] is False
@@ -371,4 +365,4 @@ def test_weights_that_are_not_ours(tmp_path, small_classifier):
     _, _, paths = small_classifier
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a safetensors file")
-    assert_bad_input(run("verify", "--tf-ckpt", paths["zip"], "--weights", junk), "junk.safetensors")
+    assert_bad_input(run_cli("verify", "--tf-ckpt", paths["zip"], "--weights", junk), "junk.safetensors")

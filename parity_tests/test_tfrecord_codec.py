@@ -16,11 +16,6 @@ from attfind.tfrecord import decode_example, encode_example, iter_records, read_
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tf():
-    return pytest.importorskip("tensorflow")
-
-
 def _values():
     f32 = np.array([1.5, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 3.4028235e38, 0.1], np.float32)
     i64 = np.array([0, 1, -1, 127, 128, -128, 2**31, -2**31, 2**40, 2**63 - 1, -2**63], np.int64)

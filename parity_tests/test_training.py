@@ -15,11 +15,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-import cli
 import models_pt
-from conftest import SEEDS
+from conftest import SEEDS, run_cli
 from crosscheck import training as tft
 from porting import controls
 from porting import training as ptt
@@ -192,7 +190,7 @@ def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, tmp_path)
         pytest.skip("one seed is enough")
     zip_path, good = ref / "mobilenet.savedmodel.zip", weights / "mobilenet.safetensors"
     report = tmp_path / "train.json"
-    ok = CliRunner().invoke(cli.main, ["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(good),
+    ok = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(good),
                                        "--json", str(report)])
     assert ok.exit_code == 0, ok.output
     data = json.loads(report.read_text())
@@ -202,7 +200,7 @@ def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, tmp_path)
     state["blocks.6.pw_bn.weight"] = state["blocks.6.pw_bn.weight"] * 1.001
     bad = tmp_path / "mobilenet.safetensors"
     save_file(state, str(bad), metadata={models_pt.METADATA_KEY: json.dumps(models_pt.read_header(good))})
-    failed = CliRunner().invoke(cli.main, ["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(bad)])
+    failed = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(bad)])
     assert failed.exit_code == 1 and "FAILED" in failed.output, failed.output[-2000:]
 
 
@@ -239,7 +237,7 @@ def test_finetune_example_trains_exports_and_verifies(tiny_release, tmp_path):
     moved = {name: max(float((a - b).abs().max()) for a, b in zip(tuned[name].parameters(), original[name].parameters()))
              for name in ("generator", "encoder", "discriminator", "mobilenet")}
     assert moved["mobilenet"] == 0 and min(moved[k] for k in ("generator", "encoder", "discriminator")) > 1e-4, moved
-    result = CliRunner().invoke(cli.main, ["verify", "--train", "--tf-ckpt", str(out / "release" / "generator.savedmodel.zip"),
+    result = run_cli(*["verify", "--train", "--tf-ckpt", str(out / "release" / "generator.savedmodel.zip"),
                                            "--weights", str(out / "weights" / "generator.safetensors")])
     assert result.exit_code == 0, result.output[-2000:]
 

@@ -13,11 +13,9 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import cli
 import models_pt
-from conftest import SEEDS
+from conftest import ROOT, SEEDS, run_cli
 from porting import controls
 from porting.readers import open_checkpoint
 from crosscheck.verify import tf_reference
@@ -114,7 +112,7 @@ def test_one_generator_zip_takes_the_dlatents_beside_it(release):
     """verify on one released zip (not the folder) still feeds the generator the release's own
     dlatents, and says so."""
     _, ref, weights = release
-    result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
+    result = run_cli(*["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
                                            "--weights", str(weights / "generator.safetensors")])
     assert result.exit_code == 0, result.output
     assert f"8 dlatents from {ref.resolve() / 'dlatents.pkl'}" in result.output
@@ -213,9 +211,8 @@ def test_a_classifier_written_by_someone_else(tmp_path):
     head.set_weights([head.get_weights()[0], rng.uniform(0.1, 0.5, 2)])   # a bias that is not 0
     zipped = save_savedmodel_zip(model, tmp_path / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
     weights = tmp_path / "mobilenet.safetensors"
-    runner = CliRunner()
-    assert runner.invoke(cli.main, ["convert", "--tf-ckpt", str(zipped), "--out", str(weights)]).exit_code == 0
-    result = runner.invoke(cli.main, ["verify", "--tf-ckpt", str(zipped), "--weights", str(weights),
+    assert run_cli(*["convert", "--tf-ckpt", str(zipped), "--out", str(weights)]).exit_code == 0
+    result = run_cli(*["verify", "--tf-ckpt", str(zipped), "--weights", str(weights),
                                       "--json", str(tmp_path / "v.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "v.json").read_text())
@@ -270,7 +267,7 @@ def test_the_verdict_under_another_pairing_of_kernels(verified, tmp_path):
     args = ["verify", "--tf-ckpt", str(ref / "encoder.savedmodel.zip"), "--weights", str(weights / "encoder.safetensors")]
     other = other_kernels()
     proc = subprocess.run([sys.executable, "cli.py"] + args + ["--json", str(there)],
-                          cwd=os.path.dirname(os.path.abspath(cli.__file__)),
+                          cwd=ROOT,
                           env={**os.environ, **other, **same_threads()}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a = next(m for m in report["models"] if m["model"] == "encoder")
@@ -309,7 +306,7 @@ def test_verify_keeps_the_port_off_nnpack_and_says_so(release, tmp_path, monkeyp
     out = tmp_path / "v.json"
     was = torch.backends.mkldnn.enabled
     try:
-        result = CliRunner().invoke(cli.main, ["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
+        result = run_cli(*["verify", "--tf-ckpt", str(ref / "generator.savedmodel.zip"),
                                                "--weights", str(weights / "generator.safetensors"),
                                                "--num-images", "16", "--json", str(out)])
     finally:
