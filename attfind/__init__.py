@@ -9,7 +9,8 @@ after the heavy step.
 - ``attfind.cache`` (the per-image effect cache), ``attfind.report`` (the tfrecord comparison,
   the effects verdict, the output's wording), ``attfind.run`` (``cli.py attfind``),
   ``attfind.pictures``, ``attfind.distributed`` (Ray workers), ``attfind.truth`` (the float64
-  truth), ``attfind.fliprate`` and ``attfind.ganspace`` (the reproduction studies' analyses).
+  truth), ``attfind.sufficiency`` and ``attfind.discriminator_filter``; the reproduction studies'
+  analyses (flip rates, Wu et al., GANSpace) are the ``analyses`` package.
 - ``attfind.tfrecord``: the reader and writer of ``examples_1.tfrecord``, without TensorFlow.
 
 Layer: above ``porting``. It may import ``models_pt``, ``porting`` and ``release_facts``, never

@@ -42,4 +42,4 @@ class EffectsBackend(Protocol):
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max,
                               shift_size: float = 2.0) -> Callable[[list, int, int], np.ndarray]:
-        """``changes(images, d, j)`` for ``selection.DiscriminatorFilter``."""
+        """``changes(images, d, j)`` for ``discriminator_filter.DiscriminatorFilter``."""

@@ -216,8 +216,8 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
     report.started_cluster = started
     actors: dict = {"workers": {}, "lost": [], "tracker": None}   # what the finally below must stop
     try:
-        yield from _drive(weights, expected, dlatents, todo, style_min, style_max, shift_size, batch_size, opts,
-                          report, progress, log, on_dispatch, t0, started, actors)
+        job = SweepJob(weights, expected, dlatents, todo, style_min, style_max, shift_size, batch_size)
+        yield from Scheduler(job, opts, report, log, t0, started, actors).run(progress, on_dispatch)
     finally:
         t_stop = time.perf_counter()
         handles = list(actors["workers"].values()) + actors["lost"] + [actors["tracker"]]
@@ -231,121 +231,167 @@ def sweep(weights: Path, expected: dict, dlatents: np.ndarray, todo: list[int], 
         report.stop_seconds = time.perf_counter() - t_stop
 
 
-def _drive(weights, expected, dlatents, todo, style_min, style_max, shift_size, batch_size, opts, report,
-           progress, log, on_dispatch, t0, started, actors: dict):
-    """The driver's loop (``sweep``'s body): the actors it starts go into ``actors``, which
-    ``sweep`` stops however the loop ends."""
-    import ray
+@dataclass
+class SweepJob:
+    """What the workers compute: the effects of the ``todo`` images of ``dlatents`` with the given
+    style ranges and shift, from the converted weights ``expected`` names ({stem: (file, sha256)})."""
+    weights: Path
+    expected: dict
+    dlatents: np.ndarray
+    todo: list
+    style_min: np.ndarray
+    style_max: np.ndarray
+    shift_size: float
+    batch_size: int
 
-    report.workers, report.device = opts.workers, opts.device
-    threads = report.threads_per_worker = worker_threads(opts, local=started)
-    gpus = 1 if opts.device.startswith("cuda") else 0
-    worker_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(opts.worker_class or EffectsWorker)
-    tracker = actors["tracker"] = ray.remote(num_cpus=0)(Progress).remote()
-    workers = actors["workers"]              # slot -> actor handle
-    worker_weights = str(opts.worker_weights or weights)
-    device = "cuda" if gpus else opts.device     # Ray sets CUDA_VISIBLE_DEVICES to the worker's GPU
-    max_deaths = opts.max_deaths if opts.max_deaths is not None else 2 * opts.workers + 2
-    lo_ref, hi_ref = ray.put(np.asarray(style_min)), ray.put(np.asarray(style_max))
 
-    pids: dict[int, int] = {}                # slot -> pid, once set up
-    inflight: dict[object, tuple] = {}       # ObjectRef -> (SETUP, slot) | (UNIT, slot, image)
-    idle: deque[int] = deque()               # a slot appears once per free place in its queue
-    dead_pids: dict[int, int | None] = {}
-    queue = deque(todo)
-    deaths = 0
-    next_slot = 0
+@dataclass
+class InFlight:
+    """One submitted call: a worker's setup (``image`` None) or one image's effects."""
+    kind: str          # SETUP or UNIT
+    slot: int
+    image: int | None = None
 
-    def start_worker():
-        nonlocal next_slot
-        slot, next_slot = next_slot, next_slot + 1
-        workers[slot] = worker_cls.remote()
-        ref = workers[slot].setup.remote(worker_weights, expected, device, batch_size, threads)
-        inflight[ref] = (SETUP, slot)
 
-    def lose(slot: int, why: str, image: int | None):
+class Scheduler:
+    """The driver's loop (``sweep``'s body), as a small state machine: workers by slot, what each
+    has in flight, the free places in their queues, the images still to run. The actors it starts
+    go into ``actors``, which ``sweep`` stops however the loop ends."""
+
+    def __init__(self, job: SweepJob, opts: ClusterOptions, report: SweepReport, log, t0: float, started: bool,
+                 actors: dict):
+        import ray
+
+        self.job, self.opts, self.report, self.log, self.t0, self.actors = job, opts, report, log, t0, actors
+        report.workers, report.device = opts.workers, opts.device
+        self.threads = report.threads_per_worker = worker_threads(opts, local=started)
+        self.gpus = 1 if opts.device.startswith("cuda") else 0
+        self.worker_cls = ray.remote(num_cpus=self.threads, num_gpus=self.gpus,
+                                     max_restarts=0)(opts.worker_class or EffectsWorker)
+        self.tracker = actors["tracker"] = ray.remote(num_cpus=0)(Progress).remote()
+        self.workers = actors["workers"]          # slot -> actor handle
+        self.worker_weights = str(opts.worker_weights or job.weights)
+        self.device = "cuda" if self.gpus else opts.device   # Ray sets CUDA_VISIBLE_DEVICES per worker
+        self.max_deaths = opts.max_deaths if opts.max_deaths is not None else 2 * opts.workers + 2
+        self.lo_ref, self.hi_ref = ray.put(np.asarray(job.style_min)), ray.put(np.asarray(job.style_max))
+        self.pids: dict[int, int] = {}            # slot -> pid, once set up
+        self.inflight: dict[object, InFlight] = {}   # ObjectRef -> what it is
+        self.idle: deque[int] = deque()           # a slot appears once per free place in its queue
+        self.dead_pids: dict[int, int | None] = {}
+        self.queue = deque(job.todo)
+        self.deaths = self.next_slot = self.done = 0
+
+    # ------------------------------------------------------------------ workers
+    def start_worker(self) -> None:
+        slot, self.next_slot = self.next_slot, self.next_slot + 1
+        self.workers[slot] = self.worker_cls.remote()
+        ref = self.workers[slot].setup.remote(self.worker_weights, self.job.expected, self.device,
+                                              self.job.batch_size, self.threads)
+        self.inflight[ref] = InFlight(SETUP, slot)
+
+    def units_in_flight(self) -> bool:
+        return any(v.kind == UNIT for v in self.inflight.values())
+
+    def lose(self, slot: int, why: str, image: int | None) -> None:
         """A worker is gone: replace it (once per worker) and put its image back in the queue."""
-        nonlocal deaths
-        if slot in workers:
-            deaths += 1
-            dead_pids[slot] = pids.pop(slot, None)
-            actors["lost"].append(workers.pop(slot))       # killed at the end, in case it lives on
-            while slot in idle:
-                idle.remove(slot)
-            if deaths > max_deaths:
-                raise DistributedError(f"{deaths} workers lost (last: {why}); giving up. The effects computed so "
-                                       "far are in the cache: the run resumes from there")
-            if queue or image is not None or any(v[0] == UNIT for v in inflight.values()):
-                start_worker()
-        pid = dead_pids.get(slot)
+        if slot in self.workers:
+            self.deaths += 1
+            self.dead_pids[slot] = self.pids.pop(slot, None)
+            self.actors["lost"].append(self.workers.pop(slot))   # killed at the end, in case it lives on
+            while slot in self.idle:
+                self.idle.remove(slot)
+            if self.deaths > self.max_deaths:
+                raise DistributedError(f"{self.deaths} workers lost (last: {why}); giving up. The effects computed "
+                                       "so far are in the cache: the run resumes from there")
+            if self.queue or image is not None or self.units_in_flight():
+                self.start_worker()
+        pid = self.dead_pids.get(slot)
         if image is None:
-            log(f"worker {pid} lost while loading the models ({why}); a new one is started")
+            self.log(f"worker {pid} lost while loading the models ({why}); a new one is started")
             return
-        queue.appendleft(image)
-        tracker.reset.remote(image)
-        report.retried.append({"image": int(image), "worker_pid": pid, "why": why})
-        log(f"worker {pid} lost ({why}) with image {image} in its hands; the image is retried on another worker")
+        self.queue.appendleft(image)
+        self.tracker.reset.remote(image)
+        self.report.retried.append({"image": int(image), "worker_pid": pid, "why": why})
+        self.log(f"worker {pid} lost ({why}) with image {image} in its hands; the image is retried on another worker")
 
-    for _ in range(min(opts.workers, max(1, len(todo)))):
-        start_worker()
-    done, last_poll = 0, 0.0
+    # ------------------------------------------------------------------ the loop
+    def dispatch(self) -> None:
+        """Every free place in a worker's queue gets the next image."""
+        while self.idle and self.queue:
+            slot, image = self.idle.popleft(), self.queue.popleft()
+            ref = self.workers[slot].image.remote(image, self.job.dlatents[image], self.lo_ref, self.hi_ref,
+                                                  self.job.shift_size, self.tracker)
+            self.inflight[ref] = InFlight(UNIT, slot, image)
 
-    def units_in_flight() -> bool:
-        return any(v[0] == UNIT for v in inflight.values())
+    def state(self) -> dict:
+        """``{"in_flight": {pid: [images]}, "done": n}`` (for ``on_dispatch``)."""
+        held: dict = {}
+        for v in self.inflight.values():
+            if v.kind == UNIT:
+                held.setdefault(self.pids.get(v.slot), []).append(v.image)
+        return {"in_flight": held, "done": self.done}
 
-    while queue or units_in_flight():     # a replacement still loading when all is done is not waited for
-        while idle and queue:
-            slot, image = idle.popleft(), queue.popleft()
-            ref = workers[slot].image.remote(image, dlatents[image], lo_ref, hi_ref, shift_size, tracker)
-            inflight[ref] = (UNIT, slot, image)
-        if on_dispatch is not None:
-            held: dict = {}
-            for v in inflight.values():
-                if v[0] == UNIT:
-                    held.setdefault(pids.get(v[1]), []).append(v[2])
-            on_dispatch({"in_flight": held, "done": done})
-        if not inflight:
-            raise DistributedError("no worker left to run the remaining images")
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-        if progress is not None and time.perf_counter() - last_poll > 0.5:
-            last_poll = time.perf_counter()
-            progress(ray.get(tracker.total.remote()))
-        for ref in ready:
-            what = inflight.pop(ref)
-            slot = what[1]
-            try:
-                value = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
-                lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
-                continue
-            except ray.exceptions.RayTaskError as e:   # the computation itself raised: not a fault
-                cause = e.cause if getattr(e, "cause", None) is not None else e
-                where = f"image {what[2]}" if what[0] == UNIT else "setup"
-                raise DistributedError(f"worker {pids.get(slot)} failed on {where}: {type(cause).__name__}: "
-                                       f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
-            except ray.exceptions.RayError as e:       # killed by Ray's memory monitor, unschedulable...
-                lose(slot, type(e).__name__, what[2] if what[0] == UNIT else None)
-                continue
-            if what[0] == SETUP:
-                if isinstance(value, str):
-                    raise DistributedError(f"a Ray worker could not load the weights: {value}")
-                pids[slot] = value["pid"]
-                if not report.startup_seconds and len(pids) == len(workers):
-                    report.startup_seconds = time.perf_counter() - t0
-                    log(f"{len(pids)} workers ready in {report.startup_seconds:.1f} s (pids "
-                        f"{', '.join(str(p) for p in pids.values())}; {threads} torch "
-                        f"thread{'s' if threads > 1 else ''} each"
-                        f"{', one GPU each' if gpus else ''})")
-                idle.extend([slot] * DEPTH)
-                continue
-            image, base, effects, seconds = value
-            report.units[int(image)] = pids.get(slot)
-            report.compute_seconds += seconds
-            done += 1
-            if slot in workers:
-                idle.append(slot)
-            yield int(image), base, effects
-    if progress is not None:
-        progress(ray.get(tracker.total.remote()))
+    def collect(self, ref):
+        """The finished call ``ref``: ``(image, base, effects)`` for a unit, None for a setup or a
+        lost worker (handled here); raises for a computation that failed."""
+        import ray
 
+        what = self.inflight.pop(ref)
+        try:
+            value = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
+            self.lose(what.slot, type(e).__name__, what.image)
+            return None
+        except ray.exceptions.RayTaskError as e:   # the computation itself raised: not a fault
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            where = f"image {what.image}" if what.kind == UNIT else "setup"
+            raise DistributedError(f"worker {self.pids.get(what.slot)} failed on {where}: {type(cause).__name__}: "
+                                   f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
+        except ray.exceptions.RayError as e:       # killed by Ray's memory monitor, unschedulable...
+            self.lose(what.slot, type(e).__name__, what.image)
+            return None
+        if what.kind == SETUP:
+            self.set_up(what.slot, value)
+            return None
+        image, base, effects, seconds = value
+        self.report.units[int(image)] = self.pids.get(what.slot)
+        self.report.compute_seconds += seconds
+        self.done += 1
+        if what.slot in self.workers:
+            self.idle.append(what.slot)
+        return int(image), base, effects
+
+    def set_up(self, slot: int, value) -> None:
+        if isinstance(value, str):
+            raise DistributedError(f"a Ray worker could not load the weights: {value}")
+        self.pids[slot] = value["pid"]
+        if not self.report.startup_seconds and len(self.pids) == len(self.workers):
+            self.report.startup_seconds = time.perf_counter() - self.t0
+            self.log(f"{len(self.pids)} workers ready in {self.report.startup_seconds:.1f} s (pids "
+                     f"{', '.join(str(p) for p in self.pids.values())}; {self.threads} torch "
+                     f"thread{'s' if self.threads > 1 else ''} each{', one GPU each' if self.gpus else ''})")
+        self.idle.extend([slot] * DEPTH)
+
+    def run(self, progress=None, on_dispatch=None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        import ray
+
+        for _ in range(min(self.opts.workers, max(1, len(self.job.todo)))):
+            self.start_worker()
+        last_poll = 0.0
+        while self.queue or self.units_in_flight():   # a replacement still loading at the end is not waited for
+            self.dispatch()
+            if on_dispatch is not None:
+                on_dispatch(self.state())
+            if not self.inflight:
+                raise DistributedError("no worker left to run the remaining images")
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+            if progress is not None and time.perf_counter() - last_poll > 0.5:
+                last_poll = time.perf_counter()
+                progress(ray.get(self.tracker.total.remote()))
+            for ref in ready:
+                got = self.collect(ref)
+                if got is not None:
+                    yield got
+        if progress is not None:
+            progress(ray.get(self.tracker.total.remote()))

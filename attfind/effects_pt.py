@@ -155,7 +155,7 @@ class TorchEffects:
         return base.cpu().numpy(), effects.cpu().numpy()
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0):
-        """The PyTorch side of ``selection.DiscriminatorFilter``: ``changes(images, d, j)`` ->
+        """The PyTorch side of ``discriminator_filter.DiscriminatorFilter``: ``changes(images, d, j)`` ->
         ``|D(after) - D(before)|`` per image: before, the clamped image with its dlatent's label
         probabilities; after, coordinate ``j`` shifted by ``shift_size`` times the way to its min
         (d = 0) or max (d = 1), clamped, with the classifier's softmax on it as labels. The

@@ -138,7 +138,7 @@ class TFEffects:
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0,
                               label_size: int | None = None):
-        """The TF side of ``selection.DiscriminatorFilter``, as the notebook computes it: before, the
+        """The TF side of ``discriminator_filter.DiscriminatorFilter``, as the notebook computes it: before, the
         clamped image and its dlatent's labels; after, the style bias shifted, the clamped image
         and the classifier's softmax on it as labels (the bias is put back); the discriminator
         (``discriminator((images_nchw, labels))``) sees each image alone. ``label_size``: the

@@ -60,10 +60,13 @@ def _deltas(space, styles, lo, hi, rows, j, shift_size, fraction=1.0):
     return out
 
 
-def draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir: Path, top: int = 4,
-         examples: int = 4, shift_size: float = 1.0, frames: int = 8) -> list[Path]:
+def draw(setting, result, out_dir: Path, top: int = 4, examples: int = 4, frames: int = 8) -> list[Path]:
+    """Per top attribute, a grid (original | changed) and a GIF; an overview of the grids.
+    ``setting``: an ``attfind.setting.Setting`` with its effects."""
     from PIL import Image, ImageDraw
 
+    backend, dlatents, styles, effects = setting.backend, setting.dlatents, setting.styles, setting.effects
+    lo, hi, shift_size = setting.style_min, setting.style_max, setting.shift_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = max(TILE, int(backend.generator.config["resolution"]))

@@ -17,6 +17,7 @@ import numpy as np
 from attfind import selection as sel
 from attfind import truth
 from attfind.cache import read_cached, write_cached
+from attfind.discriminator_filter import DiscriminatorFilter
 from attfind.tfrecord import read_examples
 
 
@@ -29,13 +30,14 @@ def describe(attributes: list[dict], generator) -> list[dict]:
     return attributes
 
 
-def tfrecord_part(examples: Path, gen, clf, dlatents, base, effects, result, disc_filter, options,
-                  cache_dir: Path, key: str, bar=None, log=print) -> dict:
+def tfrecord_part(examples: Path, gen, clf, setting, result, pick_filter, options, cache_dir: Path, key: str,
+                  bar=None, log=print) -> dict:
     """``attfind.json``'s ``"tfrecord"``: the comparison and, for the tfrecord's own image set,
-    the effects verdict (``options.truth_images`` images; 0: none)."""
-    same_filter = (sel.DiscriminatorFilter(disc_filter.changes, disc_filter.threshold, disc_filter.max_images)
-                   if disc_filter is not None else None)
-    t = compare_with_tfrecord(examples, dlatents, base, effects, result, same_filter)
+    the effects verdict (``options.truth_images`` images; 0: none). ``gen``, ``clf``: the readable
+    modules (the float64 truth is theirs); ``setting``: an ``attfind.setting.Setting`` with its effects."""
+    same_filter = (DiscriminatorFilter(pick_filter.changes, pick_filter.threshold, pick_filter.max_images)
+                   if pick_filter is not None else None)
+    t = compare_with_tfrecord(examples, setting.dlatents, setting.base, setting.effects, result, same_filter)
     if not t["compared_images"]:
         log(f"{examples}: {t['note']}")
         return t
@@ -43,8 +45,7 @@ def tfrecord_part(examples: Path, gen, clf, dlatents, base, effects, result, dis
         f"{t['max_abs_effect_diff']:.2e}, base logits {t['max_abs_base_diff']:.2e}"
         + (f"; ranking identical: {t['same_ranking']}" if t["same_ranking"] is not None else ""))
     if options.truth_images and t["same_ranking"] is not None:
-        t["verdict"] = v = effects_verdict(examples, gen, clf, dlatents, base, effects, result, options,
-                                           cache_dir, key, bar, log)
+        t["verdict"] = v = effects_verdict(examples, gen, clf, setting, result, options, cache_dir, key, bar, log)
         log(f"effects verdict against the float64 truth ({v['images']} images x {v['coordinates']} "
             f"coordinates): score {v['score']:.2f} (<= 1 passes; float32 errors: TF's "
             f"{v['rows'][1]['tf_error']:.2e}, ours {v['rows'][1]['port_error']:.2e}, the rounding model's "
@@ -57,9 +58,9 @@ def tfrecord_part(examples: Path, gen, clf, dlatents, base, effects, result, dis
     return t
 
 
-def compare_with_tfrecord(path: Path, dlatents, base, effects, result, disc_filter=None) -> dict:
+def compare_with_tfrecord(path: Path, dlatents, base, effects, result, pick_filter=None) -> dict:
     """Released (or make-reference's) effects against ours, image by image, matched by dlatent;
-    for the same image set, the ranking from its effects too (with ``disc_filter``, the same
+    for the same image set, the ranking from its effects too (with ``pick_filter``, the same
     discriminator filter as ours)."""
     tb, td, te = read_examples(path)
     pairs = pair_images(td, dlatents)
@@ -78,7 +79,7 @@ def compare_with_tfrecord(path: Path, dlatents, base, effects, result, disc_filt
         theirs = sel.attfind(te[order], tb[order], **{
             key: result.params[key] for key in ("num_indices", "max_image_effect",
                                                 "unstable_threshold", "unstable_max_count")},
-                             disc_filter=disc_filter)
+                             pick_filter=pick_filter)
         out["same_ranking"] = theirs.ranking == result.ranking
         out["tfrecord_ranking"] = [list(p) for p in theirs.ranking]
     return out
@@ -91,12 +92,13 @@ def pair_images(tfrecord_dlatents, dlatents) -> list[tuple[int, int]]:
             if np.asarray(w, np.float32).tobytes() in index]
 
 
-def effects_verdict(path: Path, gen, clf, dlatents, base, effects, result, options,
-                    cache_dir: Path, key: str, bar: Callable | None = None, log=print) -> dict:
+def effects_verdict(path: Path, gen, clf, setting, result, options, cache_dir: Path, key: str,
+                    bar: Callable | None = None, log=print) -> dict:
     """TF's effects (the tfrecord) and ours judged against the float64 truth (``attfind.truth``)
     on the first ``options.truth_images`` images, at ``options.truth_coordinates`` coordinates
     spread over StyleSpace plus the ranking's. Only for the tfrecord's own image set (the style
     ranges, and so every shift, depend on it). The truth is cached beside the effects."""
+    dlatents, base, effects = setting.dlatents, setting.base, setting.effects
     tb, td, te = read_examples(path)
     k, i = map(list, zip(*pair_images(td, dlatents)[:options.truth_images]))
     coords = truth.truth_coordinates(effects.shape[2], options.truth_coordinates, [j for _, j in result.ranking])

@@ -16,9 +16,13 @@ from typing import Callable
 
 from attfind import report
 from attfind import selection as sel
+from attfind import sufficiency
 from attfind import truth
 from attfind.cache import cache_key, compute_effects
+from attfind.discriminator_filter import (DISCRIMINATOR_IMAGES, DISCRIMINATOR_SHIFT, DISCRIMINATOR_THRESHOLD,
+                                          DiscriminatorFilter)
 from attfind.errors import AttFindInputError
+from attfind.setting import Setting
 from porting.atomic import write_json
 from stylex_port.release_facts import EXAMPLES_FILE, RELEASE_STEMS
 
@@ -47,10 +51,10 @@ class Options:
     threads_per_worker: int | None = None
     worker_weights: Path | None = None  # the converted folder as the workers see it
     on_dispatch: Callable | None = None  # distributed only: called with the in-flight units (tests)
-    discriminator_filter: bool = False  # the notebook's use_discriminator (selection.DiscriminatorFilter)
-    discriminator_threshold: float = sel.DISCRIMINATOR_THRESHOLD
-    discriminator_images: int = sel.DISCRIMINATOR_IMAGES
-    discriminator_shift: float = sel.DISCRIMINATOR_SHIFT
+    discriminator_filter: bool = False  # the notebook's use_discriminator (attfind.discriminator_filter)
+    discriminator_threshold: float = DISCRIMINATOR_THRESHOLD
+    discriminator_images: int = DISCRIMINATOR_IMAGES
+    discriminator_shift: float = DISCRIMINATOR_SHIFT
 
 
 @dataclass
@@ -80,18 +84,17 @@ def load_models(weights: Path):
             models_pt.load(weights / entries[CLASSIFIER]["weights"]), entries)
 
 
-def discriminator_filter(weights: Path, entries: dict, backend, dlatents, styles, style_min, style_max,
-                         options: Options) -> sel.DiscriminatorFilter:
-    """``selection.DiscriminatorFilter`` with the converted discriminator of the release folder."""
+def build_discriminator_filter(weights: Path, entries: dict, setting: Setting, options: Options) -> DiscriminatorFilter:
+    """``DiscriminatorFilter`` with the converted discriminator of the release folder."""
     import models_pt
 
     if DISCRIMINATOR not in entries:
         raise AttFindInputError(f"{weights}/manifest.json: --discriminator-filter needs the discriminator, "
                                 "and this converted folder has none")
     disc = models_pt.load(Path(weights) / entries[DISCRIMINATOR]["weights"])
-    changes = backend.discriminator_changes(disc, dlatents, styles, style_min, style_max,
-                                            options.discriminator_shift)
-    return sel.DiscriminatorFilter(changes, options.discriminator_threshold, options.discriminator_images)
+    changes = setting.backend.discriminator_changes(disc, setting.dlatents, setting.styles, setting.style_min,
+                                                    setting.style_max, options.discriminator_shift)
+    return DiscriminatorFilter(changes, options.discriminator_threshold, options.discriminator_images)
 
 
 def ray_source(weights: Path, entries: dict, dlatents, style_min, style_max, options: Options, log,
@@ -135,18 +138,19 @@ def read_dlatents(path: Path, max_images: int | None, w_dim: int, weights: Path)
     return dlatents, names
 
 
-def sufficiency_part(backend, dlatents, styles, lo, hi, base, effects, result, options: Options, log) -> dict:
+def sufficiency_part(setting: Setting, result, options: Options, log) -> dict:
     """``attfind.json``'s ``"sufficiency"``: the fraction of images whose class flips when their
     top-k attributes (AttFind's; with ``--independent`` also their own) all change."""
     part = {}
-    plans = {"attfind": sel.sufficiency_plan(result.labels, result.ranking, options.sufficiency_k)}
+    plans = {"attfind": sufficiency.sufficiency_plan(result.labels, result.ranking, options.sufficiency_k)}
     if options.independent:
-        plans["independent"] = sel.independent_sufficiency_plan(effects, result.labels, options.sufficiency_k)
+        plans["independent"] = sufficiency.independent_sufficiency_plan(setting.effects, result.labels,
+                                                                        options.sufficiency_k)
     for name, plan in plans.items():
-        _, after = backend.edited_outputs(dlatents, plan.deltas(backend.space, styles, lo, hi, options.shift_size))
-        frac = sel.sufficiency_fraction(base, after)
+        _, after = setting.edited(plan)
+        frac = sufficiency.sufficiency_fraction(setting.base, after)
         part[name] = {"k": options.sufficiency_k, "fraction_flipped": frac,
-                      "flipped": sel.flipped(base, after).astype(int).tolist()}
+                      "flipped": sufficiency.flipped(setting.base, after).astype(int).tolist()}
         log(f"sufficiency ({name}, top {options.sufficiency_k}): {frac:.3f} of images change class")
     return part
 
@@ -167,8 +171,8 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     gen, clf, entries = load_models(weights)
     dlatents, names = read_dlatents(dlatents_path, options.max_images, gen.config["w_dim"], weights)
     backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
-    styles = backend.styles(dlatents)
-    lo, hi = sel.style_ranges(styles)
+    setting = Setting.of(backend, dlatents, options.shift_size)
+    lo, hi = setting.style_min, setting.style_max
     key, cache = cache_key(entries, dlatents, lo, hi, options.shift_size), out_dir / "effects_cache"
     log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "
         f"({2 * len(dlatents) * backend.num_styles} generator + classifier evaluations)")
@@ -178,9 +182,10 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     base, effects, computed = compute_effects(backend, dlatents, lo, hi, cache, key, options.shift_size, bar, log,
                                               source=source)
     seconds = time.perf_counter() - t0
-    disc_filter = (discriminator_filter(weights, entries, backend, dlatents, styles, lo, hi, options)
+    setting.base, setting.effects = base, effects
+    pick_filter = (build_discriminator_filter(weights, entries, setting, options)
                    if options.discriminator_filter else None)
-    result = sel.attfind(effects, base, num_indices=options.num_indices, disc_filter=disc_filter)
+    result = sel.attfind(effects, base, num_indices=options.num_indices, pick_filter=pick_filter)
 
     doc = result.to_dict()
     report.describe(doc["attributes"], gen)
@@ -196,26 +201,25 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     })
     if cluster is not None:
         doc["effects"]["cluster"] = cluster.to_json()
-    if disc_filter is not None:
-        doc["discriminator_filter"] = disc_filter.to_dict()
+    if pick_filter is not None:
+        doc["discriminator_filter"] = pick_filter.to_dict()
         rejected = doc["discriminator_filter"]["rejected"]
         log(f"discriminator filter (threshold {options.discriminator_threshold:g}): "
-            f"{len(disc_filter.decisions)} candidates asked, {len(rejected)} rejected"
+            f"{len(pick_filter.decisions)} candidates asked, {len(rejected)} rejected"
             + (f": {', '.join(f'({d}, {j})' for d, j in rejected[:8])}" if rejected else ""))
     examples = options.compare or Path(dlatents_path).parent / EXAMPLES_FILE
     if examples.exists():
-        doc["tfrecord"] = report.tfrecord_part(examples, gen, clf, dlatents, base, effects, result, disc_filter,
-                                               options, cache, key, bar, log)
+        doc["tfrecord"] = report.tfrecord_part(examples, gen, clf, setting, result, pick_filter, options, cache, key,
+                                               bar, log)
     if options.independent:
         doc["independent"] = independent_part(effects, result, names, options.sufficiency_k)
     if options.sufficiency:
-        doc["sufficiency"] = sufficiency_part(backend, dlatents, styles, lo, hi, base, effects, result, options, log)
+        doc["sufficiency"] = sufficiency_part(setting, result, options, log)
     files = []
     if options.pictures and result.attributes:
         from attfind import pictures
 
-        files = pictures.draw(backend, dlatents, styles, lo, hi, result, effects, base, out_dir,
-                              top=options.top, examples=options.examples, shift_size=options.shift_size)
+        files = pictures.draw(setting, result, out_dir, top=options.top, examples=options.examples)
         doc["pictures"] = [str(p.relative_to(out_dir)) for p in files]
     doc["seconds_total"] = round(time.perf_counter() - t_start, 2)
     write_json(out_dir / "attfind.json", doc)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
@@ -46,9 +46,25 @@ SUFFICIENCY_K = 10
 
 RESULT_FORMAT = "attfind-result/1"
 
-DiscFilter = Callable[[int, int], bool]
-"""``disc_filter(d, j) -> True`` rejects the candidate ``(d, j)`` (e.g. the discriminator's output
-moves too much); ``False`` accepts it."""
+Reject = Callable[[int, int], bool]
+"""``reject(d, j) -> True`` rejects the would-be greedy pick ``(d, j)`` (e.g. the discriminator's
+output moves too much); ``False`` accepts it."""
+
+
+class PickFilter(Protocol):
+    """What ``attfind`` asks about picks: ``bind`` gives the ``Reject`` of one greedy run (its
+    target class and the images it covers). ``discriminator_filter.DiscriminatorFilter`` is one."""
+
+    def bind(self, effects, target_class: int, image_mask) -> Reject: ...
+
+
+@dataclass
+class FixedRejection:
+    """A pick filter that asks the same ``reject(d, j)`` in both greedy runs."""
+    reject: Reject
+
+    def bind(self, effects, target_class: int, image_mask) -> Reject:
+        return self.reject
 
 
 class Attribute(NamedTuple):
@@ -199,7 +215,7 @@ class GreedyRun:
 
 def greedy_run(effects, image_mask, target_class: int, num_indices: int = NUM_INDICES,
                max_image_effect: float = MAX_IMAGE_EFFECT,
-               disc_filter: DiscFilter | None = None) -> GreedyRun:
+               reject: Reject | None = None) -> GreedyRun:
     """Step 5 with its trace; ``greedy_select`` returns only the picks. See there."""
     e = _effects(effects)
     n_img, _, n_sty, n_cls = e.shape
@@ -238,7 +254,7 @@ def greedy_run(effects, image_mask, target_class: int, num_indices: int = NUM_IN
                 run.stop = "no_gain"
                 break
             d, j = divmod(k, n_sty)
-            if disc_filter is not None and disc_filter(d, j):
+            if reject is not None and reject(d, j):
                 run.rejected.append((d, j))
                 available[k] = False
                 mean[k] = -np.inf
@@ -261,7 +277,7 @@ def greedy_run(effects, image_mask, target_class: int, num_indices: int = NUM_IN
 
 def greedy_select(effects, image_mask, target_class: int, num_indices: int = NUM_INDICES,
                   max_image_effect: float = MAX_IMAGE_EFFECT,
-                  disc_filter: DiscFilter | None = None) -> list[tuple[int, int]]:
+                  reject: Reject | None = None) -> list[tuple[int, int]]:
     """Step 5: greedy selection of ``(d, j)`` picks that raise class ``target_class``.
 
     ``effects [N, 2, S, C]``; ``image_mask [N]`` bool selects the images to cover. AttFind runs
@@ -278,13 +294,13 @@ def greedy_select(effects, image_mask, target_class: int, num_indices: int = NUM
     - no image left below the bound, or an empty ``image_mask``: stop, return fewer picks;
     - best remaining mean gain is 0 (no candidate helps any remaining image): stop, fewer picks.
 
-    ``disc_filter(d, j) -> bool``: if given, it is asked about each would-be pick in order of
+    ``reject(d, j) -> bool``: if given, it is asked about each would-be pick in order of
     mean gain; ``True`` rejects the candidate for good (it is skipped, the next best is asked,
     coverage is unchanged). It is only called on candidates that would otherwise be picked.
 
     Returns at most ``num_indices`` distinct ``(d, j)`` pairs in pick order.
     """
-    return greedy_run(effects, image_mask, target_class, num_indices, max_image_effect, disc_filter).picks
+    return greedy_run(effects, image_mask, target_class, num_indices, max_image_effect, reject).picks
 
 
 # --------------------------------------------------------------------------- step 6
@@ -389,15 +405,15 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
             max_image_effect: float = MAX_IMAGE_EFFECT,
             unstable_threshold: float = UNSTABLE_THRESHOLD,
             unstable_max_count: int = UNSTABLE_MAX_COUNT,
-            disc_filter: DiscFilter | None = None) -> AttFindResult:
+            pick_filter: PickFilter | None = None) -> AttFindResult:
     """Steps 3-6 on ``effects [N, 2, S, 2]`` and ``base_logits [N, 2]``.
 
     3. unstable images get zero effects (they stay in their class, contributing no gain);
     4. labels = argmax of ``base_logits``;
     5. ``picks[0] = greedy_select(target_class=0)`` over the images labelled 1 and
        ``picks[1] = greedy_select(target_class=1)`` over the images labelled 0, each with
-       ``num_indices``, ``max_image_effect`` and the optional ``disc_filter(d, j)`` (or a
-       ``DiscriminatorFilter``, bound to each greedy run's target class and images);
+       ``num_indices``, ``max_image_effect`` and, with a ``pick_filter`` (the discriminator
+       filter, or ``FixedRejection``), its ``Reject`` bound to that run's class and images;
     6. ``combine_classes(picks[0], picks[1], filtered effects)``.
     """
     e = _effects(effects)
@@ -409,11 +425,8 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
     filtered, unstable = filter_unstable(e, unstable_threshold, unstable_max_count)
     labels = split_by_class(logits)
 
-    def filter_for(c):   # a DiscriminatorFilter needs to know whose images a candidate moves
-        if disc_filter is not None and hasattr(disc_filter, "bind"):
-            return disc_filter.bind(filtered, c, labels != c)
-        return disc_filter
-    runs = {c: greedy_run(filtered, labels != c, c, num_indices, max_image_effect, filter_for(c))
+    runs = {c: greedy_run(filtered, labels != c, c, num_indices, max_image_effect,
+                          None if pick_filter is None else pick_filter.bind(filtered, c, labels != c))
             for c in (0, 1)}
     picks = {c: list(r.picks) for c, r in runs.items()}
     attributes = combine_classes(picks[0], picks[1], filtered)
@@ -421,7 +434,7 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
     origins = [0 if (a.direction, a.coordinate) in set0 else 1 for a in attributes]
     params = {"num_indices": int(num_indices), "max_image_effect": float(max_image_effect),
               "unstable_threshold": float(unstable_threshold), "unstable_max_count": int(unstable_max_count),
-              "disc_filter": disc_filter is not None}
+              "pick_filter": pick_filter is not None}
     return AttFindResult(attributes=attributes, origins=origins, picks=picks, runs=runs, labels=labels,
                          unstable=unstable, num_styles=int(e.shape[2]), params=params)
 
@@ -465,112 +478,6 @@ def independent_ranking(effects_of_one_image, target_class: int, k: int,
     return out
 
 
-@dataclass
-class SufficiencyPlan:
-    """Per-image edits for the sufficiency measure: image ``n`` gets all edits
-    ``(directions[n, i], coordinates[n, i])`` for ``i < counts[n]`` at once (padding is -1).
-    ``labels [N]``: the class each image had before; the edits aim at ``1 - labels[n]``."""
-    labels: np.ndarray
-    directions: np.ndarray
-    coordinates: np.ndarray
-    counts: np.ndarray
-
-    def edits(self, n: int) -> list[tuple[int, int]]:
-        c = int(self.counts[n])
-        return [(int(d), int(j)) for d, j in zip(self.directions[n, :c], self.coordinates[n, :c])]
-
-    def deltas(self, space, styles, style_min, style_max, shift_size: float = 1.0) -> np.ndarray:
-        """``styles [N, S]`` -> what to add to them, ``[N, S]``: for each edit ``(d, j)`` of image
-        ``n``, step 2's shift of coordinate ``j`` in direction ``d``, by the StyleSpace helper
-        ``space`` (``models_pt.stylespace.StyleSpace``: ``targets``, ``delta``); 0 elsewhere."""
-        s = np.asarray(styles)
-        if s.ndim != 2 or s.shape[0] != len(self.labels):
-            raise ValueError(f"styles: expected [{len(self.labels)}, S], got {list(s.shape)}")
-        targets = space.targets(style_min, style_max)  # [2, S]
-        out = np.zeros_like(s)
-        rows, cols = np.nonzero(self.coordinates >= 0)
-        d, j = self.directions[rows, cols], self.coordinates[rows, cols]
-        if (j >= s.shape[1]).any():
-            raise ValueError(f"an edit names coordinate {int(j.max())} but styles have {s.shape[1]}")
-        out[rows, j] = space.delta(s[rows, j], targets[d, j], shift_size)
-        return out
-
-
-def plan_from_lists(labels, per_image: Sequence[Iterable[tuple[int, int]]], k: int) -> SufficiencyPlan:
-    """Edits from one ordered list of ``(d, j)`` per image (each towards that image's other class):
-    the first ``k`` distinct coordinates of each list."""
-    return _plan(labels, per_image, k)
-
-
-def _plan(labels, per_image: Sequence[Iterable[tuple[int, int]]], k: int) -> SufficiencyPlan:
-    labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    dirs = np.full((n, k), -1, dtype=np.int64)
-    coords = np.full((n, k), -1, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
-    for i, cands in enumerate(per_image):
-        used: set[int] = set()
-        for d, j in cands:
-            if counts[i] >= k:
-                break
-            if j in used:  # both directions of one coordinate: keep the higher-ranked one
-                continue
-            used.add(j)
-            dirs[i, counts[i]], coords[i, counts[i]] = d, j
-            counts[i] += 1
-    return SufficiencyPlan(labels=labels, directions=dirs, coordinates=coords, counts=counts)
-
-
-def sufficiency_plan(labels, attributes, k: int = SUFFICIENCY_K) -> SufficiencyPlan:
-    """Edits for the sufficiency measure from one ranked attribute list (``attfind``'s output:
-    ``(d, j[, score])``, direction ``d`` moves class 1 towards class 0), for two classes.
-
-    An image labelled 1 gets the top-``k`` attributes as they are; an image labelled 0 gets them
-    with flipped directions ``(1 - d, j)``, so that every image is pushed away from its class.
-    A coordinate already edited for the image is skipped and the next attribute taken, so each
-    image gets ``min(k, distinct coordinates)`` edits. ``labels [N]`` (0 or 1)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.ndim != 1 or not np.isin(labels, (0, 1)).all():
-        raise ValueError("labels: expected [N] of 0 and 1")
-    ranked = _pairs(attributes)
-    flipped = [(1 - d, j) for d, j in ranked]
-    return _plan(labels, [ranked if c == 1 else flipped for c in labels], k)
-
-
-def independent_sufficiency_plan(effects, labels, k: int = SUFFICIENCY_K,
-                                 positive_only: bool = False) -> SufficiencyPlan:
-    """Edits for the sufficiency measure, image-specific variant: image ``n`` gets its own top-``k``
-    ``independent_ranking`` towards the other class ``1 - labels[n]`` (two classes)."""
-    e = _effects(effects)
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (e.shape[0],) or not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels: expected [{e.shape[0]}] of 0 and 1")
-    per_image = [[(d, j) for d, j, _ in independent_ranking(e[n], 1 - int(labels[n]), k,
-                                                             positive_only=positive_only)]
-                 for n in range(e.shape[0])]
-    return _plan(labels, per_image, k)
-
-
-def flipped(logits_before, logits_after) -> np.ndarray:
-    """``[N, C]`` and ``[N, C]`` -> ``[N]`` bool: the predicted class (argmax) changed."""
-    b, a = np.asarray(logits_before), np.asarray(logits_after)
-    if b.shape != a.shape or b.ndim != 2:
-        raise ValueError(f"logits: expected two [N, C] arrays of one shape, got {list(b.shape)} and {list(a.shape)}")
-    return np.argmax(b, axis=1) != np.argmax(a, axis=1)
-
-
-def sufficiency_fraction(logits_before, logits_after, mask=None) -> float:
-    """The sufficiency measure: the fraction of images (those in ``mask [N]`` if given) whose
-    predicted class differs between ``logits_before`` and ``logits_after`` (``[N, C]`` logits or
-    probabilities). An image that got no edit counts as not flipped only if it did not flip."""
-    f = flipped(logits_before, logits_after)
-    if mask is not None:
-        f = f[np.asarray(mask, dtype=bool)]
-    if f.size == 0:
-        raise ValueError("sufficiency_fraction: no images")
-    return float(f.mean())
-
-
 def near_ties(attributes, tol: float) -> list[tuple[Any, Any]]:
     """Adjacent pairs ``(attributes[i], attributes[i + 1])`` of a ranked list whose scores differ
     by less than ``tol``: where a ranking's order is decided by noise, so a parity test reports
@@ -582,130 +489,3 @@ def near_ties(attributes, tol: float) -> list[tuple[Any, Any]]:
         if math.isfinite(sa) and math.isfinite(sb) and abs(sa - sb) < tol:
             out.append((a, b))
     return out
-
-
-# --------------------------------------------------------------------------- the discriminator filter
-
-DISCRIMINATOR_THRESHOLD = 0.2
-DISCRIMINATOR_IMAGES = 10
-DISCRIMINATOR_EFFECT = 0.2
-DISCRIMINATOR_SHIFT = 2.0
-
-
-class DiscriminatorFilter:
-    """The notebook's optional filter (``use_discriminator``), with the notebook's rule: a would-be
-    greedy pick ``(d, j)`` for target class ``c`` is rejected when shifting coordinate ``j``
-    changes the discriminator's output by more than ``threshold`` (0.2) on any affected image.
-
-    Affected images, for each of the two directions of ``j`` (both are tried, whichever ``d``
-    is): the greedy run's images (those of the other class) on which that direction raises class
-    ``c``'s logit by more than ``effect_threshold`` (0.2), the first ``max_images`` (10) of them
-    in image order. The change is ``|D(after) - D(before)|``, each image alone, where before is
-    the clamped image with its dlatent's label probabilities and after is the clamped image with
-    coordinate ``j`` shifted by ``shift_size`` (2, the notebook filter's own default, not
-    AttFind's 1) times the way to its min or max, with the classifier's softmax on it as labels.
-    Left out: the notebook's greedy also stops when a pick's coordinate is 0 while the filter is
-    on (``if sindex == 0: break``), which looks like a slip; here coordinate 0 is a coordinate.
-
-    ``changes(images, d, j) -> [len(images)]`` is the backend's part (TF: the style-bias shift
-    and the SavedModels; PyTorch: the ported modules); everything else is here, so both
-    backends decide alike. Every decision is recorded in ``decisions``."""
-
-    def __init__(self, changes: Callable[[list, int, int], np.ndarray], threshold: float = DISCRIMINATOR_THRESHOLD,
-                 max_images: int = DISCRIMINATOR_IMAGES, effect_threshold: float = DISCRIMINATOR_EFFECT):
-        self.changes = changes
-        self.threshold = float(threshold)
-        self.max_images = int(max_images)
-        self.effect_threshold = float(effect_threshold)
-        self.decisions: list[dict] = []
-
-    def affected(self, effects, target_class: int, image_mask, direction: int, j: int) -> list[int]:
-        e = np.asarray(effects)[:, direction, j, target_class]
-        idx = np.flatnonzero(np.asarray(image_mask, bool) & (e > self.effect_threshold))
-        return [int(n) for n in idx[:self.max_images]]
-
-    def bind(self, effects, target_class: int, image_mask) -> DiscFilter:
-        def reject(d: int, j: int) -> bool:
-            record = {"target_class": int(target_class), "direction": int(d), "coordinate": int(j),
-                      "images": [], "changes": [], "max_change": 0.0, "rejected": False}
-            for sign in (0, 1):
-                images = self.affected(effects, target_class, image_mask, sign, j)
-                ch = [float(x) for x in np.abs(np.asarray(self.changes(images, sign, int(j)), np.float64))] \
-                    if images else []
-                record["images"].append(images)
-                record["changes"].append(ch)
-                record["max_change"] = max([record["max_change"]] + ch)
-                if any(x > self.threshold for x in ch):
-                    record["rejected"] = True
-                    break
-            self.decisions.append(record)
-            return record["rejected"]
-        return reject
-
-    def to_dict(self) -> dict:
-        return {"threshold": self.threshold, "max_images": self.max_images, "effect_threshold": self.effect_threshold,
-                "rule": "reject (d, j) when, for either direction of j, one of its affected images (effect on the "
-                        "target class > effect_threshold, the first max_images of the greedy run's images) changes "
-                        "the discriminator's output by more than threshold",
-                "rejected": [[x["direction"], x["coordinate"]] for x in self.decisions if x["rejected"]],
-                "decisions": self.decisions}
-
-
-# --------------------------------------------------------------------------- Wu et al.'s selection
-
-WU_TOP_FRACTION = 0.02
-WU_THRESHOLD = 0.9
-WU_MIN_IMAGES = 5
-
-
-@dataclass
-class WuSelection:
-    """Which images "exhibit" a class for Wu et al.'s StyleSpace analysis: the top ``fraction``
-    by that class's probability (``mode="top"``), those above ``threshold`` (``"threshold"``),
-    or ``"auto"``: the top fraction unless it leaves fewer than ``min_images``, then the
-    threshold, and if that leaves fewer too, the ``min_images`` most probable."""
-    mode: str = "auto"
-    fraction: float = WU_TOP_FRACTION
-    threshold: float = WU_THRESHOLD
-    min_images: int = WU_MIN_IMAGES
-
-    def choose(self, probs_of_class: np.ndarray) -> tuple[np.ndarray, str]:
-        p = np.asarray(probs_of_class, np.float64)
-        order = np.argsort(-p, kind="stable")
-        top = order[:max(1, int(math.ceil(self.fraction * len(p))))]
-        above = np.flatnonzero(p > self.threshold)
-        if self.mode == "top":
-            return np.sort(top), f"top {self.fraction:g}"
-        if self.mode == "threshold":
-            if not len(above):
-                raise ValueError(f"no image has a probability above {self.threshold:g} for this class")
-            return above, f"p > {self.threshold:g}"
-        if self.mode != "auto":
-            raise ValueError(f"WuSelection mode {self.mode!r}: expected auto, top or threshold")
-        if len(top) >= self.min_images:
-            return np.sort(top), f"top {self.fraction:g}"
-        if len(above) >= self.min_images:
-            return above, f"p > {self.threshold:g} (the top {self.fraction:g} is {len(top)} images)"
-        return np.sort(order[:self.min_images]), (f"the {self.min_images} most probable (top {self.fraction:g}: "
-                                                  f"{len(top)} images, p > {self.threshold:g}: {len(above)})")
-
-
-def wu_ranking(styles, probs, target_class: int, selection: WuSelection = WuSelection()) -> tuple[list, dict]:
-    """Wu et al.'s attribute selection for one class: ``z[j] = (mean over the images exhibiting
-    the class of s[:, j] - mean over all images) / std over all images`` (coordinates that do not
-    vary get 0), ranked by ``|z|``, highest first (ties: the lower j); the direction is the sign
-    (``d = 1``, towards the range's max, where ``z > 0``). Needs no effects: only the style vectors
-    ``[N, S]`` and the classifier's probabilities ``[N, C]``. Returns ``([(d, j, z)], record)``."""
-    st = np.asarray(styles, np.float64)
-    pr = np.asarray(probs, np.float64)
-    if st.ndim != 2 or pr.ndim != 2 or len(st) != len(pr):
-        raise ValueError(f"styles [N, S] and probs [N, C] expected, got {list(st.shape)} and {list(pr.shape)}")
-    chosen, rule = selection.choose(pr[:, target_class])
-    std = st.std(axis=0)
-    diff = st[chosen].mean(axis=0) - st.mean(axis=0)
-    z = np.divide(diff, std, out=np.zeros_like(diff), where=std > 0)
-    order = np.argsort(-np.abs(z), kind="stable")
-    ranking = [(int(z[j] > 0), int(j), float(z[j])) for j in order]
-    record = {"target_class": int(target_class), "rule": rule, "images": [int(i) for i in chosen],
-              "num_images": int(len(chosen))}
-    return ranking, record

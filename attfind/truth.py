@@ -2,9 +2,9 @@
 
 TF's effects (``examples_1.tfrecord``) and the PyTorch backend's are both float32 runs of the
 same arithmetic; the 1e-4 bar that used to compare them was tuned on seeded weights. Here both
-are judged as ``verify`` judges a layer (``porting.verify.judge``): against the same effects
+are judged as ``verify`` judges a layer (``porting.verdict.judge``): against the same effects
 computed in float64 by the ported modules (``TorchEffects`` with ``dtype=torch.float64``, the
-readable classifier), each float32 run's error must be within ``Rule.factor`` times the error
+readable classifier), each float32 run's error must be within ``VerdictRule.factor`` times the error
 of a model float32 implementation (``porting.rounding``: the same float64 effects with every
 op's float32 rounding simulated), a bound that does not depend on either framework's kernels.
 Both runs are held to it because the truth comes from the port's side: a wrong port would make
@@ -89,7 +89,7 @@ def judge_effects(tf: tuple, pt: tuple, truth: tuple, model_error: dict[str, flo
     both float32 runs within the bound."""
     from dataclasses import asdict
 
-    from porting.verify import RULE, judge
+    from porting.verdict import RULE, judge
 
     rows = [judge(name, t, got32=p, tf32=f, model_error=model_error[name])
             for name, f, p, t in zip(("base logits", "effects"), tf, pt, truth)]

@@ -1,4 +1,4 @@
-"""The download command's overhead: ``porting.download`` against plain ``curl`` on the same files
+"""The download command's overhead: ``stylex_port.download`` against plain ``curl`` on the same files
 from the same loopback server (parity_tests/loopback.py, 127.0.0.1 only).
 
     .venv/bin/python bench/download.py [--release reference] [--size-mb 300] [--rounds 3]
@@ -35,7 +35,7 @@ def main():
 
     from parity_tests.loopback import LoopbackServer
     from models_pt import file_sha256
-    from porting.download import RELEASE_FILES, check_content, download
+    from stylex_port.download import RELEASE_FILES, check_content, download
 
     if not shutil.which("curl"):
         sys.exit("curl is not installed")
@@ -81,7 +81,7 @@ def main():
         check_content(root / n, n)
     t_check = time.perf_counter() - t
     mt, mc = statistics.median(tool), statistics.median(curl)
-    print(f"cli.py download (porting.download): {mt:.2f} s median of {args.rounds} ({total / 2 ** 20 / mt:,.0f} MiB/s)")
+    print(f"cli.py download (stylex_port.download): {mt:.2f} s median of {args.rounds} ({total / 2 ** 20 / mt:,.0f} MiB/s)")
     print(f"curl, file by file:                 {mc:.2f} s median ({total / 2 ** 20 / mc:,.0f} MiB/s)")
     print(f"ratio tool / curl: {mt / mc:.2f}x; of the tool's time, sha256 {t_sha:.2f} s and the content checks "
           f"(every zip member's CRC) {t_check:.2f} s, measured apart")

@@ -134,7 +134,7 @@ def stage_a(seed: int, work: Path, args) -> dict:
     from crosscheck.verify import tf_reference
     from porting import controls
     from porting.readers import open_checkpoint
-    from porting.verify import float64_inputs, model_errors
+    from porting.verdict import float64_inputs, model_errors
 
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
@@ -447,7 +447,7 @@ def summarise(results: list[dict], rule, markdown: bool = False) -> str:
     tf_cells = sorted({k[1] for k in got if k[0] == "tf"})
     cases = sorted({k[2] for k in got if k[0] == "pt"})
     bar = "|" if markdown else " "
-    lines = [f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}). Rule: float64 |TF-PT| <= {rule.rel64:g} x max(1, max|TF|); "
+    lines = [f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}). VerdictRule: float64 |TF-PT| <= {rule.rel64:g} x max(1, max|TF|); "
              f"float32 error <= {rule.factor:g} x max(rounding model's error, {rule.floor_ulps:g} ulp of max|truth|). "
              "score = deciding figure / its bound (pass: <= 1).", ""]
 
@@ -564,7 +564,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from porting.verify import RULE
+    from porting.verdict import RULE
 
     if not args.summary_only:
         todo = [s for s in seeds if not (out / f"seed_{s}.json").exists()]

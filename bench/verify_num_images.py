@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import models_pt
     from porting.readers import open_checkpoint
     from crosscheck.verify import round_trip, tf_reference
-    from porting.verify import judge_module
+    from porting.verdict import judge_module
 
     tmp = None
     if args.release is None:

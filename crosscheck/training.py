@@ -24,7 +24,7 @@ from crosscheck import tf_side
 from crosscheck.verify import load_to_verify
 from porting import training as pt_train
 from porting.readers import open_checkpoint
-from porting.verify import RULE, Report, Rule, judge
+from porting.verdict import RULE, Report, VerdictRule, judge
 
 
 def rebuild(kind: str, config: dict, dtype: str, variables: dict):
@@ -142,7 +142,7 @@ def tf_quantities(kind: str, model, inputs: dict, dtype: str, pt_module) -> dict
 
 
 def verify_training(ck, weights: Path, dtype: str = "float32", num_images: int = pt_train.TRAIN_IMAGES,
-                    seed: int = 0, rule: Rule = RULE, module=None, variables: dict | None = None) -> Report:
+                    seed: int = 0, rule: VerdictRule = RULE, module=None, variables: dict | None = None) -> Report:
     """``verify --train`` of one converted model against its checkpoint: TF's training step on
     the rebuild in float64 (the truth) and float32 (information), the port's judged against it.
     ``module``: judge this PyTorch module instead of the weights' (the negative controls)."""

@@ -5,7 +5,7 @@ verify inputs (checked not to be degenerate), the reference model rebuilt from t
 variables and traced in float64 (the truth the port's float64 run must equal, and its float32
 run is judged against) and in float32 (TF's own float32 error, reported), and the checkpoint's
 own SavedModel as the notebook loads it, which must compute what the rebuild computes.
-``porting.verify.judge_module`` then judges the PyTorch module against it. ``verify_release``
+``porting.verdict.judge_module`` then judges the PyTorch module against it. ``verify_release``
 does this for every model of a converted release folder, then the encode-reconstruct round trip
 the notebook relies on (``round_trip``).
 """
@@ -22,7 +22,7 @@ from crosscheck import tf_side
 from porting import kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
-from porting.verify import NUM_IMAGES, RULE, Reference, Report, Rule, judge, judge_module
+from porting.verdict import NUM_IMAGES, RULE, Reference, Report, VerdictRule, judge, judge_module
 from stylex_port.release_facts import DLATENTS_FILE, RELEASE_STEMS
 
 
@@ -63,7 +63,7 @@ def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_i
 
 
 def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int = NUM_IMAGES,
-                      size: int | None = None, seed: int = 0, rule: Rule = RULE,
+                      size: int | None = None, seed: int = 0, rule: VerdictRule = RULE,
                       dlatents: Path | None = None, tf_models: dict | None = None) -> Report:
     """Compare every activation of the TF reference and the PyTorch port on the same inputs.
     ``tf_models``: a dict that receives the TF models built on the way (``Reference.models``)."""
@@ -105,7 +105,7 @@ ROUND_TRIP = {kind: RELEASE_STEMS[kind] for kind in ("encoder", "classifier", "g
 
 
 def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None,
-               rule: Rule = RULE, samples: int | None = None, dtype: str = "float32") -> Report:
+               rule: VerdictRule = RULE, samples: int | None = None, dtype: str = "float32") -> Report:
     """image -> encoder + classifier -> dlatent -> generator -> reconstruction: the TF rebuilds in
     float64 (the truth) against the PyTorch modules in float64 (exact?), and PyTorch in float32
     against the rounding model's bound, with TF's SavedModels (loaded as the notebook loads them)
@@ -184,7 +184,7 @@ EFFECTS_IMAGES, EFFECTS_COORDINATES = 2, 16
 
 
 def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dict | None = None,
-                    images: int = EFFECTS_IMAGES, coordinates: int = EFFECTS_COORDINATES, rule: Rule = RULE,
+                    images: int = EFFECTS_IMAGES, coordinates: int = EFFECTS_COORDINATES, rule: VerdictRule = RULE,
                     samples: int | None = None, dtype: str = "float32", modules: dict | None = None) -> Report:
     """AttFind's effects (base logits, and the change of the logits when one StyleSpace
     coordinate moves by AttFind's shift) as the two backends compute them: the TF backend as the

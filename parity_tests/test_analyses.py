@@ -8,7 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from stylex_port.analyses.wu import WuSelection, wu_ranking
 from attfind import selection as sel
+from attfind import sufficiency
+from attfind.discriminator_filter import DISCRIMINATOR_THRESHOLD, DiscriminatorFilter
 from conftest import run_cli
 
 
@@ -20,19 +23,19 @@ def test_wu_finds_the_coordinate_the_class_depends_on():
     styles = rng.normal(size=(200, 6))
     p1 = 1 / (1 + np.exp(-4 * styles[:, 3]))          # class 1 where coordinate 3 is high
     probs = np.stack([1 - p1, p1], axis=1)
-    r1, rec1 = sel.wu_ranking(styles, probs, 1)
-    r0, rec0 = sel.wu_ranking(styles, probs, 0)
+    r1, rec1 = wu_ranking(styles, probs, 1)
+    r0, rec0 = wu_ranking(styles, probs, 0)
     assert r1[0][:2] == (1, 3) and r0[0][:2] == (0, 3)     # up for class 1, down for class 0
     assert abs(r1[0][2]) > 3 * abs(r1[1][2])
     # auto: the top 2% of 200 is 4 images, fewer than 5: the threshold rule takes over
     assert rec1["rule"].startswith("p > 0.9") and rec1["num_images"] == int((p1 > 0.9).sum())
-    _, top = sel.wu_ranking(styles, probs, 1, sel.WuSelection("top", fraction=0.05))
+    _, top = wu_ranking(styles, probs, 1, WuSelection("top", fraction=0.05))
     assert top["rule"] == "top 0.05" and top["num_images"] == 10
     with pytest.raises(ValueError, match="no image has a probability above 1 "):
-        sel.wu_ranking(styles, probs, 1, sel.WuSelection("threshold", threshold=1.0))
+        wu_ranking(styles, probs, 1, WuSelection("threshold", threshold=1.0))
     flat = styles.copy()
     flat[:, 2] = 1.0                                       # a coordinate that does not vary scores 0
-    assert dict(((j, z) for _, j, z in sel.wu_ranking(flat, probs, 1)[0]))[2] == 0.0
+    assert dict(((j, z) for _, j, z in wu_ranking(flat, probs, 1)[0]))[2] == 0.0
 
 
 # --------------------------------------------------------------------------- flip rate
@@ -110,7 +113,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
     import torch
 
     import models_pt
-    from attfind import ganspace as gs
+    from stylex_port.analyses import ganspace as gs
     from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
@@ -176,7 +179,7 @@ def test_cli_ganspace_writes_grids(attfind_release, tmp_path):
 
 
 def test_ganspace_joins_the_flip_rate_table(attfind_release, tmp_path):
-    from attfind.fliprate import FlipOptions, run_flip_rate
+    from stylex_port.analyses.fliprate import FlipOptions, run_flip_rate
 
     ref, weights = attfind_release
     doc = run_flip_rate(weights, ref / "dlatents.pkl", tmp_path,
@@ -229,8 +232,8 @@ def control_threshold(decisions, planted) -> float:
 
 
 def _filtered(side, threshold):
-    f = sel.DiscriminatorFilter(side["changes"], threshold)
-    return sel.attfind(side["effects"], side["base"], disc_filter=f), f
+    f = DiscriminatorFilter(side["changes"], threshold)
+    return sel.attfind(side["effects"], side["base"], pick_filter=f), f
 
 
 def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
@@ -238,8 +241,8 @@ def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     plain = sel.attfind(pt["effects"], pt["base"])
     assert plain.ranking[0] == (planted["direction"], planted["coordinate"])
     # the notebook's threshold: on these weights no candidate moves D that much
-    r_pt, f_pt = _filtered(pt, sel.DISCRIMINATOR_THRESHOLD)
-    r_tf, f_tf = _filtered(tf, sel.DISCRIMINATOR_THRESHOLD)
+    r_pt, f_pt = _filtered(pt, DISCRIMINATOR_THRESHOLD)
+    r_tf, f_tf = _filtered(tf, DISCRIMINATOR_THRESHOLD)
     assert r_pt.ranking == r_tf.ranking == plain.ranking and not f_pt.to_dict()["rejected"]
     asked = [d for d in f_pt.decisions if any(d["images"])]
     assert len(asked) >= 2 and min(d["max_change"] for d in asked) > 1e-3, \
@@ -271,7 +274,7 @@ def test_attfind_records_the_filter(attfind_release, disc_setup, tmp_path):
     rec = outcome.document["discriminator_filter"]
     assert rec["threshold"] == threshold and [planted["direction"], planted["coordinate"]] in rec["rejected"]
     assert outcome.result.ranking == _filtered(pt, threshold)[0].ranking
-    assert outcome.document["params"]["disc_filter"] is True
+    assert outcome.document["params"]["pick_filter"] is True
     assert outcome.document["tfrecord"]["same_ranking"] is True       # the tfrecord ranked with the same filter
 
 
@@ -295,7 +298,7 @@ def test_both_backends_give_the_same_edited_outputs(attfind_release):
     styles = backends["pt"].styles(dl)
     np.testing.assert_allclose(backends["tf"].styles(dl), styles, atol=1e-5)
     lo, hi = sel.style_ranges(styles)
-    plan = sel.sufficiency_plan(np.array([0, 1] * 3), [(1, 3), (0, 40), (1, 100)], 3)
+    plan = sufficiency.sufficiency_plan(np.array([0, 1] * 3), [(1, 3), (0, 40), (1, 100)], 3)
     deltas = plan.deltas(backends["pt"].space, styles, lo, hi)
     layered = np.repeat(dl[:, None, :], m["generator"].num_layers, axis=1)
     layered[:, 4:] = dl[::-1][:, None, :]                  # the finer layers from other images

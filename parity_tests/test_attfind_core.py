@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from attfind import selection as sel
+from attfind import sufficiency
 from models_pt.stylespace import StyleSpace
 from attfind.tfrecord import (TFRecordError, crc32c, decode_example, encode_example,
                               iter_records, masked_crc32c, read_examples, write_effects,
@@ -145,12 +146,12 @@ def test_greedy_discriminator_filter_skips_rejected_candidates():
     def fake_disc(d, j):
         asked.append((d, j))
         return (d, j) == (1, 4)  # the discriminator dislikes the best candidate
-    run = sel.greedy_run(e, np.ones(8, bool), 0, num_indices=2, max_image_effect=10, disc_filter=fake_disc)
+    run = sel.greedy_run(e, np.ones(8, bool), 0, num_indices=2, max_image_effect=10, reject=fake_disc)
     assert run.picks[0] == (0, 9) and (1, 4) not in run.picks
     assert run.rejected == [(1, 4)]
     assert asked[:2] == [(1, 4), (0, 9)] and len(asked) == 3  # asked only about would-be picks
     assert sel.greedy_select(e, np.ones(8, bool), 0, num_indices=2, max_image_effect=10,
-                             disc_filter=lambda d, j: True) == []
+                             reject=lambda d, j: True) == []
 
 
 # --------------------------------------------------------------------------- step 6 and attfind
@@ -228,10 +229,10 @@ def test_attfind_unstable_images_stay_in_their_class_with_zero_effects():
 
 def test_attfind_result_json_round_trip():
     e, logits, _ = planted_release()
-    res = sel.attfind(e, logits, num_indices=3, disc_filter=lambda d, j: j == 7)
+    res = sel.attfind(e, logits, num_indices=3, pick_filter=sel.FixedRejection(lambda d, j: j == 7))
     text = res.to_json()
     d = json.loads(text)
-    assert d["format"] == sel.RESULT_FORMAT and d["params"]["disc_filter"] is True
+    assert d["format"] == sel.RESULT_FORMAT and d["params"]["pick_filter"] is True
     assert d["attributes"][0] == {"direction": 1, "coordinate": 5, "score": res.attributes[0].score, "origin": 0}
     back = sel.AttFindResult.from_json(text)
     assert back.attributes == res.attributes and back.picks == res.picks and back.origins == res.origins
@@ -269,11 +270,11 @@ def test_independent_ranking():
 def test_sufficiency_plan_directions_and_fraction():
     labels = np.array([1, 0, 1])
     ranked = [sel.Attribute(1, 5, 0.9), sel.Attribute(0, 2, 0.5), sel.Attribute(0, 5, 0.4), sel.Attribute(1, 7, 0.1)]
-    plan = sel.sufficiency_plan(labels, ranked, k=3)
+    plan = sufficiency.sufficiency_plan(labels, ranked, k=3)
     assert plan.edits(0) == [(1, 5), (0, 2), (1, 7)]    # class 1: as ranked; (0, 5) repeats coordinate 5
     assert plan.edits(1) == [(0, 5), (1, 2), (0, 7)]    # class 0: flipped
     assert plan.counts.tolist() == [3, 3, 3] and plan.directions.shape == (3, 3)
-    assert sel.sufficiency_plan(labels, ranked, k=10).counts.tolist() == [3, 3, 3]  # 3 distinct coordinates
+    assert sufficiency.sufficiency_plan(labels, ranked, k=10).counts.tolist() == [3, 3, 3]  # 3 distinct coordinates
 
     styles = np.arange(3 * 8, dtype=np.float32).reshape(3, 8)
     lo, hi = styles.min(0) - 1, styles.max(0) + 1
@@ -287,17 +288,17 @@ def test_sufficiency_plan_directions_and_fraction():
 
     before = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
     after = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.0, 1.0]])
-    assert sel.sufficiency_fraction(before, after) == 0.75
-    assert sel.sufficiency_fraction(before, after, mask=[True, False, True, False]) == 0.5
+    assert sufficiency.sufficiency_fraction(before, after) == 0.75
+    assert sufficiency.sufficiency_fraction(before, after, mask=[True, False, True, False]) == 0.5
     with pytest.raises(ValueError):
-        sel.sufficiency_fraction(before[:0], after[:0])
+        sufficiency.sufficiency_fraction(before[:0], after[:0])
 
 
 def test_independent_sufficiency_plan_aims_at_the_other_class():
     e = np.zeros((2, 2, 4, 2), np.float32)
     e[0, 1, 2, 1] = 0.7   # image 0 is class 0: its own best move towards class 1
     e[1, 0, 3, 0] = 0.4   # image 1 is class 1: towards class 0
-    plan = sel.independent_sufficiency_plan(e, [0, 1], k=1)
+    plan = sufficiency.independent_sufficiency_plan(e, [0, 1], k=1)
     assert plan.edits(0) == [(1, 2)] and plan.edits(1) == [(0, 3)]
 
 

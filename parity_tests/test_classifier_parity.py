@@ -17,7 +17,7 @@ from porting.samples import sample_images
 from crosscheck.tf_side import rebuild
 from crosscheck.verify import verify_checkpoint
 from porting.kinds.classifier import KIND as CLASSIFIER, check_inputs
-from porting.verify import judge
+from porting.verdict import judge
 
 TOL32 = CLASSIFIER.verify.output_tol["float32"]   # the old fixed bar, kept as a spread the inputs must exceed
 

@@ -12,7 +12,7 @@ import pytest
 
 from parity_tests.loopback import LoopbackServer
 from models_pt import file_sha256
-from porting.download import RELEASE_FILES
+from stylex_port.download import RELEASE_FILES
 from conftest import run_cli
 
 
@@ -149,7 +149,7 @@ def test_server_that_stops_answering_times_out(served):
 
 
 def test_corrupted_zip_is_refused(tmp_path):
-    from porting.download import DownloadError, check_content
+    from stylex_port.download import DownloadError, check_content
 
     good = tmp_path / "x.savedmodel.zip"
     import zipfile

@@ -17,7 +17,7 @@ from porting.mapping import MappingError
 from porting.readers import Checkpoint, open_checkpoint
 from crosscheck.verify import verify_checkpoint
 from porting.kinds.generator import check_images, check_inputs, make_inputs, released_dlatents
-from porting.verify import judge
+from porting.verdict import judge
 
 TOL32, TOL64 = kind.KIND.verify.output_tol["float32"], kind.KIND.verify.output_tol["float64"]
 STYLE_TOL32 = 1e-5

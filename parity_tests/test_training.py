@@ -22,7 +22,7 @@ from crosscheck import training as tft
 from porting import controls
 from porting import training as ptt
 from porting.readers import open_checkpoint
-from porting.verify import judge
+from porting.verdict import judge
 
 STEMS = ["mobilenet", "encoder", "discriminator", "generator"]
 

@@ -19,7 +19,7 @@ from conftest import ROOT, SEEDS, run_cli
 from porting import controls
 from porting.readers import open_checkpoint
 from crosscheck.verify import tf_reference
-from porting.verify import EPS32, RULE, judge
+from porting.verdict import EPS32, RULE, judge
 
 # ----------------------------------------------------------------- the rule itself
 
@@ -220,7 +220,7 @@ def test_a_classifier_written_by_someone_else(tmp_path):
     with open_checkpoint(zipped) as ck:
         ref = tf_reference(ck, "classifier", models_pt.read_header(weights)["config"])
     by_name = {c.name: c for c in controls.CONTROLS}
-    from porting.verify import judge_module
+    from porting.verdict import judge_module
 
     for name in ("bn_eps_1.001e-3", "weights_bfloat16"):
         with controls.broken(by_name[name], models_pt.load(weights)) as wrong:

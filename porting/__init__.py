@@ -7,9 +7,9 @@ together (verification's TF side, the nameless Keras layout, the reference relea
 ``crosscheck``.
 
 ``kinds/`` holds one record per model kind; ``convert.prepare`` is the one path from a
-checkpoint to a mapping plan; ``verify`` judges a PyTorch module against TF's trace and a
+checkpoint to a mapping plan; ``verdict`` judges a PyTorch module against TF's trace and a
 float64 truth; ``controls`` are the deliberately wrong ports; ``readers``, ``mapping``,
-``release``, ``download``, ``dlatents``, ``onnx_export``, ``samples``, ``atomic``, ``errors``
+``release``, ``dlatents``, ``onnx_export``, ``samples``, ``atomic``, ``errors``
 do what their names say.
 """
 from models_pt import __version__  # noqa: E402,F401  (the converter records it in every file)

@@ -13,7 +13,7 @@ act on float32 tensors only): they are what the float32 bound is for.
 
 ``broken`` yields a broken *copy* (weights edited, hooks added, or a module-level function
 patched for the duration); the original is never touched. ``parity_tests/test_verdict.py`` and
-``bench/verdict_sweep.py`` judge every control with the same ``porting.verify.judge_module``
+``bench/verdict_sweep.py`` judge every control with the same ``porting.verdict.judge_module``
 that judges the real port.
 
 PyTorch only; nothing here imports TensorFlow.
@@ -393,11 +393,11 @@ def for_training(kind: str) -> list[Control]:
 
 def judge_with_controls(ref, module: nn.Module, rule=None) -> dict:
     """``{"correct": Report, <control name>: Report, ...}``: the port and every control of its
-    kind, judged on one TF reference (``porting.verify.Reference``, computed once) with the same
+    kind, judged on one TF reference (``porting.verdict.Reference``, computed once) with the same
     ``judge_module`` that ``verify`` uses. The rounding model runs once, on the correct port
     (which the float64 verdict holds to TF's float64 run): the bound belongs to the computation,
     not to the candidate."""
-    from porting.verify import RULE, judge_module, model_errors
+    from porting.verdict import RULE, judge_module, model_errors
 
     rule = rule or RULE
     errors = None

@@ -29,7 +29,7 @@ import numpy as np
 from porting import kinds
 from porting.atomic import atomic_path
 from porting.errors import PortError
-from porting.verify import RULE, judge
+from porting.verdict import RULE, judge
 
 ONNX_TOL = 1e-4   # the old fixed bar on max abs diff: reported next to the verdict, no longer deciding
 OPSET = 17
@@ -166,7 +166,7 @@ def _float32_slope():
 class OnnxCheck:
     """onnxruntime's float32 output judged as ``verify`` judges a port's: its error against the
     float64 truth (the PyTorch module run in float64, which ``verify`` holds to TF's float64 run)
-    within ``porting.verify.Rule.factor`` times the rounding model's float32 error
+    within ``porting.verdict.VerdictRule.factor`` times the rounding model's float32 error
     (``porting.rounding``). Given the TF SavedModel, its float32 output must sit within the same
     bound of that truth (a port whose float64 run were not TF's computation fails there). The
     float64 export of the same module, evaluated by ``onnx.reference``, must equal the truth
@@ -214,7 +214,7 @@ def verify_onnx(path: Path, module, size: int | None = None, n: int = 8, seed: i
 
     import torch
 
-    from porting.verify import model_errors
+    from porting.verdict import model_errors
 
     spec = kinds.get(module.kind).verify
     x = reference_inputs(module, n, size, seed)

@@ -1,6 +1,6 @@
 """``verify --train``: is the port ready for training, not only for inference?
 
-The forward check (``porting.verify``) runs both models in inference mode. Training adds what
+The forward check (``porting.verdict``) runs both models in inference mode. Training adds what
 inference never touches: BatchNorm's batch statistics and its running-statistics update
 (momentum, biased or unbiased variance), dropout, the generator's per-image noise, the
 minibatch standard deviation at the batch size trained with, every gradient, and the
@@ -26,7 +26,7 @@ assumption of ``release_facts``, which no check against the rebuild can test):
   with respect to every parameter; the generator: the path length per image
   (``path_length_penalty``, ``w`` from the mapping network) and its gradients, both second order.
 
-**The verdict** is the forward check's rule (``porting.verify.Rule``), row by row: exact in
+**The verdict** is the forward check's rule (``porting.verdict.VerdictRule``), row by row: exact in
 float64 against TF's float64 run, and the port's float32 run within 4x the rounding model's
 float32 error (``porting.rounding``, whose rules cover the backward ops too). One exception is
 TF's own: Keras' float64 BatchNorm (no fused kernel for float64) updates the moving variance
@@ -48,7 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models_pt import training as pt_training
 from porting import kinds, mapping
-from porting.verify import RULE, Report, Rule, judge
+from porting.verdict import RULE, Report, VerdictRule, judge
 
 TRAIN_IMAGES = 4          # images per check: one minibatch-stddev group; R1 and path length are costly
 TRAIN_KINDS = ("classifier", "encoder", "discriminator", "generator")
@@ -346,7 +346,7 @@ def model_errors(kind: str, module64: nn.Module, inputs: dict, samples: int | No
 
 
 def judge_training(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,
-                   rule: Rule = RULE, source: str = "", weights: str = "", dtype: str = "float32",
+                   rule: VerdictRule = RULE, source: str = "", weights: str = "", dtype: str = "float32",
                    model_error: dict | None = None, tf_seconds: float = 0.0,
                    kernels_info: dict | None = None) -> Report:
     """Judge the PyTorch ``module`` (converted, inference or training mode) against TF's truth
@@ -404,7 +404,7 @@ def judge_training(kind: str, truth: dict, tf32: dict | None, module: nn.Module,
 
 
 def judge_training_controls(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,
-                            rule: Rule = RULE) -> dict[str, Report]:
+                            rule: VerdictRule = RULE) -> dict[str, Report]:
     """``{"correct": Report, <control>: Report, ...}``: the port and every training control of
     its kind (``porting.controls.for_training``) judged on one TF truth, with the rounding
     model run once, on the correct port."""

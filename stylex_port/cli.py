@@ -138,7 +138,7 @@ def download(name, out_dir, base_url, retries, timeout):
     Resumes partial files, retries, checks each file before it takes its final name, records
     URL, size and sha256 in release.json, and fetches nothing again that is complete and
     unchanged. Exit 1 when a file is missing on the server or was refused (listed)."""
-    from porting.download import download as fetch
+    from stylex_port.download import download as fetch
 
     def bar(total, label, initial=0):
         from tqdm import tqdm
@@ -268,7 +268,7 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     from porting.atomic import write_json
     from porting.readers import open_checkpoint
     from porting.release import is_release_folder
-    from porting.verify import format_table
+    from porting.verdict import format_report
 
     if num_images < 4:
         raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
@@ -285,7 +285,7 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
                                    dlatents=beside if beside.exists() else None)
-    click.echo(format_table(report))
+    click.echo(format_report(report))
     if json_path:
         write_json(Path(json_path), report.to_json())
     sys.exit(0 if report.passed else EXIT_FAILED)
@@ -314,10 +314,10 @@ def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed:
 def report_all(reports: list, json_path) -> int:
     """Every report's table, one summary, the JSON of them all; the exit status."""
     from porting.atomic import write_json
-    from porting.verify import format_summary, format_table
+    from porting.verdict import format_summary, format_report
 
     for r in reports:
-        click.echo(format_table(r) + "\n")
+        click.echo(format_report(r) + "\n")
     click.echo(format_summary(reports))
     passed = all(r.passed for r in reports)
     if json_path:
@@ -446,18 +446,18 @@ def flip_rate(weights, dlatents_path, k, methods, shift_size, out_dir, attfind_o
               bootstrap, wu_select, wu_fraction, wu_threshold, ganspace_samples, ganspace_layers, ganspace_sigma,
               device, max_images):
     """Flip rates of AttFind, Wu et al., random (and GANSpace) when each image's top-k change."""
-    from attfind import selection as sel
-    from attfind.fliprate import FlipOptions, format_table, run_flip_rate
+    from stylex_port.analyses.fliprate import FlipOptions, format_flip_table, run_flip_rate
+    from stylex_port.analyses.wu import WuSelection
 
     out = Path(out_dir) if out_dir else Path("runs") / "flip_rate" / Path(weights).name
     opts = FlipOptions(k=k, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                        shift_size=shift_size, num_indices=num_indices, random_seeds=random_seeds,
-                       bootstrap=bootstrap, wu=sel.WuSelection(wu_select, wu_fraction, wu_threshold),
+                       bootstrap=bootstrap, wu=WuSelection(wu_select, wu_fraction, wu_threshold),
                        ganspace_samples=ganspace_samples, ganspace_layers=ganspace_layers,
                        ganspace_sigma=ganspace_sigma, device=device, max_images=max_images)
     doc = run_flip_rate(Path(existing(weights)), Path(existing(dlatents_path)), out, opts,
                         attfind_out=Path(attfind_out) if attfind_out else None, bar=progress_bar, log=log_line)
-    click.echo(format_table(doc))
+    click.echo(format_flip_table(doc))
     click.echo(f"{doc['seconds']} s")
     for name in ("flip_rate.md", "flip_rate.json", "flip_rate.png"):
         click.echo(f"wrote {out / name}")
@@ -480,7 +480,7 @@ def flip_rate(weights, dlatents_path, k, methods, shift_size, out_dir, attfind_o
 @user_errors
 def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, seed, device, out_dir):
     """GANSpace on the ported generator: PCA of w, edits on a range of style layers, grids."""
-    from attfind.ganspace import run_ganspace
+    from stylex_port.analyses.ganspace import run_ganspace
 
     out = Path(out_dir) if out_dir else Path("runs") / "ganspace" / Path(weights).name
     try:

@@ -44,7 +44,7 @@ class DownloadError(PortError):
 
 
 @dataclass
-class Outcome:
+class DownloadReport:
     fetched: list[str] = field(default_factory=list)      # downloaded now (whole or resumed)
     unchanged: list[str] = field(default_factory=list)    # complete on disk and unchanged on the server
     missing: list[str] = field(default_factory=list)      # 404 on the server
@@ -182,12 +182,11 @@ class Downloader:
                 raise DownloadError(f"{url}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
         return None
 
-    def fetch(self, name: str, outcome: Outcome) -> None:
-        import requests
-
+    def fetch(self, name: str, outcome: DownloadReport) -> None:
+        """One file: asked for its version, skipped when complete and unchanged, else streamed
+        into ``<name>.part`` (resumed where the server's version allows), checked, renamed."""
         url = self.base_url + name
-        final = self.out_dir / name
-        part = self.out_dir / (name + ".part")
+        final, part = self.out_dir / name, self.out_dir / (name + ".part")
         part_meta = self.out_dir / (name + ".part.json")
         server = self._head(url)
         if server is None:
@@ -195,94 +194,129 @@ class Downloader:
             self.log(f"{name}: not on the server (404 at {url})")
             return
         recorded = self.manifest["files"].get(name)
-        if recorded and final.exists():
-            if _same_version(recorded, server) and final.stat().st_size == recorded["size"] \
-                    and file_sha256(final) == recorded["sha256"]:
-                outcome.unchanged.append(name)
-                self.log(f"{name}: complete and unchanged ({recorded['size']:,} bytes), not downloaded again")
-                return
-            if _same_version(recorded, server):
-                self.log(f"{name}: the file on disk is not the one release.json records; fetching it again")
-            else:
-                outcome.changed[name] = (f"the server's version changed (ETag {recorded.get('etag')} -> "
-                                         f"{server.get('etag')}, Last-Modified {recorded.get('last_modified')} -> "
-                                         f"{server.get('last_modified')})")
-                self.log(f"{name}: changed on the server since {recorded['time']}; fetching the new version "
-                         f"(the old file stays until the new one is complete)")
-        # resume a partial file only if it is of the version the server has now
-        start = 0
-        if part.exists():
-            try:
-                meta = json.loads(part_meta.read_text())
-            except (OSError, json.JSONDecodeError):
-                meta = {}
-            if _same_version(meta, server):     # a Range is asked for; a 200 reply restarts it
-                start = part.stat().st_size
-            else:
-                part.unlink()
+        if recorded and final.exists() and self._up_to_date(name, final, recorded, server, outcome):
+            return
+        start = self._resume_point(part, part_meta, server)
         if start:
             outcome.resumed[name] = start
             self.log(f"{name}: resuming at byte {start:,}")
         write_json(part_meta, {k: server.get(k) for k in ("etag", "last_modified", "size")})
-
-        total = server.get("size")
-        ctx = self.bar(total, name, start) if self.bar else None
-        hasher = None
+        ctx = self.bar(server.get("size"), name, start) if self.bar else None
         try:
-            for attempt in range(self.retries + 1):
-                try:
-                    have = part.stat().st_size if part.exists() else 0
-                    headers = {"Range": f"bytes={have}-"} if have else {}
-                    if total is not None and have >= total:
-                        break
-                    with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
-                        if r.status_code == 404:
-                            outcome.missing.append(name)
-                            self.log(f"{name}: gone from the server (404) during the download")
-                            part.unlink(missing_ok=True)
-                            part_meta.unlink(missing_ok=True)
-                            return
-                        if _retryable(r.status_code):
-                            raise requests.HTTPError(f"HTTP {r.status_code}")
-                        if r.status_code >= 400:
-                            raise DownloadError(f"{name}: HTTP {r.status_code} {r.reason} from {url}")
-                        if have and r.status_code != 206:      # the server ignored the range: start over
-                            have = 0
-                            outcome.resumed.pop(name, None)
-                            if ctx is not None:
-                                ctx.reset(total=total)
-                        elif have:
-                            outcome.resumed.setdefault(name, have)
-                        hasher = _hash_prefix(part, have)       # the sha256 is taken as the bytes arrive
-                        with open(part, "ab" if have else "wb") as f:
-                            for chunk in r.iter_content(CHUNK):
-                                f.write(chunk)
-                                hasher.update(chunk)
-                                if ctx is not None:
-                                    ctx.update(len(chunk))
-                    got = part.stat().st_size
-                    if total is not None and got < total:
-                        raise requests.ConnectionError(f"the transfer ended at {got:,} of {total:,} bytes")
-                    break
-                except (requests.ConnectionError, requests.Timeout, requests.HTTPError,
-                        requests.exceptions.ChunkedEncodingError) as e:
-                    if attempt == self.retries:
-                        raise DownloadError(f"{name}: failed after {attempt + 1} tries ({type(e).__name__}: "
-                                            f"{str(e).splitlines()[0][:160]}); the {part.stat().st_size if part.exists() else 0:,} "
-                                            f"bytes so far stay in {part.name}, and the next run resumes there") from None
-                    wait = self.backoff * 2 ** attempt
-                    self.log(f"{name}: {type(e).__name__} ({str(e).splitlines()[0][:100]}); retrying in {wait:g} s "
-                             f"from byte {part.stat().st_size if part.exists() else 0:,}")
-                    time.sleep(wait)
-                except requests.RequestException as e:
-                    raise DownloadError(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
-                except OSError as e:                        # our side: the disk, not the server
-                    raise DownloadError(f"{name}: cannot write {part}: {e}") from None
+            hasher = self._transfer(url, name, part, server.get("size"), outcome, ctx)
         finally:
             if ctx is not None:
                 ctx.close()
+        if hasher is False:            # gone from the server mid-way
+            part.unlink(missing_ok=True)
+            part_meta.unlink(missing_ok=True)
+            return
+        self._finish(name, url, part, part_meta, final, recorded, server, hasher, outcome)
 
-        size = part.stat().st_size
+    def _up_to_date(self, name: str, final: Path, recorded: dict, server: dict, outcome: DownloadReport) -> bool:
+        """True when ``final`` is the version the server has and ``release.json`` records (its
+        size and sha256 checked); else says why it is fetched again."""
+        if _same_version(recorded, server) and final.stat().st_size == recorded["size"] \
+                and file_sha256(final) == recorded["sha256"]:
+            outcome.unchanged.append(name)
+            self.log(f"{name}: complete and unchanged ({recorded['size']:,} bytes), not downloaded again")
+            return True
+        if _same_version(recorded, server):
+            self.log(f"{name}: the file on disk is not the one release.json records; fetching it again")
+        else:
+            outcome.changed[name] = (f"the server's version changed (ETag {recorded.get('etag')} -> "
+                                     f"{server.get('etag')}, Last-Modified {recorded.get('last_modified')} -> "
+                                     f"{server.get('last_modified')})")
+            self.log(f"{name}: changed on the server since {recorded['time']}; fetching the new version "
+                     f"(the old file stays until the new one is complete)")
+        return False
+
+    @staticmethod
+    def _resume_point(part: Path, part_meta: Path, server: dict) -> int:
+        """Bytes of ``part`` to keep: all of it when it is of the server's current version (a
+        Range is then asked for; a 200 reply restarts it), else none (it is deleted)."""
+        if not part.exists():
+            return 0
+        try:
+            meta = json.loads(part_meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        if _same_version(meta, server):
+            return part.stat().st_size
+        part.unlink()
+        return 0
+
+    def _transfer(self, url: str, name: str, part: Path, total: int | None, outcome: DownloadReport, ctx):
+        """Stream ``url`` onto ``part`` with retries, each try resuming at its end: the running
+        sha256 (None when nothing needed fetching), or False when the server lost the file."""
+        import requests
+
+        hasher = None
+        for attempt in range(self.retries + 1):
+            try:
+                got = self._transfer_once(url, name, part, total, outcome, ctx)
+                if got is False:
+                    return False
+                hasher = got if got is not None else hasher
+                size = part.stat().st_size
+                if total is not None and size < total:
+                    raise requests.ConnectionError(f"the transfer ended at {size:,} of {total:,} bytes")
+                return hasher
+            except (requests.ConnectionError, requests.Timeout, requests.HTTPError,
+                    requests.exceptions.ChunkedEncodingError) as e:
+                have = part.stat().st_size if part.exists() else 0
+                if attempt == self.retries:
+                    raise DownloadError(f"{name}: failed after {attempt + 1} tries ({type(e).__name__}: "
+                                        f"{str(e).splitlines()[0][:160]}); the {have:,} bytes so far stay in "
+                                        f"{part.name}, and the next run resumes there") from None
+                wait = self.backoff * 2 ** attempt
+                self.log(f"{name}: {type(e).__name__} ({str(e).splitlines()[0][:100]}); retrying in {wait:g} s "
+                         f"from byte {have:,}")
+                time.sleep(wait)
+            except requests.RequestException as e:
+                raise DownloadError(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+            except OSError as e:                        # our side: the disk, not the server
+                raise DownloadError(f"{name}: cannot write {part}: {e}") from None
+        return hasher
+
+    def _transfer_once(self, url: str, name: str, part: Path, total: int | None, outcome: DownloadReport, ctx):
+        """One GET from the end of ``part``: the sha256 of the whole part (taken as the bytes
+        arrive), None when ``part`` was already complete, False on a 404."""
+        import requests
+
+        have = part.stat().st_size if part.exists() else 0
+        if total is not None and have >= total:
+            return None
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
+            if r.status_code == 404:
+                outcome.missing.append(name)
+                self.log(f"{name}: gone from the server (404) during the download")
+                return False
+            if _retryable(r.status_code):
+                raise requests.HTTPError(f"HTTP {r.status_code}")
+            if r.status_code >= 400:
+                raise DownloadError(f"{name}: HTTP {r.status_code} {r.reason} from {url}")
+            if have and r.status_code != 206:      # the server ignored the range: start over
+                have = 0
+                outcome.resumed.pop(name, None)
+                if ctx is not None:
+                    ctx.reset(total=total)
+            elif have:
+                outcome.resumed.setdefault(name, have)
+            hasher = _hash_prefix(part, have)
+            with open(part, "ab" if have else "wb") as f:
+                for chunk in r.iter_content(CHUNK):
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    if ctx is not None:
+                        ctx.update(len(chunk))
+        return hasher
+
+    def _finish(self, name: str, url: str, part: Path, part_meta: Path, final: Path, recorded: dict | None,
+                server: dict, hasher, outcome: DownloadReport) -> None:
+        """Check the complete ``part`` (size, content), rename it onto ``final``, record it."""
+        size, total = part.stat().st_size, server.get("size")
         try:
             if total is not None and size != total:
                 raise DownloadError(f"{name}: {size:,} bytes received, the server announced {total:,}")
@@ -306,14 +340,14 @@ class Downloader:
 
 def download(name: str = DEFAULT_RELEASE, out_dir: Path | None = None, base_url: str | None = None,
              files=RELEASE_FILES, retries: int = 4, backoff: float = 1.0, timeout: float = 30.0,
-             bar: Callable | None = None, log: Callable[[str], None] = print) -> tuple[Path, Outcome]:
+             bar: Callable | None = None, log: Callable[[str], None] = print) -> tuple[Path, DownloadReport]:
     """Fetch the release ``name`` into ``out_dir`` (default: ./<name>). Returns the folder and
     what happened to each file; raises only for a bad ``release.json``."""
     out = Path(out_dir or name)
     out.mkdir(parents=True, exist_ok=True)
     base = base_url or f"{BUCKET}/{name}/"
     d = Downloader(base, out, retries=retries, backoff=backoff, timeout=timeout, bar=bar, log=log)
-    outcome = Outcome()
+    outcome = DownloadReport()
     for f in files:
         try:
             d.fetch(f, outcome)

@@ -6,10 +6,10 @@ distinct ones are applied together, with AttFind's shift rule for StyleSpace edi
 
 - ``attfind``: AttFind's ranking, from the same code and effect cache as ``cli.py attfind``
   (an image of class 1 takes the ranked ``(d, j)`` as they are, one of class 0 flipped);
-- ``wu``: Wu et al.'s StyleSpace selection (``selection.wu_ranking``) for the other class;
+- ``wu``: Wu et al.'s StyleSpace selection (``stylex_port.analyses.wu.wu_ranking``) for the other class;
 - ``random``: k random coordinates in random directions, several seeds: the floor;
 - ``ganspace``: the GANSpace components that most move the classifier towards the other class
-  (``attfind.ganspace``), each added with strength ``sigma`` on the chosen style layers;
+  (``stylex_port.analyses.ganspace``), each added with strength ``sigma`` on the chosen style layers;
 - ``attfind-own``: a control, AttFind's attributes turned towards the image's *own* class; its
   flip rate must be lower than ``attfind``'s (an experiment wired wrong would not show it).
 
@@ -25,7 +25,10 @@ from typing import Callable
 
 import numpy as np
 
+from stylex_port.analyses.wu import WuSelection, wu_ranking
 from attfind import selection as sel
+from attfind import sufficiency
+from attfind.setting import Setting
 
 METHODS = ("attfind", "wu", "random", "ganspace", "attfind-own")
 TITLES = {"attfind": "AttFind", "wu": "Wu et al.", "random": "random", "ganspace": "GANSpace",
@@ -43,7 +46,7 @@ class FlipOptions:
     bootstrap: int = 1000
     seed: int = 0
     confidence: float = 0.95
-    wu: sel.WuSelection = field(default_factory=sel.WuSelection)
+    wu: WuSelection = field(default_factory=WuSelection)
     ganspace_samples: int = 2000
     ganspace_components: int = 10
     ganspace_layers: str | None = None
@@ -82,61 +85,60 @@ def random_lists(labels, num_styles: int, k: int, seed: int) -> list[list[tuple[
             for _ in labels]
 
 
-def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: FlipOptions = FlipOptions(),
-                  attfind_out: Path | None = None, bar: Callable | None = None,
-                  log: Callable[[str], None] = print) -> dict:
-    """The experiment; writes ``flip_rate.json``, ``flip_rate.md`` and ``flip_rate.png`` into
-    ``out_dir`` and returns the JSON document."""
-    from attfind import ganspace as gs
-    from attfind.cache import cache_key, compute_effects
-    from attfind.effects_pt import TorchEffects
-    from attfind.errors import AttFindInputError
-    from attfind.run import load_models
-    from attfind.selection import softmax
-    from porting.atomic import write_json
-    from models_pt.dlatents import dlatent_matrix, load_dlatents
+def flips_of(setting: Setting, labels: np.ndarray, per_image: list, k: int) -> np.ndarray:
+    """``[N]`` bool: each image's class flips when the first ``k`` edits of its list are made."""
+    _, after = setting.edited(sufficiency.plan_from_lists(labels, per_image, k))
+    return sufficiency.flipped(setting.base, after)
 
-    t0 = time.perf_counter()
+
+def check_options(options: FlipOptions) -> None:
+    from attfind.errors import AttFindInputError
+
     unknown = [m for m in options.methods if m not in METHODS]
     if unknown:
         raise AttFindInputError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if options.k < 1:
         raise AttFindInputError("--k must be at least 1")
-    out_dir = Path(out_dir)
+
+
+def load_setting(weights: Path, dlatents_path: Path, options: FlipOptions):
+    """The ported generator and classifier on the release's dlatents: ``(Setting, gen, entries)``."""
+    from attfind.effects_pt import TorchEffects
+    from attfind.errors import AttFindInputError
+    from attfind.run import load_models
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
+
     gen, clf, entries = load_models(weights)
-    items = load_dlatents(dlatents_path)
-    dlatents = dlatent_matrix(items)
+    dlatents = dlatent_matrix(load_dlatents(dlatents_path))
     if options.max_images:
         dlatents = dlatents[:options.max_images]
     backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
-    styles = backend.styles(dlatents)
-    lo, hi = sel.style_ranges(styles)
-    n, s, K = len(dlatents), backend.num_styles, options.k
-    if K > s:
-        raise AttFindInputError(f"--k {K}: this generator has only {s} StyleSpace coordinates")
+    if options.k > backend.num_styles:
+        raise AttFindInputError(f"--k {options.k}: this generator has only {backend.num_styles} StyleSpace coordinates")
+    return Setting.of(backend, dlatents, options.shift_size), gen, entries
 
-    doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": n, "k": K,
-           "shift_size": options.shift_size, "methods": list(options.methods), "bootstrap": options.bootstrap,
-           "confidence": options.confidence, "per_k": {}, "selection": {}}
-    needs_effects = any(m.startswith("attfind") for m in options.methods)
-    if needs_effects:
-        cache = options.cache_dir or Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
-        key = cache_key(entries, dlatents, lo, hi, options.shift_size)
-        if options.cache_dir is None and other_run(cache, key):
-            log(f"{cache} holds the effects of another run (other images, shift size or weights); "
-                f"this one's go to {out_dir / 'effects_cache'}")
-            cache = out_dir / "effects_cache"
-        base, effects, computed = compute_effects(backend, dlatents, lo, hi, cache, key, options.shift_size, bar, log)
-        result = sel.attfind(effects, base, num_indices=options.num_indices)
-        doc["selection"]["attfind"] = {"cache": str(cache), "computed_images": computed,
-                                       "ranking": [list(p) for p in result.ranking]}
-    else:
-        base = backend_logits(backend, dlatents)
-    labels = sel.split_by_class(base)
-    probs = softmax(base)
-    doc["labels"] = labels.tolist()
 
-    lists: dict[str, list] = {}       # method -> per image (or per seed, per image) ordered edits
+def attfind_ranking(setting: Setting, entries: dict, cache: Path, out_dir: Path, options: FlipOptions,
+                    bar, log) -> tuple[object, dict]:
+    """AttFind's result from its effect cache (computed there when absent), and the record."""
+    from attfind.cache import cache_key, compute_effects
+
+    key = cache_key(entries, setting.dlatents, setting.style_min, setting.style_max, options.shift_size)
+    if options.cache_dir is None and other_run(cache, key):
+        log(f"{cache} holds the effects of another run (other images, shift size or weights); "
+            f"this one's go to {out_dir / 'effects_cache'}")
+        cache = out_dir / "effects_cache"
+    base, effects, computed = compute_effects(setting.backend, setting.dlatents, setting.style_min, setting.style_max,
+                                              cache, key, options.shift_size, bar, log)
+    setting.base = base
+    result = sel.attfind(effects, base, num_indices=options.num_indices)
+    return result, {"cache": str(cache), "computed_images": computed, "ranking": [list(p) for p in result.ranking]}
+
+
+def edit_lists(setting: Setting, result, options: FlipOptions, log) -> tuple[dict, dict]:
+    """Per method (but GANSpace), each image's ordered edits (random: one list set per seed), and
+    the selection records."""
+    K, labels, lists, records = options.k, sel.split_by_class(setting.base), {}, {}
     if "attfind" in options.methods or "attfind-own" in options.methods:
         ranked = result.ranking
         towards_other = [ranked if c == 1 else [(1 - d, j) for d, j in ranked] for c in labels]
@@ -146,63 +148,101 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
             log(f"AttFind ranked {len(ranked)} attributes (--num-indices {options.num_indices} per class): "
                 f"k above {len(ranked)} applies them all")
     if "wu" in options.methods:
-        per_class, records = {}, []
+        per_class, classes = {}, []
+        probs = sel.softmax(setting.base)
         for c in (0, 1):
-            ranking, record = sel.wu_ranking(styles, probs, c, options.wu)
+            ranking, record = wu_ranking(setting.styles, probs, c, options.wu)
             per_class[c] = [(d, j) for d, j, _ in ranking[:K]]
             record["top"] = [[d, j, round(z, 4)] for d, j, z in ranking[:K]]
-            records.append(record)
+            classes.append(record)
         lists["wu"] = [per_class[1 - c] for c in labels]
-        doc["selection"]["wu"] = {"mode": options.wu.mode, "fraction": options.wu.fraction,
-                                  "threshold": options.wu.threshold, "min_images": options.wu.min_images,
-                                  "classes": records}
+        records["wu"] = {"mode": options.wu.mode, "fraction": options.wu.fraction, "threshold": options.wu.threshold,
+                         "min_images": options.wu.min_images, "classes": classes}
     if "random" in options.methods:
-        lists["random"] = [random_lists(labels, s, K, options.seed + r) for r in range(options.random_seeds)]
-        doc["selection"]["random"] = {"seeds": [options.seed + r for r in range(options.random_seeds)]}
+        seeds = [options.seed + r for r in range(options.random_seeds)]
+        lists["random"] = [random_lists(labels, setting.backend.num_styles, K, seed) for seed in seeds]
+        records["random"] = {"seeds": seeds}
+    return lists, records
 
-    rates: dict[str, np.ndarray] = {}          # method -> [K, N] flips
+
+def list_flip_rates(setting: Setting, labels: np.ndarray, lists: dict, options: FlipOptions, log) -> dict:
+    """Method -> ``[K, N]`` flips (random: averaged over its seeds)."""
+    rates = {}
     for method in options.methods:
         if method == "ganspace":
             continue
         runs = lists[method] if method == "random" else [lists[method]]
-        flips = np.zeros((K, n))
+        flips = np.zeros((options.k, len(setting.dlatents)))
         for per_image in runs:
-            for k in range(1, K + 1):
-                plan = sel.plan_from_lists(labels, per_image, k)
-                _, after = backend.edited_outputs(dlatents, plan.deltas(backend.space, styles, lo, hi, options.shift_size))
-                flips[k - 1] += sel.flipped(base, after)
+            for k in range(1, options.k + 1):
+                flips[k - 1] += flips_of(setting, labels, per_image, k)
         rates[method] = flips / len(runs)
-        log(f"{TITLES[method]}: flip rate at k = {K}: {rates[method][-1].mean():.3f}")
+        log(f"{TITLES[method]}: flip rate at k = {options.k}: {rates[method][-1].mean():.3f}")
+    return rates
 
+
+def ganspace_flip_rates(setting: Setting, labels: np.ndarray, gen, options: FlipOptions, log) -> tuple[np.ndarray, dict]:
+    """``[K, N]`` flips of the GANSpace components that most move each image towards its other
+    class, and the record (basis, layers, the ranked components)."""
+    from stylex_port.analyses import ganspace as gs
+
+    layers = gs.parse_layers(options.ganspace_layers, gen.num_layers)
+    basis = gs.basis_for(setting.backend.generator, options.ganspace_samples, options.ganspace_components,
+                         options.seed, setting.dlatents)
+    moved = gs.classifier_moves(setting.backend, setting.dlatents, basis, layers, gen.num_layers, options.ganspace_sigma)
+    ranked = {c: gs.ranked_moves(moved["margin_change"], np.flatnonzero(labels != c), c, options.ganspace_sigma)
+              for c in (0, 1)}
+    flips = np.zeros((options.k, len(setting.dlatents)))
+    kk = min(options.k, len(basis.std))
+    for k in range(1, options.k + 1):
+        moves = [[(i, st) for i, st, _ in ranked[1 - c][:min(k, kk)]] for c in labels]
+        wl = gs.edit(setting.dlatents, basis, moves, layers, gen.num_layers).astype(np.float32)
+        _, after = gs.render_pt(setting.backend, wl)
+        flips[k - 1] = sufficiency.flipped(setting.base, after)
+    log(f"GANSpace: flip rate at k = {options.k}: {flips[-1].mean():.3f}")
+    record = {"samples": options.ganspace_samples, "layers": list(layers), "sigma": options.ganspace_sigma,
+              "basis": basis.to_json(),
+              "ranked": {str(c): [[i, st, round(p, 4)] for i, st, p in ranked[c]] for c in (0, 1)}}
+    return flips, record
+
+
+def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: FlipOptions = FlipOptions(),
+                  attfind_out: Path | None = None, bar: Callable | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """The experiment; writes ``flip_rate.json``, ``flip_rate.md`` and ``flip_rate.png`` into
+    ``out_dir`` and returns the JSON document."""
+    from porting.atomic import write_json
+
+    t0 = time.perf_counter()
+    check_options(options)
+    out_dir = Path(out_dir)
+    setting, gen, entries = load_setting(weights, dlatents_path, options)
+    doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": len(setting.dlatents), "k": options.k,
+           "shift_size": options.shift_size, "methods": list(options.methods), "bootstrap": options.bootstrap,
+           "confidence": options.confidence, "per_k": {}, "selection": {}}
+    result = None
+    if any(m.startswith("attfind") for m in options.methods):
+        cache = options.cache_dir or Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
+        result, doc["selection"]["attfind"] = attfind_ranking(setting, entries, cache, out_dir, options, bar, log)
+    else:
+        setting.base = backend_logits(setting.backend, setting.dlatents)
+    labels = sel.split_by_class(setting.base)
+    doc["labels"] = labels.tolist()
+
+    lists, records = edit_lists(setting, result, options, log)
+    doc["selection"].update(records)
+    rates = list_flip_rates(setting, labels, lists, options, log)
     if "ganspace" in options.methods:
-        layers = gs.parse_layers(options.ganspace_layers, gen.num_layers)
-        basis = gs.basis_for(backend.generator, options.ganspace_samples, options.ganspace_components,
-                             options.seed, dlatents)
-        moved = gs.classifier_moves(backend, dlatents, basis, layers, gen.num_layers, options.ganspace_sigma)
-        ranked = {c: gs.ranked_moves(moved["margin_change"], np.flatnonzero(labels != c), c, options.ganspace_sigma)
-                  for c in (0, 1)}
-        flips = np.zeros((K, n))
-        kk = min(K, len(basis.std))
-        for k in range(1, K + 1):
-            moves = [[(i, st) for i, st, _ in ranked[1 - c][:min(k, kk)]] for c in labels]
-            wl = gs.edit(dlatents, basis, moves, layers, gen.num_layers).astype(np.float32)
-            _, after = gs.render_pt(backend, wl)
-            flips[k - 1] = sel.flipped(base, after)
-        rates["ganspace"] = flips
-        doc["selection"]["ganspace"] = {"samples": options.ganspace_samples, "layers": list(layers),
-                                        "sigma": options.ganspace_sigma, "basis": basis.to_json(),
-                                        "ranked": {str(c): [[i, st, round(p, 4)] for i, st, p in ranked[c]]
-                                                   for c in (0, 1)}}
-        log(f"GANSpace: flip rate at k = {K}: {flips[-1].mean():.3f}")
+        rates["ganspace"], doc["selection"]["ganspace"] = ganspace_flip_rates(setting, labels, gen, options, log)
 
     for method, flips in rates.items():
         doc["per_k"][method] = [summarise(flips[k], labels, options.bootstrap, options.seed, options.confidence)
-                                for k in range(K)]
+                                for k in range(options.k)]
     doc["result"] = {m: doc["per_k"][m][-1] for m in rates}
     doc["seconds"] = round(time.perf_counter() - t0, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "flip_rate.json", doc)
-    _write_text(out_dir / "flip_rate.md", format_table(doc))
+    _write_text(out_dir / "flip_rate.md", format_flip_table(doc))
     plot(doc, out_dir / "flip_rate.png")
     return doc
 
@@ -227,7 +267,7 @@ def _write_text(path: Path, text: str):
         tmp.write_text(text)
 
 
-def format_table(doc: dict) -> str:
+def format_flip_table(doc: dict) -> str:
     """The studies' table: methods as columns, classes as rows, at k = K."""
     methods = [m for m in doc["methods"] if m in doc["result"]]
     pct = int(round(100 * doc["confidence"]))

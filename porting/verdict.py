@@ -9,14 +9,14 @@ module against a ``Reference`` (``judge_module``: the module traced by forward h
 formats the report. Every compared activation gets two verdicts, and passes when both hold:
 
 1. **Exact, decided in float64.** TF and the port both run in float64 on the same inputs:
-   ``max|TF64 - PT64| <= Rule.rel64 * max(1, max|TF64|)`` (1e-9). A mapping error (a wrong
+   ``max|TF64 - PT64| <= VerdictRule.rel64 * max(1, max|TF64|)`` (1e-9). A mapping error (a wrong
    padding, epsilon, flip, scale or a weight off by 1e-4) is 1e-5 or more off; float64 kernels
    agree to ~1e-14, whichever kernels run, so this verdict is the same on every machine.
 2. **Fit for float32, judged by a bound that belongs to the computation.** The port's float32
-   error against the float64 truth (TF's float64 run) must stay within ``Rule.factor`` times
+   error against the float64 truth (TF's float64 run) must stay within ``VerdictRule.factor`` times
    the error a *model* float32 implementation makes on the same weights and inputs
    (``porting.rounding``: the port's float64 graph with every op's float32 rounding simulated,
-   the same on every machine), the model's error taken no smaller than ``Rule.floor_ulps``
+   the same on every machine), the model's error taken no smaller than ``VerdictRule.floor_ulps``
    float32 ulps of the activation's largest value. TF's own float32 error, its score against
    the same bound and the old ratio (port error / TF's error) are reported as information: they
    say how good each machine's kernels are, and no longer decide anything.
@@ -40,7 +40,7 @@ EPS32 = float(np.finfo(np.float32).eps)   # 1.19e-7, one unit in the last place 
 
 
 @dataclass(frozen=True)
-class Rule:
+class VerdictRule:
     """How a run is judged: float64 against TF's float64 run, float32 against the rounding model.
 
     ``factor`` and ``floor_ulps`` were chosen from ``bench/verdict_sweep.py`` over 20 reference
@@ -61,7 +61,7 @@ class Rule:
         return self.rel64 * max(1.0, peak)
 
 
-RULE = Rule()
+RULE = VerdictRule()
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def judge(name: str, truth, *, got64=None, got32=None, tf32=None, model_error: float | None = None,
-          rule: Rule = RULE, abs_tol: float | None = None, scale_free: bool = False) -> LayerRow:
+          rule: VerdictRule = RULE, abs_tol: float | None = None, scale_free: bool = False) -> LayerRow:
     """One activation. ``truth``: TF's float64 run (or the float64 run the candidate is held to).
 
     ``got64``: the candidate's float64 run, judged for exactness against ``truth``.
@@ -263,7 +263,7 @@ def model_errors(spec, module64, inputs, samples: int | None = None, clean: dict
                              rounding.SAMPLES if samples is None else samples, clean=clean)
 
 
-def judge_module(ref: Reference, pt_model, rule: Rule = RULE, weights: str = "",
+def judge_module(ref: Reference, pt_model, rule: VerdictRule = RULE, weights: str = "",
                  model_error: dict | None = None, samples: int | None = None) -> Report:
     """Trace ``pt_model`` on the reference's inputs, in float64 and (unless ``ref.dtype`` is
     float64) in float32, and judge every activation. ``model_error``: the rounding model's
@@ -335,12 +335,12 @@ def _ok(row: LayerRow) -> str:
     return "NO (float64)" if row.exact is False else "NO"
 
 
-def format_table(report: Report) -> str:
+def format_report(report: Report) -> str:
     from porting.kernels import describe
 
     lines = [] if report.same_source else [
         f"warning: {report.weights} was converted from another file than {report.source} (sha256 differs)"]
-    rule = Rule(**report.rule)
+    rule = VerdictRule(**report.rule)
     rows = report.rows()
     lines.append(f"{report.model} ({report.inputs}; {describe(report.kernels)})")
     if report.dtype == "float32":
