@@ -44,7 +44,8 @@ NUM_INDICES = 8
 MAX_IMAGE_EFFECT = 5 * 0.2
 SUFFICIENCY_K = 10
 
-RESULT_FORMAT = "attfind-result/1"
+RESULT_FORMAT = "attfind-result/2"   # /2: params.pick_filter (was disc_filter)
+READ_FORMATS = ("attfind-result/1", RESULT_FORMAT)
 
 Reject = Callable[[int, int], bool]
 """``reject(d, j) -> True`` rejects the would-be greedy pick ``(d, j)`` (e.g. the discriminator's
@@ -382,7 +383,7 @@ class AttFindResult:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "AttFindResult":
-        if d.get("format") != RESULT_FORMAT:
+        if d.get("format") not in READ_FORMATS:
             raise ValueError(f"not an AttFind result (format {d.get('format')!r}, expected {RESULT_FORMAT!r})")
         return cls(
             attributes=[Attribute(int(a["direction"]), int(a["coordinate"]), float(a["score"]))

@@ -447,7 +447,7 @@ def summarise(results: list[dict], rule, markdown: bool = False) -> str:
     tf_cells = sorted({k[1] for k in got if k[0] == "tf"})
     cases = sorted({k[2] for k in got if k[0] == "pt"})
     bar = "|" if markdown else " "
-    lines = [f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}). VerdictRule: float64 |TF-PT| <= {rule.rel64:g} x max(1, max|TF|); "
+    lines = [f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}). Rule: float64 |TF-PT| <= {rule.rel64:g} x max(1, max|TF|); "
              f"float32 error <= {rule.factor:g} x max(rounding model's error, {rule.floor_ulps:g} ulp of max|truth|). "
              "score = deciding figure / its bound (pass: <= 1).", ""]
 

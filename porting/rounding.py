@@ -34,7 +34,7 @@ matrix, how far real kernels sit from the model (``docs/verification.md``).
 ``simulate`` runs a float64 computation clean, then ``samples`` times under the model, and
 returns per traced activation the mean over the samples of ``max |noisy - clean|`` (at least 3
 times its rms, which only counts for activations of few values): the float32 error scale the
-verdict's bound is a multiple of (``porting.verdict.Rule``).
+verdict's bound is a multiple of (``porting.verdict.VerdictRule``).
 
 Layer: ``porting`` (PyTorch and NumPy; no TensorFlow).
 """

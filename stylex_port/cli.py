@@ -23,7 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's start-up chatter hides our output
 
-import click  # noqa: E402
+try:
+    import click  # noqa: E402
+except ImportError:                                        # the base install: models_pt only
+    sys.exit("error: the command line needs an extra: pip install 'stylex-port[tf]' (conversion, verify) "
+             "or 'stylex-port[attfind]'")
 from attfind import truth as truth_defaults  # noqa: E402  (NumPy only)
 from porting.kinds import NAMES as KIND_NAMES  # noqa: E402  (the registry: no TF, no torch)
 from stylex_port.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
@@ -480,6 +484,7 @@ def flip_rate(weights, dlatents_path, k, methods, shift_size, out_dir, attfind_o
 @user_errors
 def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, seed, device, out_dir):
     """GANSpace on the ported generator: PCA of w, edits on a range of style layers, grids."""
+    from models_pt.dlatents import DlatentsError
     from stylex_port.analyses.ganspace import run_ganspace
 
     out = Path(out_dir) if out_dir else Path("runs") / "ganspace" / Path(weights).name
@@ -487,6 +492,8 @@ def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, s
         doc = run_ganspace(Path(existing(weights)), out, samples, components, layers, sigma,
                            Path(existing(dlatents_path)) if dlatents_path else None, rows, seed=seed, device=device,
                            log=log_line)
+    except DlatentsError:
+        raise                         # a bad dlatents.pkl: one line, from user_errors
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     click.echo(f"{'component':>9}  {'explained':>9}  {'dP1 at -s':>9}  {'dP1 at +s':>9}")
