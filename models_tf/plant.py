@@ -48,20 +48,9 @@ def _split(sizes, j):
     raise IndexError(j)
 
 
-def plant(generator, classifier, dlatents: np.ndarray, seed: int = 0, progress=None) -> dict:
-    """Refit ``classifier``'s head in place so its decision follows one coordinate of the styles
-    of ``dlatents [N, D]``; returns ``{"coordinate": j, "direction": d, ...}``."""
-    import tf_keras as keras
-
-    step = progress or (lambda msg: None)
-    rng = np.random.default_rng(seed + 7919)
-    conv, rgb = _styles(generator, dlatents)
-    sizes = [s.shape[1] for s in conv]
-    flat = np.concatenate(conv, axis=1)
-    lo, hi = flat.min(axis=0), flat.max(axis=0)
-
-    # 1. candidates: a seeded sample of coordinates outside the two finest layers; keep the one
-    #    whose move across its range changes the image most
+def _choose_coordinate(generator, conv, rgb, sizes, lo, hi, rng) -> tuple[int, float]:
+    """Step 1: a seeded sample of coordinates outside the two finest layers; the one whose move
+    across its range changes the first 8 images most, and that change."""
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     pool = np.arange(offsets[max(1, len(sizes) - 2)])
     candidates = np.sort(rng.choice(pool, size=min(48, len(pool)), replace=False))
@@ -75,15 +64,15 @@ def plant(generator, classifier, dlatents: np.ndarray, seed: int = 0, progress=N
             edited[layer][:, c] = value
             ends.append(_render(generator, edited, [s[probe] for s in rgb]))
         change.append(np.abs(ends[1] - ends[0]).mean())
-    j = int(candidates[int(np.argmax(change))])
-    layer, c = _split(sizes, j)
-    sign = 1.0 if rng.random() < 0.5 else -1.0
-    step(f"planting StyleSpace coordinate {j} (layer {layer}, channel {c}), "
-         f"direction {int(sign > 0)}; mean image change min->max {max(change):.3f}")
+    return int(candidates[int(np.argmax(change))]), float(max(change))
 
-    # 2. training images: j across its range; other coordinates at their ends with j as it is
-    n = len(dlatents)
-    mid = float(np.median(flat[:, j]))
+
+def _training_styles(conv, sizes, lo, hi, j: int, rng) -> tuple[list, np.ndarray, int]:
+    """Step 2: the styles of the training images (every image as it is; with ``j`` at 7 points
+    across its range; 4 times with another coordinate moved to an end, ``j`` as it is), the value
+    of ``j`` in each, and how many variants each base image has."""
+    layer, c = _split(sizes, j)
+    n, num_styles = len(conv[0]), sum(sizes)
     width = float(hi[j] - lo[j])
     rows, targets_s = [[s.copy() for s in conv]], [conv[layer][:, c].copy()]   # first: as they are
     for frac in np.linspace(-0.1, 1.1, 7):
@@ -93,26 +82,28 @@ def plant(generator, classifier, dlatents: np.ndarray, seed: int = 0, progress=N
         targets_s.append(edited[layer][:, c].copy())
     for _ in range(4):
         edited = [s.copy() for s in conv]
-        others = rng.choice(np.setdiff1d(np.arange(flat.shape[1]), [j]), size=n)
+        others = rng.choice(np.setdiff1d(np.arange(num_styles), [j]), size=n)
         for i, k in enumerate(others):
             kl, kc = _split(sizes, int(k))
             edited[kl][i, kc] = lo[k] if rng.random() < 0.5 else hi[k]
         rows.append(edited)
         targets_s.append(conv[layer][:, c].copy())
     all_conv = [np.concatenate([r[i] for r in rows]) for i in range(len(sizes))]
-    all_rgb = [np.concatenate([s] * len(rows)) for s in rgb]
-    step(f"planting: {len(all_conv[0])} training images")
-    images = _render(generator, all_conv, all_rgb)
-    s_j = np.concatenate(targets_s)
+    return all_conv, np.concatenate(targets_s), len(rows)
 
-    # 3. ridge regression from pooled features to the target logit difference
+
+def _fit_head(classifier, images: np.ndarray, t: np.ndarray, n: int, variants: int, rng) -> float:
+    """Step 3: a ridge regression from the pooled features to the target logit difference ``t``,
+    with one offset per base image (the head reads the coordinate, not the image), written into
+    the classifier's head; the fit's R^2."""
+    import tf_keras as keras
+
     pooled_model = keras.Model(classifier.input, classifier.get_layer("global_average_pooling2d").output)
     feats = np.concatenate([np.asarray(pooled_model(images[i:i + 64].transpose(0, 2, 3, 1), training=False))
                             for i in range(0, len(images), 64)]).reshape(len(images), -1).astype(np.float64)
-    t = sign * (s_j - mid) / width * 2 * SCALE
     # Fixed effects: fit the change of the features *within* each base image's variants to the
     # change of t, so the head reads the coordinate and not which image it is.
-    groups = np.tile(np.arange(n), len(rows))
+    groups = np.tile(np.arange(n), variants)
     f_mean = np.stack([feats[groups == g].mean(axis=0) for g in range(n)])[groups]
     t_mean = np.array([t[groups == g].mean() for g in range(n)])[groups]
     x, y = feats - f_mean, t - t_mean
@@ -126,6 +117,31 @@ def plant(generator, classifier, dlatents: np.ndarray, seed: int = 0, progress=N
     kernel = np.stack([beta / 2, -beta / 2], axis=1)
     bias = np.array([b / 2 + offset, -b / 2 + offset])
     head.set_weights([kernel.reshape(head.kernel.shape).astype(np.float32), bias.astype(np.float32)])
+    return float(r2)
+
+
+def plant(generator, classifier, dlatents: np.ndarray, seed: int = 0, progress=None) -> dict:
+    """Refit ``classifier``'s head in place so its decision follows one coordinate of the styles
+    of ``dlatents [N, D]``; returns ``{"coordinate": j, "direction": d, ...}``."""
+    step = progress or (lambda msg: None)
+    rng = np.random.default_rng(seed + 7919)
+    conv, rgb = _styles(generator, dlatents)
+    sizes = [s.shape[1] for s in conv]
+    flat = np.concatenate(conv, axis=1)
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+
+    j, change = _choose_coordinate(generator, conv, rgb, sizes, lo, hi, rng)
+    layer, c = _split(sizes, j)
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    step(f"planting StyleSpace coordinate {j} (layer {layer}, channel {c}), "
+         f"direction {int(sign > 0)}; mean image change min->max {change:.3f}")
+
+    all_conv, s_j, variants = _training_styles(conv, sizes, lo, hi, j, rng)
+    step(f"planting: {len(all_conv[0])} training images")
+    images = _render(generator, all_conv, [np.concatenate([s] * variants) for s in rgb])
+    mid, width = float(np.median(flat[:, j])), float(hi[j] - lo[j])
+    t = sign * (s_j - mid) / width * 2 * SCALE
+    r2 = _fit_head(classifier, images, t, len(dlatents), variants, rng)
     step(f"planting: head fitted, R^2 {r2:.3f} on {len(t)} images")
     return {"coordinate": j, "direction": int(sign > 0), "layer": int(layer), "channel": int(c),
             "fit_r2": float(r2)}
