@@ -12,7 +12,7 @@ from stylex_port.analyses.wu import WuSelection, wu_ranking
 from attfind import selection as sel
 from attfind import sufficiency
 from attfind.discriminator_filter import DISCRIMINATOR_THRESHOLD, DiscriminatorFilter
-from conftest import run_cli
+from conftest import needs_real_dlatents, run_cli
 
 
 # --------------------------------------------------------------------------- Wu et al.
@@ -56,6 +56,7 @@ def flip(attfind_release, tmp_path_factory):
     return out, json.loads((out / "flip" / "flip_rate.json").read_text()), r.output
 
 
+@needs_real_dlatents
 def test_flip_rate_methods_clear_the_random_floor(flip):
     out, doc, text = flip
     res = doc["result"]
@@ -236,6 +237,7 @@ def _filtered(side, threshold):
     return sel.attfind(side["effects"], side["base"], pick_filter=f), f
 
 
+@needs_real_dlatents
 def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     pt, tf, planted = disc_setup
     plain = sel.attfind(pt["effects"], pt["base"])

@@ -13,10 +13,8 @@ import pytest
 
 from models_pt.dlatents import DlatentsError, dlatent_matrix, dumps_dlatents, load_dlatents
 from porting.dlatents import save_dlatents
+from conftest import needs_real_dlatents as needs_real
 from stylex_port.release_facts import RELEASED_DLATENTS
-
-needs_real = pytest.mark.skipif(not RELEASED_DLATENTS.exists(),
-                                reason=f"the real release's dlatents ({RELEASED_DLATENTS}) are not in this checkout")
 
 
 def test_an_array_is_written_with_the_release_names(tmp_path):
