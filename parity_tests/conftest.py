@@ -15,12 +15,17 @@ import pytest  # noqa: E402
 # `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist loadgroup`). Files that
 # share an expensive session fixture run in one worker, so it is built once: the releases of
 # other seeds (``release``, ``verified``) and the AttFind release (``attfind_release``). Any other
-# file is a group of its own.
+# file is a group of its own. parity_tests/scheduling.py does the grouping (xdist's own loses
+# the groups under pytest 9.2) and hands out the costliest group first, by GROUP_MINUTES.
 GROUPS = {
     "releases": {"test_verdict", "test_training", "test_release_convert"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
                 "test_onnx_export", "test_base_install"},
 }
+# Minutes of one-thread work per group (--durations on the 2-core machine, rounded); a group not
+# listed counts 0.01 min per test. Only the order matters: a wrong figure costs balance, not tests.
+GROUP_MINUTES = {"releases": 20, "attfind": 17, "test_generator": 8, "test_classifier_parity": 5,
+                 "test_readers_and_bad_input": 1.5, "test_encoder_discriminator": 0.5}
 WORKER_THREADS = 1   # per xdist worker: two workers share 2 cores, and PyTorch's threads collapse
                      # when another process holds a core (STYLEX_TEST_THREADS overrides)
 
@@ -37,6 +42,15 @@ def pytest_configure(config):
     torch.set_num_threads(threads)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: the groups above, costliest first (parity_tests/scheduling.py)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from parity_tests.scheduling import GroupScheduling
+
+    return GroupScheduling(config, log, groups=GROUPS, minutes=GROUP_MINUTES)
 
 
 def _real_dlatents_absent() -> bool:
@@ -79,12 +93,8 @@ SLOW_TESTS = {"test_parity_float32_all_250_released_dlatents", "test_per_layer_p
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark every test with its file's xdist group (before xdist reads the marks), and the slow
-    ones ``slow``."""
+    """Mark the slow tests ``slow``."""
     for item in items:
-        stem = item.path.stem
-        group = next((g for g, files in GROUPS.items() if stem in files), stem)
-        item.add_marker(pytest.mark.xdist_group(group))
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.originalname in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 

@@ -1,0 +1,69 @@
+"""``make test``'s scheduling: a group's files run in one worker, so a fixture they share is built
+once. Checked on a toy suite run by pytest-xdist exactly as ``make test`` runs the real one; the
+control is xdist's plain ``load``, which splits the same files across the workers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parity_tests.scheduling import CostliestFirst, group_of
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_CONFTEST = '''
+import pytest
+from parity_tests.scheduling import GroupScheduling
+
+GROUPS = {"shared": {"test_a", "test_b"}}
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") == "loadgroup":
+        return GroupScheduling(config, log, groups=GROUPS, minutes={"shared": 5})
+
+@pytest.fixture(scope="session")
+def built():
+    import os
+    with open("builds.log", "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+'''
+TOY_TEST = '''
+import time
+def test_{i}(built): time.sleep(0.05)
+'''
+
+
+def _run_toy(tmp_path: Path, dist: str) -> list[str]:
+    pytest.importorskip("xdist")
+    (tmp_path / "conftest.py").write_text(TOY_CONFTEST)
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / f"test_{name}.py").write_text("".join(TOY_TEST.format(i=i) for i in range(6)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", dist, "-p", "no:cacheprovider",
+                           "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_a.py"),
+                           str(tmp_path / "test_b.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "12 passed" in proc.stdout, proc.stdout[-2000:]
+    return (tmp_path / "builds.log").read_text().split()
+
+
+def test_a_group_runs_in_one_worker_and_its_fixture_is_built_once(tmp_path):
+    assert len(_run_toy(tmp_path, "loadgroup")) == 1
+
+
+def test_control_plain_load_splits_the_group_and_builds_twice(tmp_path):
+    assert sorted(set(_run_toy(tmp_path, "load"))) == ["gw0", "gw1"]
+
+
+def test_costliest_group_goes_out_first():
+    groups = {"releases": {"test_verdict", "test_training"}}
+    assert group_of("parity_tests/test_training.py::test_x[7-encoder]", groups) == "releases"
+    assert group_of("parity_tests/test_padding.py::test_y", groups) == "test_padding"
+    queue = CostliestFirst(lambda scope, tests: {"big": 9}.get(scope, 0.01 * len(tests)))
+    queue["small"], queue["big"], queue["many"] = {"t": False}, {"t": False}, {f"t{i}": False for i in range(50)}
+    assert [queue.popitem(last=False)[0] for _ in range(3)] == ["big", "many", "small"]
+    with pytest.raises(KeyError):
+        queue.popitem(last=False)
