@@ -23,7 +23,9 @@ run as convolutions are counted) is left out; it moves memory rather than FLOPs.
 The peak (``device_peak``): on a CPU, cores x FMA units x SIMD lanes x 2 x clock, with the lanes
 from the CPU's flags (AVX-512: 16 float32 lanes, AVX2: 8, else 4), 2 FMA units per core (every
 AVX2 server core of AMD since Zen 2 and of Intel since Haswell), and the clock the kernel
-measured at boot (``tsc: Detected ... MHz`` in ``dmesg``, else ``bogomips / 2``). On a GPU, the
+measured at boot (``tsc: Detected ... MHz`` in ``dmesg``, else ``cpu MHz``, else ``bogomips /
+2``); the cores are ``--threads`` (on a CPU with two threads per core, give the physical
+cores: the peak counts each thread as a core). On a GPU, the
 datasheet figures of ``GPU_PEAKS`` (dense, no sparsity).
 """
 from __future__ import annotations
@@ -39,10 +41,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# NVIDIA datasheets, dense TFLOP/s: (FP32, TF32 tensor cores, BF16 tensor cores)
+# NVIDIA datasheets, dense TFLOP/s: (FP32, TF32 tensor cores, BF16 tensor cores), with how
+# torch.cuda.get_device_name spells the card (an H100 SXM reports "H100 80GB HBM3")
 GPU_PEAKS = {"H200": (67.0, 494.7, 989.4), "H100 SXM": (67.0, 494.7, 989.4), "H100 PCIe": (51.0, 378.0, 756.0),
              "A100": (19.5, 156.0, 312.0), "L4": (30.3, 60.0, 121.0)}
 
+
+def gpu_model(name: str) -> str | None:
+    """The ``GPU_PEAKS`` key of a CUDA device name, or None."""
+    words = name.replace("-", " ").split()
+    if "H200" in words:
+        return "H200"
+    if "H100" in words:
+        return "H100 PCIe" if "PCIe" in words else "H100 SXM" if {"SXM", "SXM5", "HBM3"} & set(words) else None
+    return next((key for key in ("A100", "L4") if key in words), None)
 
 @dataclass
 class LayerCost:
@@ -76,7 +88,10 @@ def cpu_clock_hz() -> tuple[float, str]:
 
 def cpu_peak(cores: int) -> tuple[float, str]:
     """float32 FLOP/s of ``cores`` cores, and how it was derived."""
-    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    found = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M) if Path("/proc/cpuinfo").exists() else None
+    if found is None:
+        return float("nan"), "unknown (no x86 flags in /proc/cpuinfo)"
+    flags = set(found.group(1).split())
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     per_lane = 2 if "fma" in flags else 1
     clock, source = cpu_clock_hz()
@@ -91,12 +106,20 @@ def device_peaks(device, threads: int) -> dict:
 
     if device.type != "cuda":
         return {"float32": cpu_peak(threads)}
-    name = torch.cuda.get_device_name(device)
-    for key, (fp32, tf32, bf16) in GPU_PEAKS.items():
-        if all(part in name for part in key.split()):
-            return {k: (v * 1e12, f"{key} datasheet, dense") for k, v in
-                    (("float32", fp32), ("TF32", tf32), ("BF16", bf16))}
-    return {}
+    key = gpu_model(torch.cuda.get_device_name(device))
+    if key is None:
+        return {}
+    return {k: (v * 1e12, f"{key} datasheet, dense") for k, v in zip(("float32", "TF32", "BF16"), GPU_PEAKS[key])}
+
+
+def peak_memory_gib(device) -> float:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux: KiB
 
 
 def release_models(resolution: int):
@@ -207,7 +230,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4, help="Edits per timed batch (TorchEffects' batch_size).")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch's CPU threads.")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="PyTorch's CPU threads; the CPU peak counts each as a core.")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-time", action="store_true", help="Count only; time nothing.")
     args = ap.parse_args(argv)
@@ -251,6 +275,7 @@ def main(argv=None):
             line += f", {100 * achieved / value:.1f}% of the {name} peak"
         hours = 250 * 2 * s["coordinates"] / rate / 3600
         print(line + f"; a release: {hours:,.0f} h on this device")
+    print(f"peak memory: {peak_memory_gib(device):.2f} GiB ({'GPU, allocated' if device.type == 'cuda' else 'resident, whole process'})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from parity_tests.scheduling import CostliestFirst, group_of
+xdist = pytest.importorskip("xdist")
+
+from parity_tests.scheduling import CostliestFirst, GroupScheduling, group_of  # noqa: E402 (needs xdist)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFTEST = '''
@@ -36,9 +38,8 @@ def test_{i}(built): time.sleep(0.05)
 
 
 def _run_toy(tmp_path: Path, dist: str) -> list[str]:
-    pytest.importorskip("xdist")
     (tmp_path / "conftest.py").write_text(TOY_CONFTEST)
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b"):
         (tmp_path / f"test_{name}.py").write_text("".join(TOY_TEST.format(i=i) for i in range(6)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", dist, "-p", "no:cacheprovider",
@@ -56,6 +57,21 @@ def test_a_group_runs_in_one_worker_and_its_fixture_is_built_once(tmp_path):
 
 def test_control_plain_load_splits_the_group_and_builds_twice(tmp_path):
     assert sorted(set(_run_toy(tmp_path, "load"))) == ["gw0", "gw1"]
+
+
+def test_the_suite_s_hook_installs_the_scheduler_for_loadgroup_only():
+    from parity_tests import conftest
+
+    class Config:
+        def __init__(self, dist):
+            self.dist = dist
+            self.option = type("Option", (), {"loadscopereorder": True, "maxschedchunk": None})()
+
+        def getvalue(self, name):
+            return self.dist
+
+    assert isinstance(conftest.pytest_xdist_make_scheduler(Config("loadgroup"), None), GroupScheduling)
+    assert conftest.pytest_xdist_make_scheduler(Config("load"), None) is None
 
 
 def test_costliest_group_goes_out_first():
