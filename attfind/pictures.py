@@ -13,7 +13,8 @@ TILE = 128          # smallest tile edge in pixels (small models are scaled up)
 CAPTION = 14        # caption strip height
 
 
-def _to_pil(img_chw: np.ndarray, size: int):
+def to_pil(img_chw: np.ndarray, size: int):
+    """A ``[3, H, W]`` image in [-1, 1] as a PIL image, scaled (nearest) to ``size``."""
     from PIL import Image
 
     arr = ((np.clip(img_chw.transpose(1, 2, 0), -1, 1) + 1) * 127.5).round().astype(np.uint8)
@@ -25,7 +26,7 @@ def _captioned(img_chw, text: str, size: int):
     from PIL import Image, ImageDraw
 
     tile = Image.new("RGB", (size, size + CAPTION), "white")
-    tile.paste(_to_pil(img_chw, size), (0, CAPTION))
+    tile.paste(to_pil(img_chw, size), (0, CAPTION))
     ImageDraw.Draw(tile).text((3, 1), text, fill="black")
     return tile
 
@@ -50,7 +51,7 @@ def choose_examples(result, effects, d: int, j: int, k: int) -> list[tuple[int, 
     return [(n, dd, c) for _, n, dd, c in cands[:k]]
 
 
-def _deltas(space, styles, lo, hi, rows, j, shift_size, fraction=1.0):
+def shift_deltas(space, styles, lo, hi, rows, j, shift_size, fraction=1.0):
     """Row r: image ``rows[r][0]``'s coordinate ``j`` moved ``fraction`` of AttFind's shift in
     direction ``rows[r][1]``."""
     out = np.zeros((len(rows), styles.shape[1]), np.float32)
@@ -58,6 +59,24 @@ def _deltas(space, styles, lo, hi, rows, j, shift_size, fraction=1.0):
     for r, (n, d, _) in enumerate(rows):
         out[r, j] = space.delta(styles[n, j], targets[d, j], fraction * shift_size)
     return out
+
+
+def shift_frames(setting, n: int, d: int, j: int, frames: int = 8):
+    """Image ``n`` with coordinate ``j`` moved from 0 to the whole of AttFind's shift in direction
+    ``d`` and back, in ``2 frames - 2`` steps: ``(fractions [F], images [F, 3, H, W], probabilities [F, C])``."""
+    fracs = np.concatenate([np.linspace(0, 1, frames), np.linspace(1, 0, frames)[1:-1]])
+    space, styles = setting.backend.space, setting.styles
+    deltas = np.concatenate([shift_deltas(space, styles, setting.style_min, setting.style_max, [(n, d, 0)], j,
+                                     setting.shift_size, f) for f in fracs])
+    imgs, logits = setting.backend.edited_outputs(setting.dlatents[[n] * len(fracs)], deltas)
+    return fracs, imgs, softmax(logits)
+
+
+def save_gif(frames: list, path: Path, ms_per_frame: int = 120) -> Path:
+    """PIL ``frames`` as a looping GIF, written to a temporary file and renamed."""
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
+    return path
 
 
 def draw(setting, result, out_dir: Path, top: int = 4, examples: int = 4, frames: int = 8) -> list[Path]:
@@ -76,7 +95,7 @@ def draw(setting, result, out_dir: Path, top: int = 4, examples: int = 4, frames
         picks = choose_examples(result, effects, d, j, examples)
         w = dlatents[[n for n, _, _ in picks]]
         before, logits_before = backend.edited_outputs(w, np.zeros((len(picks), styles.shape[1]), np.float32))
-        after, logits_after = backend.edited_outputs(w, _deltas(backend.space, styles, lo, hi, picks, j, shift_size))
+        after, logits_after = backend.edited_outputs(w, shift_deltas(backend.space, styles, lo, hi, picks, j, shift_size))
         pb, pa = softmax(logits_before), softmax(logits_after)
         tiles = []
         for r, (n, dd, c) in enumerate(picks):
@@ -93,17 +112,10 @@ def draw(setting, result, out_dir: Path, top: int = 4, examples: int = 4, frames
 
         # GIF: the first example, shifted from 0 to the full shift and back
         n, dd, c = picks[0]
-        fracs = np.concatenate([np.linspace(0, 1, frames), np.linspace(1, 0, frames)[1:-1]])
-        one = [picks[0]] * len(fracs)
-        deltas = np.concatenate([_deltas(backend.space, styles, lo, hi, [picks[0]], j, shift_size, f) for f in fracs])
-        imgs, logits = backend.edited_outputs(dlatents[[n] * len(fracs)], deltas)
-        probs = softmax(logits)
+        fracs, imgs, probs = shift_frames(setting, n, dd, j, frames)
         gif = [_captioned(imgs[i], f"coord {j} x{fracs[i]:.2f} p{c}={probs[i, c]:.2f}", size)
-               for i in range(len(one))]
-        path = out_dir / f"attribute_{rank:02d}_coord{j}.gif"
-        with atomic_path(path) as tmp:
-            gif[0].save(tmp, format="GIF", save_all=True, append_images=gif[1:], duration=120, loop=0)
-        files.append(path)
+               for i in range(len(fracs))]
+        files.append(save_gif(gif, out_dir / f"attribute_{rank:02d}_coord{j}.gif"))
 
     if rows_for_overview:
         width = max(r.width for r in rows_for_overview)
