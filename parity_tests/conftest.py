@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 GROUPS = {
     "releases": {"test_verdict", "test_training", "test_release_convert"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
-                "test_onnx_export", "test_base_install"},
+                "test_onnx_export", "test_base_install", "test_studies"},
 }
 # Minutes of one-thread work per group (--durations on the 2-core machine, rounded); a group not
 # listed counts 0.01 min per test. Only the order matters: a wrong figure costs balance, not tests.
@@ -85,7 +85,7 @@ def run_cli(*args):
 # classifier, a fresh venv), or whose own work took more than about 10 s on the 2-core machine
 # (--durations). ``pytest -m "not slow"`` is the developer's quick loop; CI runs everything.
 SLOW_FIXTURES = {"release", "verified", "attfind_release", "classifier_zip", "classifier_weights", "small_classifier",
-                 "base_env", "tf_record", "disc_setup", "deployment_forms", "tf_any_size", "variables",
+                 "base_env", "tf_record", "disc_setup", "attfind_run", "deployment_forms", "tf_any_size", "variables",
                  "generator_256"}
 SLOW_TESTS = {"test_parity_float32_all_250_released_dlatents", "test_per_layer_parity_through_verify",
               "test_a_classifier_written_by_someone_else", "test_verify_exits_1_and_writes_json_when_a_weight_is_wrong",
@@ -161,6 +161,18 @@ def attfind_release(tmp_path_factory):
     weights = ref.parent / "weights"
     convert_release(ref, weights)
     return ref, weights
+
+
+@pytest.fixture(scope="session")
+def attfind_run(attfind_release, tmp_path_factory) -> Path:
+    """``cli.py attfind`` on ``attfind_release`` (no pictures, no float64 verdict): its output
+    folder, with attfind.json and the effect cache the analyses read."""
+    ref, weights = attfind_release
+    out = tmp_path_factory.mktemp("attfind_run") / "attfind"
+    r = run_cli("attfind", "--weights", weights, "--dlatents", ref / "dlatents.pkl", "--out", out,
+                "--no-pictures", "--truth-images", "0")
+    assert r.exit_code == 0, r.output
+    return out
 
 
 SEEDS = [7, 11]          # releases of other seeds than the demo's (seed 7: the issue's "FAILED" classifier)

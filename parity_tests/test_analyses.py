@@ -42,16 +42,13 @@ def test_wu_finds_the_coordinate_the_class_depends_on():
 
 
 @pytest.fixture(scope="module")
-def flip(attfind_release, tmp_path_factory):
-    """``cli.py attfind``, then ``cli.py flip-rate`` reading its effect cache."""
+def flip(attfind_release, attfind_run, tmp_path_factory):
+    """``cli.py flip-rate`` reading the effect cache of ``cli.py attfind`` (``attfind_run``)."""
     ref, weights = attfind_release
     out = tmp_path_factory.mktemp("flip")
-    r = run_cli(*["attfind", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
-                                      "--out", str(out / "attfind"), "--no-pictures", "--truth-images", "0"])
-    assert r.exit_code == 0, r.output
     r = run_cli(*["flip-rate", "--weights", str(weights), "--dlatents", str(ref / "dlatents.pkl"),
                                       "--methods", "attfind,wu,random,attfind-own", "--out", str(out / "flip"),
-                                      "--attfind-out", str(out / "attfind"), "--bootstrap", "500"])
+                                      "--attfind-out", str(attfind_run), "--bootstrap", "500"])
     assert r.exit_code == 0, r.output
     return out, json.loads((out / "flip" / "flip_rate.json").read_text()), r.output
 
@@ -79,9 +76,9 @@ def test_flip_rate_methods_clear_the_random_floor(flip):
     assert Image.open(out / "flip" / "flip_rate.png").size[0] > 300
 
 
-def test_flip_rate_takes_attfind_from_its_cache(flip):
-    out, doc, _ = flip
-    att = json.loads((out / "attfind" / "attfind.json").read_text())
+def test_flip_rate_takes_attfind_from_its_cache(flip, attfind_run):
+    _, doc, _ = flip
+    att = json.loads((attfind_run / "attfind.json").read_text())
     assert doc["selection"]["attfind"]["computed_images"] == 0          # every image from the cache
     assert doc["selection"]["attfind"]["ranking"] == [[a["direction"], a["coordinate"]] for a in att["attributes"]]
     wu = doc["selection"]["wu"]

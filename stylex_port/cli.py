@@ -16,7 +16,6 @@ TF's models and the port together). The model kinds the options offer come from 
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -30,6 +29,9 @@ except ImportError:                                        # the base install: m
              "or 'stylex-port[attfind]'")
 from attfind import truth as truth_defaults  # noqa: E402  (NumPy only)
 from porting.kinds import NAMES as KIND_NAMES  # noqa: E402  (the registry: no TF, no torch)
+from stylex_port.cli_common import (EXIT_BAD_INPUT, EXIT_FAILED, existing, log_line,  # noqa: E402,F401
+                                    progress_bar, user_errors)
+from stylex_port.cli_studies import COMMANDS  # noqa: E402
 from stylex_port.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
 
 
@@ -38,31 +40,6 @@ def build_keras(kind: str, config: dict):
     from crosscheck.tf_side import build_keras as build
 
     return build(kind, config)
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-def user_errors(fn):
-    """Turn the errors a user can act on into one line on stderr and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from models_pt import WeightsError
-        from porting.errors import USER_ERRORS
-
-        try:
-            return fn(*args, **kwargs)
-        except (*USER_ERRORS, WeightsError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-    return wrapper
-
-
-def existing(path: str) -> Path:
-    p = Path(path)
-    if not p.exists() and not Path(path + ".index").exists():
-        from porting.errors import ReaderError
-        raise ReaderError(f"{path}: no such file or folder")
-    return p
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,21 +86,6 @@ def make_reference(out_dir, seed, resolution, num_dlatents, channel_max, resnet_
     if "planted" in info:
         p = info["planted"]
         click.echo(f"planted attribute: coordinate {p['coordinate']}, direction {p['direction']}")
-
-
-def progress_bar(total: int, label: str):
-    """A tqdm bar on stderr (quiet when stderr is not a terminal, except for its final line)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit="it", file=sys.stderr, mininterval=1.0,
-                disable=None if not os.environ.get("STYLEX_PROGRESS") else False)
-
-
-def log_line(msg: str):
-    """A message on stderr that does not tear an active progress bar."""
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
 
 
 @main.command()
@@ -555,6 +517,9 @@ def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
         if not all(c.passed for c in checks):
             sys.exit(EXIT_FAILED)
 
+
+for _command in COMMANDS:                    # user-study, user-study-score, fid (stylex_port.cli_studies)
+    main.add_command(_command)
 
 HELP_WIDTH = 100
 
