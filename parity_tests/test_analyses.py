@@ -239,10 +239,11 @@ def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     pt, tf, planted = disc_setup
     plain = sel.attfind(pt["effects"], pt["base"])
     assert plain.ranking[0] == (planted["direction"], planted["coordinate"])
-    # the notebook's threshold: on these weights no candidate moves D that much
+    # the notebook's threshold: TF and PyTorch reject the same candidates and rank alike
     r_pt, f_pt = _filtered(pt, DISCRIMINATOR_THRESHOLD)
     r_tf, f_tf = _filtered(tf, DISCRIMINATOR_THRESHOLD)
-    assert r_pt.ranking == r_tf.ranking == plain.ranking and not f_pt.to_dict()["rejected"]
+    assert f_pt.to_dict()["rejected"] == f_tf.to_dict()["rejected"]
+    assert r_pt.ranking == r_tf.ranking
     asked = [d for d in f_pt.decisions if any(d["images"])]
     assert len(asked) >= 2 and min(d["max_change"] for d in asked) > 1e-3, \
         "the discriminator does not react to the edits: the filter proves nothing"

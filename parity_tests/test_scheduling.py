@@ -78,6 +78,11 @@ def test_costliest_group_goes_out_first():
     groups = {"releases": {"test_verdict", "test_training"}}
     assert group_of("parity_tests/test_training.py::test_x[7-encoder]", groups) == "releases"
     assert group_of("parity_tests/test_padding.py::test_y", groups) == "test_padding"
+    split = {"releases": {"7", "11"}}
+    assert group_of("parity_tests/test_training.py::test_x[7-encoder]", groups, split) == "releases[7]"
+    assert group_of("parity_tests/test_verdict.py::test_y[11]", groups, split) == "releases[11]"
+    assert group_of("parity_tests/test_verdict.py::test_z", groups, split) == "releases"
+    assert group_of("parity_tests/test_verdict.py::test_w[encoder-7]", groups, split) == "releases"
     queue = CostliestFirst(lambda scope, tests: {"big": 9}.get(scope, 0.01 * len(tests)))
     queue["small"], queue["big"], queue["many"] = {"t": False}, {"t": False}, {f"t{i}": False for i in range(50)}
     assert [queue.popitem(last=False)[0] for _ in range(3)] == ["big", "many", "small"]
