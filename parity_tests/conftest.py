@@ -98,8 +98,18 @@ SLOW_TESTS = {"test_parity_float32_all_250_released_dlatents", "test_per_layer_p
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark the slow tests ``slow``."""
+    """Mark the slow tests ``slow``; refuse to run when a test of a seeded release would not land
+    in its seed's group (``SPLIT``): that release would be built in both workers."""
+    try:
+        from parity_tests.scheduling import group_of
+    except ImportError:                  # no pytest-xdist: one process, nothing to schedule
+        group_of = None
     for item in items:
+        if group_of and "release" in getattr(item, "fixturenames", ()):
+            group = group_of(item.nodeid, GROUPS)
+            if group in SPLIT and group_of(item.nodeid, GROUPS, SPLIT) == group:
+                raise pytest.UsageError(f"{item.nodeid}: uses the seeded `release` fixture, but its id does not "
+                                        "begin with the seed (conftest.py SPLIT)")
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.originalname in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -88,6 +89,9 @@ def test_inception_has_fid_networks_parameters_and_refuses_a_wrong_file(tmp_path
     torch.save(bad, tmp_path / "shape.pth")
     with pytest.raises(InceptionWeightsError, match=r"fc.weight has shape \[1000, 2048\], expected \[1008, 2048\]"):
         load_inception(tmp_path / "shape.pth")
+    torch.save(dict(state, **{"fc.bias": [0.0] * 1008}), tmp_path / "list.pth")
+    with pytest.raises(InceptionWeightsError, match=r"fc.bias is a list, expected a tensor of shape \[1008\]"):
+        load_inception(tmp_path / "list.pth")
     (tmp_path / "text.pth").write_text("not a network")
     with pytest.raises(InceptionWeightsError, match="not a PyTorch state dict"):
         load_inception(tmp_path / "text.pth")
@@ -224,7 +228,15 @@ def test_user_study_in_headless_chromium(study, tmp_path):
     browser_or_skip()
     out, key = study
     page = out / "study" / "index.html"
-    assert "key.json" not in page.read_text() and '"correct"' not in page.read_text()   # no answers in the page
+    text = page.read_text()
+    assert "key.json" not in text and '"correct"' not in text                             # no answers in the page
+    sources = re.findall(r'"(media/[^"]+)"', text)
+    assert len(sources) > 20 and all(re.fullmatch(r"media/[0-9a-f]{12}\.gif", f) for f in sources)   # names say nothing
+    for a in key["attributes"]:                          # no file name shared between attributes
+        assert not set(a["examples"] + a["queries"]) & {f for b in key["attributes"] if b is not a
+                                                         for f in b["examples"] + b["queries"]}
+    shown = {n for a in key["attributes"] for n in a["images"][:len(a["examples"])]}
+    assert not shown & {n for a in key["attributes"] for n in a["images"][len(a["examples"]):]}   # queries: new images
     correct = {q["id"]: q["correct"] for q in key["questions"] if q["kind"] == "classification"}
     attribute = {q["id"]: q["attribute"] for q in key["questions"]}
     assert len(correct) == 12 and {q["correct"] for q in key["questions"] if "correct" in q} == {"left", "right"}
@@ -237,7 +249,7 @@ def test_user_study_in_headless_chromium(study, tmp_path):
     try:
         files, answers = [], {}
         f, answers["perfect"] = take_part(driver, page, "perfect", correct.get,
-                                          lambda q: f"{NAMES[attribute[q]]} the glasses", downloads, screenshot=shot)
+                                          lambda q: f'{NAMES[attribute[q]]}, "the" glässer' , downloads, screenshot=shot)
         files.append(f)
         rng = np.random.default_rng(5)
         for i in range(8):
@@ -249,8 +261,9 @@ def test_user_study_in_headless_chromium(study, tmp_path):
         driver.quit()
     assert shot.stat().st_size > 10_000
 
-    rows = list(csv.reader(open(files[0], newline="")))
+    rows = list(csv.reader(open(files[0], newline="", encoding="utf-8")))
     assert rows[0] == ["study_id", "participant", "question", "kind", "answer"] and len(rows) == 1 + len(key["questions"])
+    assert {r[2]: r[4] for r in rows[1:]} == answers["perfect"]      # commas, quotes, umlauts come back as typed
 
     r = run_cli("user-study-score", "--study", out, "--out", tmp_path / "score", *sum((["--responses", f] for f in files), []))
     assert r.exit_code == 0, r.output
@@ -266,6 +279,7 @@ def test_user_study_in_headless_chromium(study, tmp_path):
     for a in doc["attributes"]:
         words = [w for w, _ in a["top_words"]]
         assert a["top_words"][0] == ["smile", 8] and NAMES[a['rank']] in words and "the" not in words, a
+        assert "glässer" in words, a
         assert a["ci"][0] <= a["accuracy"] <= a["ci"][1] and a["participants"] == 9
     assert "| all |" in r.output and (tmp_path / "score" / "score.png").stat().st_size > 5_000
     if docs:
@@ -283,6 +297,14 @@ def test_user_study_in_headless_chromium(study, tmp_path):
         csv.writer(f).writerows(rows)
     r = run_cli("user-study-score", "--study", out, "--responses", bad)
     assert r.exit_code == 2 and f"{bad} row {first + 1}: answer 'middle'" in r.output
+    nobody = tmp_path / "nobody.csv"
+    rows = list(csv.reader(open(files[3], newline="")))
+    for row in rows[1:]:
+        row[1] = ""
+    with open(nobody, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    r = run_cli("user-study-score", "--study", out, "--responses", nobody)
+    assert r.exit_code == 2 and f"{nobody} row 2: no participant ID" in r.output
     twice = tmp_path / "twice.csv"
     lines = files[2].read_text().splitlines(keepends=True)
     twice.write_text("".join(lines + [lines[1]]))

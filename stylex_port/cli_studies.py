@@ -2,12 +2,11 @@
 ``user-study-score`` and ``fid`` (registered on ``stylex_port.cli.main``)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from stylex_port.cli_common import EXIT_BAD_INPUT, existing, log_line, progress_bar, user_errors
+from stylex_port.cli_common import existing, log_line, progress_bar, user_errors
 
 
 @click.command("user-study")
@@ -83,16 +82,11 @@ def fid(weights, dlatents_path, inception_weights, k_text, attfind_out, out_dir,
     """FID between the reconstructions and the images with their top 1..k AttFind attributes
     changed (towards the other class), on pytorch-fid's Inception features; a table and a plot."""
     from stylex_port.analyses.fid import format_fid_table, parse_k, run_fid
-    from stylex_port.analyses.inception import InceptionWeightsError
 
     out = Path(out_dir) if out_dir else Path("runs") / "fid" / Path(weights).name
-    try:
-        doc = run_fid(Path(existing(weights)), Path(existing(dlatents_path)), Path(inception_weights), out,
-                      parse_k(k_text), attfind_out=Path(attfind_out) if attfind_out else None,
-                      max_images=max_images, device=device, bar=progress_bar, log=log_line)
-    except InceptionWeightsError as e:                  # one line, exit code 2, as every bad input
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    doc = run_fid(Path(existing(weights)), Path(existing(dlatents_path)), Path(inception_weights), out,
+                  parse_k(k_text), attfind_out=Path(attfind_out) if attfind_out else None,
+                  max_images=max_images, device=device, bar=progress_bar, log=log_line)
     click.echo(format_fid_table(doc), nl=False)
     for name in ("fid.md", "fid.json", "fid.png"):
         click.echo(f"wrote {out / name}")

@@ -66,15 +66,16 @@ def fid_of_features(a: np.ndarray, b: np.ndarray) -> float:
     return frechet_distance(*statistics(a), *statistics(b))
 
 
-def inception_features(net, images: np.ndarray, batch: int = 16, progress: Callable | None = None) -> np.ndarray:
+def inception_features(net, images: np.ndarray, batch: int = 16, progress: Callable | None = None,
+                       device: str = "cpu") -> np.ndarray:
     """``images [N, 3, H, W]`` in [-1, 1] (the generator's range) -> ``[N, 2048]`` float64."""
     import torch
 
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            x = torch.as_tensor(np.asarray(images[i:i + batch], np.float32))
-            out.append(net((x.clamp(-1, 1) + 1) / 2).double().numpy())
+            x = torch.as_tensor(np.asarray(images[i:i + batch], np.float32), device=device)
+            out.append(net((x.clamp(-1, 1) + 1) / 2).double().cpu().numpy())
             if progress:
                 progress(len(x))
     return np.concatenate(out)
@@ -99,7 +100,7 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
     from porting.atomic import atomic_path, write_json
 
     t0 = time.perf_counter()
-    net = load_inception(inception_weights)          # first: a wrong file fails before any work
+    net = load_inception(inception_weights).to(device)   # first: a wrong file fails before any work
     first, last = k_range
     options = FlipOptions(k=last, methods=("attfind",), device=device, max_images=max_images)
     setting, _, entries = load_setting(weights, dlatents_path, options)
@@ -113,11 +114,11 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
     progress = bar(n * (len(ks) + 1), "Inception features") if bar else None
     tick = progress.update if progress else None
     base_images, _ = setting.backend.edited_outputs(setting.dlatents)
-    reference = inception_features(net, base_images, progress=tick)
+    reference = inception_features(net, base_images, progress=tick, device=device)
     rows = []
     for k in ks:
         images, logits = setting.edited(sufficiency.sufficiency_plan(labels, result.ranking, k))
-        feats = inception_features(net, images, progress=tick)
+        feats = inception_features(net, images, progress=tick, device=device)
         flipped = float(sufficiency.flipped(setting.base, logits).mean())
         rows.append({"k": k, "fid": fid_of_features(reference, feats), "flip_rate": flipped})
     if progress:

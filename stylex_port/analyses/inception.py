@@ -13,7 +13,7 @@ parameter names and shapes, so that file loads here, and computes what pytorch-f
   match (the features are taken before it).
 
 The weights cannot be downloaded on machines without internet; ``load_inception`` says in one
-line where to get them. Layer: ``stylex_port.analyses`` (torch only).
+line where to get them. Layer: ``stylex_port.analyses`` (torch, and the project's error type).
 """
 from __future__ import annotations
 
@@ -23,14 +23,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from porting.errors import PortError
+
 FEATURES = 2048
 INPUT_SIZE = 299
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_NAME)
 
 
-class InceptionWeightsError(ValueError):
-    """A missing or wrong Inception weights file; the message is one line naming the file."""
+class InceptionWeightsError(PortError):
+    """A missing or wrong Inception weights file; the message is one line naming the file (the
+    command line prints it and exits with code 2, as for any bad input)."""
 
 
 class ConvBN(nn.Module):
@@ -213,6 +216,9 @@ def load_inception(path: Path) -> FIDInception:
         raise InceptionWeightsError(f"{path}: {len(missing)} of Inception v3's tensors are missing, the first "
                                     f"{missing[0]!r}; expected pytorch-fid's {WEIGHTS_NAME}")
     for k, shape in want.items():
+        if not isinstance(state[k], torch.Tensor):
+            raise InceptionWeightsError(f"{path}: {k} is a {type(state[k]).__name__}, expected a tensor of "
+                                        f"shape {list(shape)}")
         got = tuple(state[k].shape)
         if got != shape:
             raise InceptionWeightsError(f"{path}: {k} has shape {list(got)}, expected {list(shape)}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from attfind.errors import AttFindInputError
+from stylex_port.analyses.fliprate import bootstrap_ci
 from stylex_port.analyses.user_study import CSV_HEADER, SIDES, STUDY_FORMAT
 
 STOP_WORDS = frozenset("a an and the of in on to is it its with or more less very face".split())
@@ -38,8 +39,11 @@ def read_key(study_dir: Path) -> dict:
     path = Path(study_dir) / "key.json"
     if not path.is_file():
         raise AttFindInputError(f"{path}: no such file; --study is the --out folder of `cli.py user-study`")
-    key = json.loads(path.read_text())
-    if key.get("format") != STUDY_FORMAT:
+    try:
+        key = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AttFindInputError(f"{path}: not the JSON that `cli.py user-study` writes ({e})") from None
+    if not isinstance(key, dict) or key.get("format") != STUDY_FORMAT:
         raise AttFindInputError(f"{path}: format {key.get('format')!r}, expected {STUDY_FORMAT!r}")
     return key
 
@@ -49,7 +53,7 @@ def read_responses(path: Path, key: dict) -> tuple[str, dict[str, str]]:
     path = Path(path)
     questions = {q["id"]: q for q in key["questions"]}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:      # -sig: a file re-saved with a BOM
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ResponseError(f"{path}: cannot be read as a CSV file ({e})") from None
@@ -65,6 +69,8 @@ def read_responses(path: Path, key: dict) -> tuple[str, dict[str, str]]:
         if study_id != key["study_id"]:
             raise ResponseError(f"{path} row {i}: study {study_id!r}, these answers are not for study "
                                 f"{key['study_id']!r}")
+        if not who.strip():
+            raise ResponseError(f"{path} row {i}: no participant ID")
         if participant is None:
             participant = who
         elif who != participant:
@@ -75,9 +81,11 @@ def read_responses(path: Path, key: dict) -> tuple[str, dict[str, str]]:
             raise ResponseError(f"{path} row {i}: question {qid} answered twice")
         if kind == "classification" and answer not in SIDES:
             raise ResponseError(f"{path} row {i}: answer {answer!r} to {qid}, expected left or right")
+        if kind == "verbal" and not answer.strip():
+            raise ResponseError(f"{path} row {i}: an empty description for {qid} (the page asks for a word)")
         answers[qid] = answer
     missing = [q for q in questions if q not in answers]
-    if not participant or missing:
+    if missing:
         raise ResponseError(f"{path}: {len(missing)} of {len(questions)} questions unanswered"
                             + (f" (the first: {missing[0]})" if missing else ""))
     return participant, answers
@@ -99,24 +107,20 @@ def read_all(paths: list[Path], key: dict) -> dict[str, dict[str, str]]:
 
 
 def words_of(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z]+", text.lower()) if w not in STOP_WORDS]
-
-
-def bootstrap_mean(values: np.ndarray, resamples: int, seed: int, confidence: float = 0.95) -> list[float]:
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    a = (1 - confidence) / 2
-    return [float(np.quantile(means, a)), float(np.quantile(means, 1 - a))]
+    """Lower-case words of letters (any alphabet: "Glässer" -> "glässer"), function words dropped."""
+    return [w for w in re.findall(r"[^\W\d_]+", text.casefold()) if w not in STOP_WORDS]
 
 
 def summary(per_participant: list[float], resamples: int, seed: int) -> dict:
     v = np.asarray(per_participant, np.float64)
     return {"accuracy": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "ci": bootstrap_mean(v, resamples, seed), "participants": int(len(v))}
+            "ci": list(bootstrap_ci(v, resamples, np.random.default_rng(seed))), "participants": int(len(v))}
 
 
 def score(study_dir: Path, response_files: list[Path], resamples: int = 1000, seed: int = 0) -> dict:
     """The document ``user-study-score`` writes as ``score.json``."""
+    if resamples < 1:
+        raise AttFindInputError(f"--bootstrap {resamples}: expected at least 1 resample")
     key = read_key(study_dir)
     if not response_files:
         raise AttFindInputError("--responses: no files given")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -106,16 +107,41 @@ def attribute_gains(setting, labels: np.ndarray, d: int, j: int) -> np.ndarray:
     return sel.softmax(logits)[idx, target] - sel.softmax(setting.base)[idx, target]
 
 
-def pick_images(gains: np.ndarray, labels: np.ndarray, count: int) -> list[int]:
-    """``count`` images, the largest gains first, taken from each class in turn (the other class
-    fills in when one runs out)."""
-    by_class = [[int(n) for n in np.argsort(-gains, kind="stable") if labels[n] == c] for c in (1, 0)]
+def pick_images(gains: np.ndarray, labels: np.ndarray, count: int, exclude: set = frozenset()) -> list[int]:
+    """``count`` images not in ``exclude``, the largest gains first, taken from each class in turn
+    (the other class fills in when one runs out)."""
+    by_class = [[int(n) for n in np.argsort(-gains, kind="stable") if labels[n] == c and int(n) not in exclude]
+                for c in (1, 0)]
     out = []
     while len(out) < count and any(by_class):
         for queue in by_class:
             if queue and len(out) < count:
                 out.append(queue.pop(0))
     return out
+
+
+def choose_images(gains: list[np.ndarray], labels: np.ndarray, examples: int, queries: int):
+    """Per attribute, its panel's example images and its query images. A query image is no
+    attribute's example, so a question's new animation is on an image neither panel shows."""
+    shown = [pick_images(g, labels, examples) for g in gains]
+    used = {n for ex in shown for n in ex}
+    asked = [pick_images(g, labels, queries, exclude=used) for g in gains]
+    if any(len(q) < queries for q in asked):
+        raise AttFindInputError(f"{len(labels)} images: too few for {examples} examples per attribute and "
+                                f"{queries} queries on images no panel shows; lower --examples or --queries")
+    return shown, asked
+
+
+def media_names(count: int, seed: int) -> list[str]:
+    """Seeded file names that say nothing about the attribute or the image (the page's sources
+    must not give the answer away)."""
+    rng = np.random.default_rng([seed, 2])
+    names = []
+    while len(names) < count:
+        name = f"{int(rng.integers(0, 2 ** 48)):012x}.gif"
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def draw_questions(num_attributes: int, queries: int, rng) -> tuple[list[dict], list[dict]]:
@@ -146,34 +172,30 @@ def build_study(attfind_out: Path, out_dir: Path, options: StudyOptions = StudyO
     setting, names = load_setting(doc, weights, dlatents_path, options)
     labels = sel.split_by_class(setting.base)
     top = [(int(a["direction"]), int(a["coordinate"])) for a in doc["attributes"][:options.attributes]]
-    per_attr = options.examples + options.queries
-    if per_attr > len(labels):
-        raise AttFindInputError(f"--examples {options.examples} + --queries {options.queries} images per attribute, "
-                                f"the run has {len(labels)} images")
     rng = np.random.default_rng(options.seed)
     classification, verbal = draw_questions(len(top), options.queries, rng)
+    gains = [attribute_gains(setting, labels, d, j) for d, j in top]
+    shown, asked = choose_images(gains, labels, options.examples, options.queries)
 
     study, media = Path(out_dir) / "study", Path(out_dir) / "study" / "media"
-    media.mkdir(parents=True, exist_ok=True)
+    if media.exists():
+        shutil.rmtree(media)                       # no animation of an earlier study stays beside this one
+    media.mkdir(parents=True)
     size = max(TILE, int(setting.backend.generator.config["resolution"]))
-    progress = bar(len(top) * (per_attr + 1), "study animations") if bar else None
+    file_names = iter(media_names(len(top) * (options.examples + options.queries), options.seed))
+    progress = bar(len(top) * (options.examples + options.queries), "study animations") if bar else None
     attributes = []
     for a, (d, j) in enumerate(top):
-        gains = attribute_gains(setting, labels, d, j)
-        images = pick_images(gains, labels, per_attr)
-        dirs = towards_other_class(labels, d)
-        files = []
+        images, dirs, files = shown[a] + asked[a], towards_other_class(labels, d), []
         for n in images:
             _, frames, _ = shift_frames(setting, n, int(dirs[n]), j, options.frames)
-            files.append(save_gif([to_pil(f, size) for f in frames], media / f"attr{a + 1}_image{n}.gif").name)
+            files.append(save_gif([to_pil(f, size) for f in frames], media / next(file_names)).name)
             if progress:
                 progress.update(1)
         attributes.append({"rank": a + 1, "direction": d, "coordinate": j, "images": images,
                            "image_names": [names[n] for n in images], "classes": [int(labels[n]) for n in images],
-                           "gains": [float(gains[n]) for n in images],
+                           "gains": [float(gains[a][n]) for n in images],
                            "examples": files[:options.examples], "queries": files[options.examples:]})
-        if progress:
-            progress.update(1)
     if progress:
         progress.close()
 
@@ -185,7 +207,7 @@ def build_study(attfind_out: Path, out_dir: Path, options: StudyOptions = StudyO
         tmp.write_text(render_page(page))
     write_json(Path(out_dir) / "key.json", key)
     log(f"user study: {len(classification)} classification and {len(verbal)} description questions on "
-        f"{len(top)} attributes, {len(list(media.glob('*.gif')))} animations")
+        f"{len(top)} attributes, {sum(len(a['images']) for a in attributes)} animations")
     return key
 
 
