@@ -152,15 +152,10 @@ def format_fid_table(doc: dict) -> str:
 
 def plot(doc: dict, path: Path) -> Path:
     """FID against k, with the flip rate on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from porting.atomic import atomic_path
+    from stylex_port.analyses.files import figure, save_figure
 
     ks = [r["k"] for r in doc["rows"]]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = figure((6, 4))
     ax.plot(ks, [r["fid"] for r in doc["rows"]], marker="o", ms=3, color="C0", label="FID")
     ax.set_xlabel("k (top AttFind attributes changed per image)")
     ax.set_ylabel("FID to the reconstructions", color="C0")
@@ -170,8 +165,4 @@ def plot(doc: dict, path: Path) -> Path:
     right.set_ylabel("flip rate", color="C1")
     right.set_ylim(-0.02, 1.02)
     ax.set_title(f"{doc['images']} images" + (" (fewer than 2048: compare k with k)" if doc.get("note") else ""))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

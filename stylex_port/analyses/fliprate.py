@@ -284,15 +284,10 @@ def format_flip_table(doc: dict) -> str:
 
 def plot(doc: dict, path: Path) -> Path:
     """Flip rate against k for every method, with its confidence band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from porting.atomic import atomic_path
+    from stylex_port.analyses.files import figure, save_figure
 
     ks = np.arange(1, doc["k"] + 1)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = figure((6, 4))
     for m, per_k in doc["per_k"].items():
         rate = [r["all"]["rate"] for r in per_k]
         lo = [r["all"]["ci"][0] for r in per_k]
@@ -305,8 +300,4 @@ def plot(doc: dict, path: Path) -> Path:
     ax.set_title(f"{doc['images']} images; bands: {int(round(100 * doc['confidence']))}% bootstrap CI")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

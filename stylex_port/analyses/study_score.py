@@ -34,17 +34,13 @@ class ResponseError(AttFindInputError):
 
 
 def read_key(study_dir: Path) -> dict:
-    import json
+    from stylex_port.analyses.files import read_json
 
     path = Path(study_dir) / "key.json"
-    if not path.is_file():
-        raise AttFindInputError(f"{path}: no such file; --study is the --out folder of `cli.py user-study`")
-    try:
-        key = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AttFindInputError(f"{path}: not the JSON that `cli.py user-study` writes ({e})") from None
+    key = read_json(path, "--study is the --out folder of `cli.py user-study`", "the JSON `cli.py user-study` writes")
     if not isinstance(key, dict) or key.get("format") != STUDY_FORMAT:
-        raise AttFindInputError(f"{path}: format {key.get('format')!r}, expected {STUDY_FORMAT!r}")
+        got = key.get("format") if isinstance(key, dict) else type(key).__name__
+        raise AttFindInputError(f"{path}: format {got!r}, expected {STUDY_FORMAT!r}")
     return key
 
 
@@ -172,29 +168,20 @@ def format_score_table(doc: dict) -> str:
 
 def plot(doc: dict, path: Path) -> Path:
     """Accuracy per attribute and overall, with the bootstrap intervals and the chance line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from porting.atomic import atomic_path
+    from stylex_port.analyses.files import figure, save_figure
 
     rows = [a for a in doc["attributes"] if "accuracy" in a] + [dict(doc["overall"], rank="all")]
     labels = [f"#{r['rank']}" if r["rank"] != "all" else "all" for r in rows]
     acc = np.array([r["accuracy"] for r in rows])
     err = np.array([[r["accuracy"] - r["ci"][0], r["ci"][1] - r["accuracy"]] for r in rows]).T
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    fig, ax = figure((6, 3.5))
     ax.bar(labels, acc, yerr=err, capsize=4, color=["C0"] * (len(rows) - 1) + ["C1"])
     ax.axhline(doc["chance"], color="grey", ls="--", lw=1, label="chance")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("classification accuracy")
     ax.set_title(f"{doc['overall']['participants']} participants; bars: 95% bootstrap CI")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_score(doc: dict, out_dir: Path) -> list[Path]:

@@ -52,13 +52,10 @@ class StudyOptions:
 
 def read_attfind(attfind_out: Path) -> dict:
     """``attfind.json`` of a ``cli.py attfind`` run, checked for what a study needs."""
+    from stylex_port.analyses.files import read_json
+
     path = Path(attfind_out) / "attfind.json"
-    if not path.is_file():
-        raise AttFindInputError(f"{path}: no such file; run `cli.py attfind --out {attfind_out}` first")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise AttFindInputError(f"{path}: not a JSON file ({e})") from None
+    doc = read_json(path, f"run `cli.py attfind --out {attfind_out}` first", "a JSON file")
     missing = [k for k in ("attributes", "weights", "dlatents", "style_min", "style_max", "shift_size") if k not in doc]
     if missing:
         raise AttFindInputError(f"{path}: not an attfind.json of cli.py attfind (no {', '.join(missing)})")
