@@ -30,6 +30,7 @@ Determinism rules (the same in both backends, because they live here):
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ SUFFICIENCY_K = 10
 
 RESULT_FORMAT = "attfind-result/2"   # /2: params.pick_filter (was disc_filter)
 READ_FORMATS = ("attfind-result/1", RESULT_FORMAT)
+
+OnArgmax = Callable[[np.ndarray, np.ndarray, int], None]
+"""``on_argmax(active, mean, k)``: a greedy decision, for a caller that audits them (``greedy_run``)."""
 
 Reject = Callable[[int, int], bool]
 """``reject(d, j) -> True`` rejects the would-be greedy pick ``(d, j)`` (e.g. the discriminator's
@@ -216,8 +220,14 @@ class GreedyRun:
 
 def greedy_run(effects, image_mask, target_class: int, num_indices: int = NUM_INDICES,
                max_image_effect: float = MAX_IMAGE_EFFECT,
-               reject: Reject | None = None) -> GreedyRun:
-    """Step 5 with its trace; ``greedy_select`` returns only the picks. See there."""
+               reject: Reject | None = None, on_argmax: OnArgmax | None = None) -> GreedyRun:
+    """Step 5 with its trace; ``greedy_select`` returns only the picks. See there.
+
+    ``on_argmax(active, mean, k)``, if given, sees every decision taken from the mean gains, before
+    it acts: ``active [M]`` the images still counted (of those ``image_mask`` selects), ``mean
+    [2S]`` their mean gains (``-inf``: no longer a candidate; read only) and ``k`` the winner, which
+    is then picked, asked about (``reject``) or, with a mean gain of 0, ends the run
+    (``attfind.certify`` checks with it that no decision is within rounding of another)."""
     e = _effects(effects)
     n_img, _, n_sty, n_cls = e.shape
     mask = np.asarray(image_mask, dtype=bool)
@@ -246,6 +256,8 @@ def greedy_run(effects, image_mask, target_class: int, num_indices: int = NUM_IN
         mean[~available] = -np.inf
         while True:
             k = int(np.argmax(mean))  # first maximum: d = 0 before d = 1, then the lower j
+            if on_argmax is not None and mean[k] > -np.inf:
+                on_argmax(active, mean, k)
             if mean[k] == -np.inf:
                 run.stop = "exhausted"
                 break
@@ -406,7 +418,8 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
             max_image_effect: float = MAX_IMAGE_EFFECT,
             unstable_threshold: float = UNSTABLE_THRESHOLD,
             unstable_max_count: int = UNSTABLE_MAX_COUNT,
-            pick_filter: PickFilter | None = None) -> AttFindResult:
+            pick_filter: PickFilter | None = None,
+            on_argmax: Callable[[int, np.ndarray, np.ndarray, int], None] | None = None) -> AttFindResult:
     """Steps 3-6 on ``effects [N, 2, S, 2]`` and ``base_logits [N, 2]``.
 
     3. unstable images get zero effects (they stay in their class, contributing no gain);
@@ -416,6 +429,8 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
        ``num_indices``, ``max_image_effect`` and, with a ``pick_filter`` (the discriminator
        filter, or ``FixedRejection``), its ``Reject`` bound to that run's class and images;
     6. ``combine_classes(picks[0], picks[1], filtered effects)``.
+
+    ``on_argmax(target_class, active, mean, k)``: each greedy decision (``greedy_run``'s hook).
     """
     e = _effects(effects)
     logits = np.asarray(base_logits)
@@ -427,7 +442,8 @@ def attfind(effects, base_logits, num_indices: int = NUM_INDICES,
     labels = split_by_class(logits)
 
     runs = {c: greedy_run(filtered, labels != c, c, num_indices, max_image_effect,
-                          None if pick_filter is None else pick_filter.bind(filtered, c, labels != c))
+                          None if pick_filter is None else pick_filter.bind(filtered, c, labels != c),
+                          None if on_argmax is None else functools.partial(on_argmax, c))
             for c in (0, 1)}
     picks = {c: list(r.picks) for c, r in runs.items()}
     attributes = combine_classes(picks[0], picks[1], filtered)

@@ -26,6 +26,7 @@ MAY_IMPORT = {
     "attfind.sufficiency": set(),
     "attfind.discriminator_filter": set(),
     "attfind.backend": set(),
+    "attfind.certify": set(),
     "attfind": {"models_pt", "porting", FACTS},
     "stylex_port.analyses": {"models_pt", "porting", "attfind", FACTS},
     "stylex_port.download": {"models_pt", "porting", FACTS},
@@ -68,7 +69,8 @@ def imports_of(root: Path, path: Path) -> list[tuple[int, str]]:
 
 
 # The AttFind core (NumPy only) imports nothing of the project but the core; the facts import nothing.
-CORE = ("attfind.selection", "attfind.sufficiency", "attfind.discriminator_filter", "attfind.backend", FACTS)
+CORE = ("attfind.selection", "attfind.sufficiency", "attfind.discriminator_filter", "attfind.backend",
+        "attfind.certify", FACTS)
 
 
 def allowed(layer: str, other: str) -> bool:
