@@ -25,15 +25,19 @@ EffectSource = Callable[[list, Callable[[float], None]], Iterator[tuple[int, np.
 ``todo``; ``progress(total)`` reports the coordinates done so far."""
 
 
-def cache_key(entries: dict, dlatents: np.ndarray, style_min, style_max, shift_size: float) -> str:
+def cache_key(entries: dict, dlatents: np.ndarray, style_min, style_max, shift_size: float,
+              arithmetic: str = "float32") -> str:
     """What the cached effects depend on: the weights (their hashes in the manifest), the
-    dlatents, the style ranges and the shift size."""
+    dlatents, the style ranges, the shift size and the sweep's arithmetic
+    (``TorchEffects.arithmetic``; float32 keys are those of the versions before it)."""
     h = hashlib.sha256()
     h.update(json.dumps({k: e.get("weights_sha256", e.get("weights")) for k, e in sorted(entries.items())},
                         sort_keys=True).encode())
     for a in (dlatents, style_min, style_max):
         h.update(np.ascontiguousarray(a, np.float32).tobytes())
     h.update(repr(float(shift_size)).encode())
+    if arithmetic != "float32":
+        h.update(arithmetic.encode())
     return h.hexdigest()[:16]
 
 

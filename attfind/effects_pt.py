@@ -11,6 +11,7 @@ images, as in the notebook, and the effect is the change of its logits.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from typing import Callable, Iterable
@@ -48,28 +49,89 @@ def keep_freed_batch_memory() -> bool:
     return ok
 
 
+PRECISIONS = ("float32", "tf32", "bf16")
+"""The sweep's arithmetic (``TorchEffects(precision=...)``): float32; TF32, the tensor cores'
+format, for the convolutions and matrix products (on a CPU emulated, slower than float32: to
+see on any machine what a GPU's TF32 sweep would decide); BF16 autocast. Effects in TF32 or BF16
+are for ``attfind.certify``, which re-checks every AttFind decision in float32."""
+
+
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32's 10-bit mantissa (to nearest, ties to even), kept as
+    float32; other dtypes unchanged."""
+    if x.dtype != torch.float32:
+        return x
+    bits = x.view(torch.int32)
+    return ((bits + 0x0FFF + ((bits >> 13) & 1)) & ~0x1FFF).view(torch.float32)
+
+
+@contextlib.contextmanager
+def emulated_tf32():
+    """Inside, ``torch.nn.functional``'s conv2d, conv_transpose2d and linear round both operands
+    to TF32 and accumulate in float32, as tensor cores do (in this process, every caller). The
+    ``@`` products stay float32 (the generator's demodulation: a small share of the error). The
+    rounding is to nearest; whether a given GPU rounds or truncates its operands is not checked
+    here, which is one reason ``attfind.certify`` measures its bound on the device that sweeps."""
+    import torch.nn.functional as F
+
+    originals = {name: getattr(F, name) for name in ("conv2d", "conv_transpose2d", "linear")}
+
+    def rounding(fn):
+        def call(input, weight, *args, **kwargs):
+            return fn(round_to_tf32(input), round_to_tf32(weight), *args, **kwargs)
+        return call
+    for name, fn in originals.items():
+        setattr(F, name, rounding(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(F, name, fn)
+
+
+@contextlib.contextmanager
+def _tf32(on: bool):
+    """cuDNN's and cuBLAS's TF32 switches set to ``on`` inside, restored after."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 class TorchEffects:
     def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
-                 optimize: bool = True, dtype: torch.dtype = torch.float32):
+                 optimize: bool = True, dtype: torch.dtype = torch.float32, precision: str = "float32"):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
         NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
         classifier's inference form (``models_pt.inference``: BatchNorm folded, padding
         absorbed, channels-last), faster and within its own 2e-5 logit bar of the readable module, and the
         generator on channels-last tensors (a copy; same arithmetic, images within 3e-7).
         ``dtype``: ``torch.float64`` computes the float64 truth that float32 effects are judged
-        against (``attfind.truth``); the modules are then copied, never converted in place."""
+        against (``attfind.truth``); the modules are then copied, never converted in place.
+        ``precision`` (``PRECISIONS``): the arithmetic of the sweep's edited images (``image``'s
+        effects); its base logits, the styles and every other output stay in ``dtype``."""
         import copy
 
         from models_pt.inference import optimize_for_inference
 
         self.device = torch.device(device)
         self.dtype = dtype
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if precision != "float32" and dtype != torch.float32:
+            raise ValueError(f"precision {precision!r} reduces float32 arithmetic; dtype is {dtype}")
+        self.precision = precision
+        # what the sweep's arithmetic is here (part of the effect cache's key)
+        self.arithmetic = "tf32-emulated" if precision == "tf32" and self.device.type != "cuda" else precision
         if self.device.type == "cpu":
             keep_freed_batch_memory()
         if dtype != torch.float32:
             generator, classifier = copy.deepcopy(generator).to(dtype), copy.deepcopy(classifier).to(dtype)
         if self.device.type == "cuda":
             # TF32 convolutions and matmuls would round to 10-bit mantissas: effects off by ~1e-3
+            # (precision="tf32" turns them on inside the sweep only)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self.generator = generator.eval().to(device)
@@ -130,29 +192,39 @@ class TorchEffects:
         targets = torch.as_tensor(self.space.targets(style_min, style_max), dtype=style.dtype).to(self.device)
         deltas = self.space.delta(style, targets, shift_size)      # [2, S]
         effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device, dtype=self.dtype)
-        wanted = None if coordinates is None else {int(j) for j in coordinates}
-        for layer, size in enumerate(self.space.sizes):
-            lo = self.space.coordinate(layer, 0)
-            channels = [c for c in range(size) if wanted is None or lo + c in wanted]
-            if not channels:
-                continue
-            state = g.synthesis_state(conv, rgb, layer)
-            # rows: (d, channel) for d in 0, 1 and every wanted channel of this layer
-            rows = [(d, c) for d in (0, 1) for c in channels]
-            for i in range(0, len(rows), self.batch_size):
-                chunk = rows[i:i + self.batch_size]
-                d_idx = torch.tensor([d for d, _ in chunk], device=self.device)
-                c_idx = torch.tensor([c for _, c in chunk], device=self.device)
-                edited = conv[layer].expand(len(chunk), -1).clone()
-                edited[torch.arange(len(chunk)), c_idx] += deltas[d_idx, lo + c_idx]
-                styles = [s.expand(len(chunk), -1) for s in conv]
-                styles[layer] = edited
-                rgbs = [s.expand(len(chunk), -1) for s in rgb]
-                logits = self._classify(g.synthesis(styles, rgbs, start=layer, state=state))
-                effects[d_idx, lo + c_idx] = logits - base
-                if on_progress is not None:
-                    on_progress(len(chunk) / 2)
+        with self._reduced():
+            reference = base if self.precision == "float32" else self._classify(g.synthesis(conv, rgb))[0].to(self.dtype)
+            wanted = None if coordinates is None else {int(j) for j in coordinates}
+            for layer, size in enumerate(self.space.sizes):
+                lo = self.space.coordinate(layer, 0)
+                channels = [c for c in range(size) if wanted is None or lo + c in wanted]
+                if not channels:
+                    continue
+                state = g.synthesis_state(conv, rgb, layer)
+                # rows: (d, channel) for d in 0, 1 and every wanted channel of this layer
+                rows = [(d, c) for d in (0, 1) for c in channels]
+                for i in range(0, len(rows), self.batch_size):
+                    chunk = rows[i:i + self.batch_size]
+                    d_idx = torch.tensor([d for d, _ in chunk], device=self.device)
+                    c_idx = torch.tensor([c for _, c in chunk], device=self.device)
+                    edited = conv[layer].expand(len(chunk), -1).clone()
+                    edited[torch.arange(len(chunk)), c_idx] += deltas[d_idx, lo + c_idx]
+                    styles = [s.expand(len(chunk), -1) for s in conv]
+                    styles[layer] = edited
+                    rgbs = [s.expand(len(chunk), -1) for s in rgb]
+                    logits = self._classify(g.synthesis(styles, rgbs, start=layer, state=state))
+                    effects[d_idx, lo + c_idx] = logits.to(self.dtype) - reference
+                    if on_progress is not None:
+                        on_progress(len(chunk) / 2)
         return base.cpu().numpy(), effects.cpu().numpy()
+
+    def _reduced(self):
+        """The context of the sweep's edited images: ``precision``'s arithmetic."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.precision == "tf32":
+            return _tf32(True) if self.device.type == "cuda" else emulated_tf32()
+        return contextlib.nullcontext()
 
     def discriminator_changes(self, discriminator, dlatents, styles, style_min, style_max, shift_size: float = 2.0):
         """The PyTorch side of ``discriminator_filter.DiscriminatorFilter``: ``changes(images, d, j)`` ->

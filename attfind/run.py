@@ -9,6 +9,7 @@ never ``models_tf`` or the cross-checks.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class Options:
     discriminator_threshold: float = DISCRIMINATOR_THRESHOLD
     discriminator_images: int = DISCRIMINATOR_IMAGES
     discriminator_shift: float = DISCRIMINATOR_SHIFT
+    precision: str = "float32"     # the sweep's arithmetic; tf32 or bf16: certified (attfind.certify)
 
 
 @dataclass
@@ -117,6 +119,29 @@ def ray_source(weights: Path, entries: dict, dlatents, style_min, style_max, opt
     return source, cluster
 
 
+def certified(sweep, backend, setting: Setting, options: Options, log):
+    """AttFind on ``sweep``'s reduced-precision effects with every decision re-checked in float32
+    on ``backend`` (``attfind.certify``): the result, ``attfind.json``'s ``"certificate"`` and
+    the effects with the recomputed coordinates in float32."""
+    from attfind import certify
+
+    t0 = time.perf_counter()
+    args = (setting.dlatents, setting.style_min, setting.style_max, options.shift_size)
+    err = certify.probe_error(sweep, backend, *args)
+    result, cert, effects = certify.certified_attfind(
+        setting.effects, setting.base, err, certify.recompute_with(backend, *args),
+        on_round=lambda r, n: log(f"{options.precision} effects, round {r}: {n} coordinates open, recomputed "
+                                  f"in float32 on every image"),
+        num_indices=options.num_indices)
+    log(f"certified: every AttFind decision re-checked in float32 against a measured error bound "
+        f"({err.min():.1e} to {err.max():.1e}, {cert.worst_ratio:.2f} of it the largest error seen); "
+        f"{len(cert.recomputed)} of {cert.num_styles} coordinates ({cert.fraction:.1%}) recomputed in "
+        f"{time.perf_counter() - t0:.1f} s")
+    part = cert.to_dict()
+    part.update(bound_min=float(err.min()), bound_max=float(err.max()), seconds=round(time.perf_counter() - t0, 2))
+    return result, part, effects
+
+
 def torch_threads() -> int:
     """This process's torch CPU threads: on a CPU, part of what makes two runs bit-identical."""
     import torch
@@ -170,22 +195,35 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     t_start, out_dir = time.perf_counter(), Path(out_dir)
     gen, clf, entries = load_models(weights)
     dlatents, names = read_dlatents(dlatents_path, options.max_images, gen.config["w_dim"], weights)
+    reduced = options.precision != "float32"
+    if reduced and (options.workers or options.ray_address or options.discriminator_filter or options.independent):
+        raise AttFindInputError(f"--precision {options.precision} runs in this process, without the "
+                                "discriminator filter and the per-image rankings; drop --workers/--ray-address/"
+                                "--discriminator-filter/--independent or use --precision float32")
     backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
     setting = Setting.of(backend, dlatents, options.shift_size)
     lo, hi = setting.style_min, setting.style_max
-    key, cache = cache_key(entries, dlatents, lo, hi, options.shift_size), out_dir / "effects_cache"
+    sweep = (TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device,
+                          precision=options.precision) if reduced else backend)
+    key = cache_key(entries, dlatents, lo, hi, options.shift_size, sweep.arithmetic)
+    cache = out_dir / "effects_cache"
     log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "
         f"({2 * len(dlatents) * backend.num_styles} generator + classifier evaluations)")
     t0 = time.perf_counter()
     source, cluster = (ray_source(weights, entries, dlatents, lo, hi, options, log)
                        if options.workers or options.ray_address else (None, None))
-    base, effects, computed = compute_effects(backend, dlatents, lo, hi, cache, key, options.shift_size, bar, log,
+    base, effects, computed = compute_effects(sweep, dlatents, lo, hi, cache, key, options.shift_size, bar, log,
                                               source=source)
     seconds = time.perf_counter() - t0
     setting.base, setting.effects = base, effects
-    pick_filter = (build_discriminator_filter(weights, entries, setting, options)
-                   if options.discriminator_filter else None)
-    result = sel.attfind(effects, base, num_indices=options.num_indices, pick_filter=pick_filter)
+    certificate = pick_filter = None
+    if reduced:
+        result, certificate, setting.effects = certified(sweep, backend, setting, options, log)
+        effects = setting.effects
+    else:
+        pick_filter = (build_discriminator_filter(weights, entries, setting, options)
+                       if options.discriminator_filter else None)
+        result = sel.attfind(effects, base, num_indices=options.num_indices, pick_filter=pick_filter)
 
     doc = result.to_dict()
     report.describe(doc["attributes"], gen)
@@ -199,6 +237,9 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
                                                if computed else None)},
         "near_ties": [[x.coordinate for x in pair] for pair in result.near_ties(1e-4)],
     })
+    doc["effects"]["precision"], doc["effects"]["arithmetic"] = options.precision, sweep.arithmetic
+    if certificate is not None:
+        doc["certificate"] = certificate
     if cluster is not None:
         doc["effects"]["cluster"] = cluster.to_json()
     if pick_filter is not None:
@@ -208,6 +249,10 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
             f"{len(pick_filter.decisions)} candidates asked, {len(rejected)} rejected"
             + (f": {', '.join(f'({d}, {j})' for d, j in rejected[:8])}" if rejected else ""))
     examples = options.compare or Path(dlatents_path).parent / EXAMPLES_FILE
+    if examples.exists() and reduced and options.truth_images:
+        log(f"effects verdict: not run (it judges float32 effects; these are {options.precision}, their "
+            "ranking certified equal to float32's); --precision float32 runs it")
+        options = dataclasses.replace(options, truth_images=0)
     if examples.exists():
         doc["tfrecord"] = report.tfrecord_part(examples, gen, clf, setting, result, pick_filter, options, cache, key,
                                                bar, log)

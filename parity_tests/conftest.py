@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 GROUPS = {
     "releases": {"test_verdict", "test_training", "test_release_convert"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
-                "test_onnx_export", "test_base_install", "test_studies"},
+                "test_onnx_export", "test_base_install", "test_studies", "test_certify"},
 }
 # The releases group runs as one group per seed (each seed's release and verify are fixtures of
 # their own) plus the rest: as one group it was the suite's critical path on one worker.

@@ -335,11 +335,15 @@ def report_all(reports: list, json_path) -> int:
                    "changes the discriminator's output by more than --discriminator-threshold on any of its "
                    "affected images (up to 10 per direction); what was filtered is recorded in attfind.json.")
 @click.option("--discriminator-threshold", default=0.2, show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "tf32", "bf16"]), default="float32", show_default=True,
+              help="The sweep's arithmetic. tf32 (tensor cores on a GPU; emulated, slower, on a CPU) or bf16: "
+                   "every AttFind decision is then re-checked in float32 and the ranking is float32's "
+                   "(docs/attfind.md, reduced precision); not with --workers, --discriminator-filter or --independent.")
 @user_errors
 def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
             sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
             truth_coordinates, workers, ray_address, threads_per_worker, worker_weights, discriminator_filter,
-            discriminator_threshold):
+            discriminator_threshold, precision):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier.
 
     With the release's examples_1.tfrecord beside --dlatents (or --compare), TF's effects and ours
@@ -358,7 +362,8 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
                    truth_images=truth_images, truth_coordinates=truth_coordinates, workers=workers,
                    ray_address=ray_address, threads_per_worker=threads_per_worker,
                    worker_weights=Path(worker_weights) if worker_weights else None,
-                   discriminator_filter=discriminator_filter, discriminator_threshold=discriminator_threshold)
+                   discriminator_filter=discriminator_filter, discriminator_threshold=discriminator_threshold,
+                   precision=precision)
     try:
         outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                       log=log_line)
