@@ -5,11 +5,19 @@
 
 1. On the converted reference weights: CUDA effects against CPU effects (same code) and, if the
    release's examples_1.tfrecord is given, against TF's; the AttFind ranking of both.
-2. Evaluations per second and one image's full sweep on CUDA, at the reference size and at the
-   release's 256 px configuration (generator widths up to 512, MobileNetV1 1.0; weights drawn at
-   random, which does not change the work), with TF32 off as TorchEffects sets it; at 256 px for
-   each of ``--batch-sizes-256``, with the peak GPU memory and the effects against the CPU on two
-   coordinates of every style layer. Issue 12's target: >= 800 evaluations/s (a release < 1 h).
+2. Evaluations per second and one image's full sweep at the reference size, TF32 off.
+3. The release's 256 px configuration (``attfind_flops.release_models``: widths up to 512,
+   MobileNetV1 1.0, random weights, which do not change the work) on ``--images-256`` images,
+   for each of ``--batch-sizes-256``: the float32 sweep's evaluations/s and % of the device's
+   peaks (FLOPs counted by ``attfind_flops``); the ``--precision`` sweep (default TF32; on a CPU
+   emulated, for checking, not speed) alone and certified (``attfind.certify``: every AttFind
+   decision re-checked in float32, the probe and the recomputation counted in its time); whether
+   the certified ranking equals the float32 sweep's; the peak memory. On CUDA also the float32
+   effects against the CPU's on the first coordinate of every style layer. Target: >= 800
+   evaluations/s (a release in under an hour) with the ranking equal to float32's.
+
+On 2 CPU cores a full 256 px image takes hours; ``--coordinates-256 2 --images-256 2
+--batch-sizes-256 8`` sweeps two coordinates per style layer (about 15 minutes).
 
 One command on a GPU machine, from a fresh clone (about 10 minutes with the 64 px reference):
 
@@ -26,6 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attfind.effects_pt import PRECISIONS  # noqa: E402
 
 
 def sweep_rate(backend, dlatents, lo, hi, images: int) -> tuple[float, float]:
@@ -47,8 +58,13 @@ def main():
     ap.add_argument("--tfrecord", type=Path)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--images-256", type=int, default=1, help="Images swept per batch size at 256 px (0: skip).")
+    ap.add_argument("--images-256", type=int, default=4, help="Images swept per batch size at 256 px (0: skip).")
     ap.add_argument("--batch-sizes-256", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--coordinates-256", type=int, default=0,
+                    help="Coordinates per style layer swept at 256 px, spread over it (0: all; on 2 CPU cores a "
+                         "full image takes hours: try 2).")
+    ap.add_argument("--precision", choices=PRECISIONS, default="tf32",
+                    help="The reduced precision certified against float32 at 256 px (float32: none).")
     args = ap.parse_args()
 
     import numpy as np
@@ -89,37 +105,98 @@ def main():
     rate, seconds = sweep_rate(gpu, dl, lo, hi, images=min(8, len(dl)))
     print(f"2. {gpu.generator.config['resolution']} px: {rate:,.0f} evaluations/s, one image's full sweep {seconds:.2f} s")
 
-    if not args.images_256:
-        return
-    torch.manual_seed(0)
-    config = dict(models["generator"].config, resolution=256, channels=[512, 512, 512, 512, 512, 256, 128])
-    g256 = Generator(**config)
+    if args.images_256:
+        release_256(args)
+
+
+def timed(fn, device):
+    import torch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def release_256(args) -> None:
+    """Part 3: the release's 256 px configuration, float32 against ``--precision`` certified
+    (``attfind.certify``), per batch size: rates, % of peak, peak memory, the ranking check."""
+    import numpy as np
+    import torch
+
+    import attfind_flops as af
+    from attfind import certify
+    from attfind import selection as sel
+    from attfind.effects_pt import TorchEffects
+
+    device = torch.device(args.device)
+    g, clf = af.release_models(256)
+    w = np.random.default_rng(0).normal(size=(args.images_256, g.config["w_dim"])).astype(np.float32)
+    space = g.space
+    per_layer = args.coordinates_256 or max(space.sizes)
+    sample = [space.coordinate(layer, int(c)) for layer, size in enumerate(space.sizes)
+              for c in np.unique(np.linspace(0, size - 1, min(per_layer, size)).round().astype(int))]
+    counts = [sum(space.split(j)[0] == layer for j in sample) for layer in range(len(space.sizes))]
+    costs = af.layer_costs(g, clf, torch.as_tensor(w[:1]), batch=1)
     with torch.no_grad():
-        for name, p in g256.named_parameters():
-            if name.endswith("bias") and "styles" in name:
-                p.zero_()                                   # styles near 1, as trained ones are
-            elif "noise_strength" in name:
-                p.fill_(0.1)
-    clf256 = MobileNetV1(**models["mobilenet"].config).eval()
-    w256 = np.random.default_rng(0).normal(size=(4, config["w_dim"])).astype(np.float32)
-    cpu256 = TorchEffects(g256, clf256, batch_size=16)
-    lo256, hi256 = sel.style_ranges(cpu256.styles(w256))
-    # effects on CUDA against the CPU, on a sample of coordinates of every style layer
-    sample = [cpu256.space.coordinate(layer, c) for layer in range(len(cpu256.space.sizes)) for c in (0, 1)]
-    _, c_eff = cpu256.image(w256[0], lo256, hi256, coordinates=sample)
+        conv, rgb = g.style_vectors(torch.as_tensor(w[:1]))
+        whole = af.flops_of(lambda: clf(g.synthesis(conv, rgb)))
+    image_flops = af.sweep_flops(costs, counts, whole)
+    peaks = af.device_peaks(device, torch.get_num_threads())
+    evaluations = 2 * len(sample) * len(w)
+    print(f"3. 256 px release configuration ({len(space)} coordinates; {len(sample)} of them swept"
+          f"{'' if len(sample) == len(space) else f', {per_layer} per style layer'}) on {len(w)} images: "
+          f"{evaluations} evaluations, {image_flops / 1e9:.1f} GFLOP per image")
+
+    def percent(flops_per_s: float) -> str:
+        return ", ".join(f"{100 * flops_per_s / v:.1f}% of the {k} peak" for k, (v, _) in peaks.items())
+
     for batch in args.batch_sizes_256:
-        torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
-        big = TorchEffects(g256, clf256, batch_size=batch, device=args.device)
-        _, g_eff = big.image(w256[0], lo256, hi256, coordinates=sample)
-        diff = np.abs(g_eff[:, sample] - c_eff[:, sample]).max()
-        rate, seconds = sweep_rate(big, w256, lo256, hi256, images=args.images_256)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-        print(f"   256 px release configuration ({big.num_styles} coordinates), batch {batch}: {rate:,.0f} "
-              f"evaluations/s, one image's full sweep {seconds:.1f} s, a release of 250 images "
-              f"{250 * seconds / 3600:.2f} h on this GPU; peak GPU memory {peak:.1f} GiB; effects vs CPU "
-              f"({len(sample)} coordinates) max abs diff {diff:.1e}")
-        del big
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+        f32 = TorchEffects(g, clf, batch_size=batch, device=device)
+        lo, hi = sel.style_ranges(f32.styles(w))
+        f32.image(w[0], lo, hi, coordinates=sample[:2])                          # warm-up
+        full, t32 = timed(lambda: [f32.image(x, lo, hi, coordinates=sample) for x in w], device)
+        base = np.stack([b for b, _ in full])
+        e32 = np.stack([e[:, sample] for _, e in full])
+        truth = sel.attfind(e32, base)
+        if np.abs(e32).max() < 1e-3 or len(set(sel.split_by_class(base))) < 2:
+            raise SystemExit(f"degenerate 256 px inputs: max |effect| {np.abs(e32).max():.1e}, classes "
+                             f"{sorted(set(sel.split_by_class(base).tolist()))}; a ranking check on them proves nothing")
+        line = (f"   batch {batch}: float32 {evaluations / t32:,.2f} evaluations/s "
+                f"({percent(len(w) * image_flops / t32)})")
+        if args.precision != "float32":
+            reduced = TorchEffects(g, clf, batch_size=batch, device=device, precision=args.precision)
+            reduced.image(w[0], lo, hi, coordinates=sample[:2])                  # warm-up
+            err, t_probe = timed(lambda: certify.probe_error(reduced, f32, w, lo, hi, per_layer=2, images=2), device)
+            low, t_low = timed(lambda: np.stack([reduced.image(x, lo, hi, coordinates=sample)[1][:, sample]
+                                                 for x in w]), device)
+            exact = certify.recompute_with(f32, w, lo, hi)
+            (result, cert, _), t_cert = timed(lambda: certify.certified_attfind(
+                low, base, err[sample], lambda cols: exact([sample[i] for i in cols])), device)
+            total = t_probe + t_low + t_cert
+            line += (f"; {args.precision} {evaluations / t_low:,.2f}/s alone ({percent(len(w) * image_flops / t_low)}), "
+                     f"certified {evaluations / total:,.2f}/s ({t32 / total:.2f}x float32; without the error "
+                     f"probe, which a full sweep amortizes, {evaluations / (total - t_probe):,.2f}/s, "
+                     f"{t32 / (total - t_probe):.2f}x; {cert.fraction:.1%} of the "
+                     f"coordinates recomputed in float32, {cert.rounds} rounds, bound raised {cert.bound_raised}x, "
+                     f"max |{args.precision} - float32| {np.abs(low - e32).max():.1e}); "
+                     f"ranking equal to the float32 sweep's: {result.ranking == truth.ranking} "
+                     f"({len(truth.ranking)} attributes)")
+        print(line + f"; peak memory {af.peak_memory_gib(device):.2f} GiB "
+              f"({'GPU, allocated' if device.type == 'cuda' else 'resident, whole process'})", flush=True)
+        if device.type == "cuda" and batch == args.batch_sizes_256[0]:
+            first = [space.coordinate(layer, 0) for layer in range(len(space.sizes))]
+            on_cpu = TorchEffects(g, clf, batch_size=batch).image(w[0], lo, hi, coordinates=first)[1][:, first]
+            print(f"   float32 effects, CUDA vs CPU ({len(first)} coordinates): max abs diff "
+                  f"{np.abs(full[0][1][:, first] - on_cpu).max():.1e}")
+        del f32
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    for name, (_, how) in peaks.items():
+        print(f"   peak {name}: {how}")
+
 
 if __name__ == "__main__":
     main()

@@ -122,9 +122,19 @@ def peak_memory_gib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux: KiB
 
 
+def release_widths(resolution: int) -> list[int]:
+    """The release generator's widths at resolutions 4, 8, ..., ``resolution``: 512 up to 64 px,
+    then halving (256 px: 512, 512, 512, 512, 512, 256, 128)."""
+    return [min(512, 32768 // r) for r in [2 ** i for i in range(2, resolution.bit_length())]]
+
+
 def release_models(resolution: int):
     """The release's generator and classifier configurations with random weights (the work does
-    not depend on the weights)."""
+    not depend on the weights). The style biases are 0 and the noise strengths 0.1, so the
+    styles lie near 1 as trained ones do; the classifier's BatchNorm statistics are those of 16
+    of the generator's images (with PyTorch's initial ones, every image gets the same logits to
+    1e-3, and AttFind's effects would be rounding noise), and its class-1 bias puts their median
+    on the boundary (AttFind needs images of both classes)."""
     import torch
 
     from models_pt.classifier import MobileNetV1
@@ -133,21 +143,39 @@ def release_models(resolution: int):
     from stylex_port.release_facts import CLASSIFIER_ASSUMED, MAPPING_LR_MUL
 
     torch.manual_seed(0)
-    widths = [min(512, 32768 // r) for r in [2 ** i for i in range(2, resolution.bit_length())]]
-    g = Generator(resolution=resolution, channels=widths, z_dim=512, w_dim=514, label_size=2, mapping_layers=8,
-                  mapping_lr_mul=MAPPING_LR_MUL).eval()
+    g = Generator(resolution=resolution, channels=release_widths(resolution), z_dim=512, w_dim=514, label_size=2,
+                  mapping_layers=8, mapping_lr_mul=MAPPING_LR_MUL).eval()
     c = MobileNetV1(alpha=1.0, depth_multiplier=1, num_classes=2, **CLASSIFIER_ASSUMED).eval()
-    for p in [*g.parameters(), *c.parameters()]:   # inference only (and FlopCounterMode's module
-        p.requires_grad_(False)                    # tracker needs no grad hooks then)
+    for name, p in [*g.named_parameters(), *c.named_parameters()]:
+        p.requires_grad_(False)     # inference only (and FlopCounterMode's module tracker needs no grad hooks then)
+        if name.endswith("bias") and "styles" in name:
+            p.zero_()
+        elif "noise_strength" in name:
+            p.fill_(0.1)
+    with torch.no_grad():
+        images = g.synthesis(*g.style_vectors(torch.randn(16, g.config["w_dim"]))).clamp(-1, 1)
+        for m in c.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None          # a cumulative average: exactly this batch's statistics
+        c.train()(images)
+        c.eval()
+        logits = c(images)                 # the classes' bias, so that half of the images fall in each
+        c.head.conv.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
     return g, c
 
 
 def flops_of(fn) -> float:
+    return counted(fn)[0]
+
+
+def counted(fn):
+    """``(FLOPs, result)`` of calling ``fn``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
+        out = fn()
+    return float(counter.get_total_flops()), out
 
 
 def layer_costs(g, classifier, w, batch: int) -> list[LayerCost]:
@@ -158,14 +186,26 @@ def layer_costs(g, classifier, w, batch: int) -> list[LayerCost]:
         conv, rgb = g.style_vectors(w)
         costs = []
         for layer, size in enumerate(g.space.sizes):
-            prefix = flops_of(lambda: g.synthesis_state(conv, rgb, layer))
-            state = g.synthesis_state(conv, rgb, layer)
+            prefix, state = counted(lambda: g.synthesis_state(conv, rgb, layer))
             styles = [s.expand(batch, -1) for s in conv]
             rgbs = [s.expand(batch, -1) for s in rgb]
             suffix = flops_of(lambda: classifier(g.synthesis(styles, rgbs, start=layer, state=state))) / batch
-            res = 4 * 2 ** ((layer + 1) // 2)
-            costs.append(LayerCost(layer, res, size, prefix, suffix))
+            costs.append(LayerCost(layer, style_layer_resolution(g, layer), size, prefix, suffix))
     return costs
+
+
+def style_layer_resolution(g, layer: int) -> int:
+    """The resolution of the block conv style layer ``layer`` belongs to (``b4_conv``: 4;
+    ``b8_conv0``, ``b8_conv1``: 8; ...), from the generator's own names."""
+    name = list(g.conv_styles.keys())[layer]
+    return int(name[1:name.index("_")])
+
+
+def sweep_flops(costs: list[LayerCost], counts: list[int], base: float) -> float:
+    """FLOPs of one image's sweep of ``counts[L]`` coordinates of each layer L (both directions):
+    each layer's prefix once where it has any, ``2 counts[L]`` suffixes, and the unedited
+    image once (``base``: the whole synthesis and classifier)."""
+    return base + sum(c.prefix + 2 * n * c.suffix for c, n in zip(costs, counts) if n)
 
 
 def time_layers(g, classifier, w, costs: list[LayerCost], batch: int, device) -> None:
