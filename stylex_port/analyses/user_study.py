@@ -69,6 +69,7 @@ def load_setting(doc: dict, weights: Path | None, dlatents_path: Path | None, op
     from attfind.effects_pt import TorchEffects
     from attfind.run import load_models, read_dlatents
     from attfind.setting import Setting
+    from stylex_port.analyses.fliprate import backend_logits
 
     weights = Path(weights or doc["weights"])
     dlatents_path = Path(dlatents_path or doc["dlatents"])
@@ -80,7 +81,7 @@ def load_setting(doc: dict, weights: Path | None, dlatents_path: Path | None, op
         raise AttFindInputError(f"{weights}: the generator has {backend.num_styles} StyleSpace coordinates, the "
                                 f"attfind.json's style ranges {lo.shape[0]}; pass the weights that run used")
     setting = Setting(backend, dlatents, backend.styles(dlatents), lo, hi, float(doc["shift_size"]))
-    setting.base = np.concatenate([backend.logits(dlatents[i:i + 64]) for i in range(0, len(dlatents), 64)])
+    setting.base = backend_logits(backend, dlatents)
     return setting, names
 
 
