@@ -6,6 +6,12 @@ STAMP  := $(VENV)/.installed
 REF    ?= reference
 WEIGHTS ?= weights
 TEST_WORKERS ?= 2
+# tcmalloc where the system has it (Debian's libtcmalloc-minimal4; .ci/run installs it): glibc gives
+# large freed blocks back to the kernel and faults them in again on the next pass, a third of
+# verify's time at 512 channels (docs/verification.md). Nothing numerical depends on it.
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+	/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
+RUN    := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
 
 .PHONY: install demo test clean
 
@@ -19,14 +25,14 @@ install: $(STAMP)
 # Build a reference release, convert it, verify it, print the report; then AttFind in PyTorch,
 # compared with the release's examples_1.tfrecord (computed by the TF backend).
 demo: install
-	$(PY) cli.py make-reference --out $(REF)
-	$(PY) cli.py convert --tf-ckpt $(REF) --out $(WEIGHTS)/$(REF)
-	$(PY) cli.py verify --tf-ckpt $(REF) --weights $(WEIGHTS)/$(REF) --json $(WEIGHTS)/$(REF)/verify.json
-	$(PY) cli.py attfind --weights $(WEIGHTS)/$(REF) --dlatents $(REF)/dlatents.pkl --out runs/attfind/$(REF) --sufficiency
+	$(RUN) cli.py make-reference --out $(REF)
+	$(RUN) cli.py convert --tf-ckpt $(REF) --out $(WEIGHTS)/$(REF)
+	$(RUN) cli.py verify --tf-ckpt $(REF) --weights $(WEIGHTS)/$(REF) --json $(WEIGHTS)/$(REF)/verify.json
+	$(RUN) cli.py attfind --weights $(WEIGHTS)/$(REF) --dlatents $(REF)/dlatents.pkl --out runs/attfind/$(REF) --sufficiency
 
 # Two pytest-xdist workers of one thread each (parity_tests/conftest.py); TEST_WORKERS=0 runs serially.
 test: install
-	$(PY) -m pytest parity_tests/ -q -n $(TEST_WORKERS) --dist loadgroup
+	$(RUN) -m pytest parity_tests/ -q -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(REF) $(WEIGHTS)/$(REF) runs .pytest_cache

@@ -88,3 +88,15 @@ def test_costliest_group_goes_out_first():
     assert [queue.popitem(last=False)[0] for _ in range(3)] == ["big", "many", "small"]
     with pytest.raises(KeyError):
         queue.popitem(last=False)
+
+
+def test_the_suite_runs_under_tcmalloc_where_ci_requires_it():
+    """``make test`` preloads tcmalloc where the system has it (Makefile): glibc hands large freed
+    blocks back to the kernel and faults them in again, about a fifth of the suite's time.
+    ``.ci/run`` installs it and sets ``STYLEX_REQUIRE_TCMALLOC=1``, so a preload lost on the way
+    (a Makefile edit, a library moved) fails CI instead of slowing it silently."""
+    maps = Path("/proc/self/maps")
+    loaded = maps.exists() and "libtcmalloc" in maps.read_text()
+    if not loaded and os.environ.get("STYLEX_REQUIRE_TCMALLOC") != "1":
+        pytest.skip("tcmalloc is not preloaded (make test does it where libtcmalloc_minimal.so.4 is installed)")
+    assert loaded, "STYLEX_REQUIRE_TCMALLOC=1 but this process runs glibc's malloc: LD_PRELOAD was lost"
