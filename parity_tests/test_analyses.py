@@ -212,10 +212,12 @@ def disc_setup(attfind_release):
           "changes": be.discriminator_changes(m["discriminator"], dl, st, lo, hi)}
     tfm = _tf_models(ref, ["generator", "mobilenet", "discriminator"])
     tb, _, te = read_examples(ref / "examples_1.tfrecord")
-    nb = TFEffects(tfm["generator"], tfm["mobilenet"])
+    nb = TFEffects(tfm["generator"], tfm["mobilenet"], compiled=True)   # the notebook's calls, in tf.function
     tst = nb.styles(dl)
     tlo, thi = sel.style_ranges(tst)
-    tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi)}
+    tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi),
+          "eager changes": TFEffects(tfm["generator"], tfm["mobilenet"]).discriminator_changes(
+              tfm["discriminator"], dl, tst, tlo, thi)}
     planted = json.loads((ref / "reference.json").read_text())["planted"]
     return pt, tf, planted
 
@@ -249,6 +251,11 @@ def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     asked = [d for d in f_pt.decisions if any(d["images"])]
     assert len(asked) >= 2 and min(d["max_change"] for d in asked) > 1e-3, \
         "the discriminator does not react to the edits: the filter proves nothing"
+    # the eager calls, as the notebook makes them, give the compiled ones' changes
+    for d, j in [(planted["direction"], planted["coordinate"]), (1 - planted["direction"], 0)]:
+        compiled, eager = tf["changes"]([0, 1, 2], d, j), tf["eager changes"]([0, 1, 2], d, j)
+        np.testing.assert_allclose(eager, compiled, rtol=0, atol=1e-5)
+        assert j != planted["coordinate"] or compiled.max() > 1e-3, "D does not react to the planted edit"
     assert len(f_pt.decisions) == len(f_tf.decisions)
     for a, b in zip(f_pt.decisions, f_tf.decisions):                  # the same candidates, the same images
         assert (a["direction"], a["coordinate"], a["images"]) == (b["direction"], b["coordinate"], b["images"])
