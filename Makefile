@@ -9,11 +9,12 @@ TEST_WORKERS ?= 2
 # tcmalloc where the system has it (Debian's libtcmalloc-minimal4; .ci/run installs it): glibc gives
 # large freed blocks back to the kernel and faults them in again on the next pass, a third of
 # verify's time at 512 channels (docs/verification.md). Nothing numerical depends on it.
+# `make test TCMALLOC=` runs without it.
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
 	/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
 RUN    := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean tcmalloc-path
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +37,7 @@ test: install
 
 clean:
 	rm -rf $(REF) $(WEIGHTS)/$(REF) runs .pytest_cache
+
+# The library make test and make demo preload (empty: none found); .ci/run asks here.
+tcmalloc-path:
+	@echo $(TCMALLOC)

@@ -144,8 +144,9 @@ class TFEffects:
         and the classifier's softmax on it as labels (the bias is put back); the discriminator
         (``discriminator((images_nchw, labels))``) sees each image alone. ``label_size``: the
         dlatent's label part [default: the classifier's number of classes, whose probabilities
-        the release's dlatents carry]. ``compiled``: the same calls under ``tf.function`` (3.8x
-        faster on the suite's 32 px release: a revived Keras model's eager call is slow)."""
+        the release's dlatents carry]. A backend built with ``compiled=True`` makes the same calls
+        under ``tf.function`` (3.8x faster on the suite's 32 px release: a revived Keras model's
+        eager call is slow)."""
         tf = _tf()
         targets = self.space.targets(style_min, style_max)
         before: dict[int, float] = {}

@@ -99,4 +99,5 @@ def test_the_suite_runs_under_tcmalloc_where_ci_requires_it():
     loaded = maps.exists() and "libtcmalloc" in maps.read_text()
     if not loaded and os.environ.get("STYLEX_REQUIRE_TCMALLOC") != "1":
         pytest.skip("tcmalloc is not preloaded (make test does it where libtcmalloc_minimal.so.4 is installed)")
-    assert loaded, "STYLEX_REQUIRE_TCMALLOC=1 but this process runs glibc's malloc: LD_PRELOAD was lost"
+    assert loaded, ("STYLEX_REQUIRE_TCMALLOC=1 but tcmalloc is not loaded in this process: `make -s tcmalloc-path` "
+                    "names the library make test preloads (empty: none where the Makefile looks)")
