@@ -188,6 +188,48 @@ def independent_part(effects, result, names, k: int) -> list[dict]:
             for n in range(len(names))]
 
 
+def refuse_reduced_with(options: Options):
+    """Reduced precision runs in this process, without the parts it cannot certify."""
+    if options.precision != "float32" and (options.workers or options.ray_address or options.discriminator_filter
+                                           or options.independent):
+        raise AttFindInputError(f"--precision {options.precision} runs in this process, without the "
+                                "discriminator filter and the per-image rankings; drop --workers/--ray-address/"
+                                "--discriminator-filter/--independent or use --precision float32")
+
+
+def select(sweep, backend, setting: Setting, options: Options, weights: Path, entries: dict, log):
+    """AttFind on the sweep's effects: ``(result, certificate, pick_filter)``. A reduced-precision
+    sweep is certified against float32 (``setting.effects`` then holds the recomputed columns)."""
+    if options.precision != "float32":
+        result, certificate, setting.effects = certified(sweep, backend, setting, options, log)
+        return result, certificate, None
+    pick_filter = (build_discriminator_filter(weights, entries, setting, options)
+                   if options.discriminator_filter else None)
+    return sel.attfind(setting.effects, setting.base, num_indices=options.num_indices, pick_filter=pick_filter), \
+        None, pick_filter
+
+
+def effects_record(computed: int, total: int, num_styles: int, seconds: float, options: Options, sweep,
+                   cluster) -> dict:
+    """``attfind.json``'s ``effects``: what was computed and cached, how fast, in what arithmetic."""
+    doc = {"computed_images": computed, "cached_images": total - computed, "torch_threads": torch_threads(),
+           "seconds": round(seconds, 2),
+           "evaluations_per_second": round(2 * computed * num_styles / seconds, 1) if computed else None,
+           "precision": options.precision, "arithmetic": sweep.arithmetic}
+    if cluster is not None:
+        doc["cluster"] = cluster.to_json()
+    return doc
+
+
+def filter_record(pick_filter: DiscriminatorFilter, options: Options, log) -> dict:
+    doc = pick_filter.to_dict()
+    rejected = doc["rejected"]
+    log(f"discriminator filter (threshold {options.discriminator_threshold:g}): "
+        f"{len(pick_filter.decisions)} candidates asked, {len(rejected)} rejected"
+        + (f": {', '.join(f'({d}, {j})' for d, j in rejected[:8])}" if rejected else ""))
+    return doc
+
+
 def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Options(),
         bar: Callable | None = None, log: Callable[[str], None] = print) -> Outcome:
     from attfind.effects_pt import TorchEffects
@@ -195,11 +237,8 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     t_start, out_dir = time.perf_counter(), Path(out_dir)
     gen, clf, entries = load_models(weights)
     dlatents, names = read_dlatents(dlatents_path, options.max_images, gen.config["w_dim"], weights)
+    refuse_reduced_with(options)
     reduced = options.precision != "float32"
-    if reduced and (options.workers or options.ray_address or options.discriminator_filter or options.independent):
-        raise AttFindInputError(f"--precision {options.precision} runs in this process, without the "
-                                "discriminator filter and the per-image rankings; drop --workers/--ray-address/"
-                                "--discriminator-filter/--independent or use --precision float32")
     backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
     setting = Setting.of(backend, dlatents, options.shift_size)
     lo, hi = setting.style_min, setting.style_max
@@ -212,42 +251,24 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     t0 = time.perf_counter()
     source, cluster = (ray_source(weights, entries, dlatents, lo, hi, options, log)
                        if options.workers or options.ray_address else (None, None))
-    base, effects, computed = compute_effects(sweep, dlatents, lo, hi, cache, key, options.shift_size, bar, log,
-                                              source=source)
+    setting.base, setting.effects, computed = compute_effects(sweep, dlatents, lo, hi, cache, key, options.shift_size,
+                                                              bar, log, source=source)
     seconds = time.perf_counter() - t0
-    setting.base, setting.effects = base, effects
-    certificate = pick_filter = None
-    if reduced:
-        result, certificate, setting.effects = certified(sweep, backend, setting, options, log)
-        effects = setting.effects
-    else:
-        pick_filter = (build_discriminator_filter(weights, entries, setting, options)
-                       if options.discriminator_filter else None)
-        result = sel.attfind(effects, base, num_indices=options.num_indices, pick_filter=pick_filter)
+    result, certificate, pick_filter = select(sweep, backend, setting, options, weights, entries, log)
 
     doc = result.to_dict()
     report.describe(doc["attributes"], gen)
     doc.update({
         "weights": str(weights), "dlatents": str(dlatents_path), "image_names": names,
-        "shift_size": options.shift_size, "base_logits": base.tolist(),
+        "shift_size": options.shift_size, "base_logits": setting.base.tolist(),
         "style_min": lo.tolist(), "style_max": hi.tolist(),
-        "effects": {"computed_images": computed, "cached_images": len(dlatents) - computed,
-                    "torch_threads": torch_threads(), "seconds": round(seconds, 2),
-                    "evaluations_per_second": (round(2 * computed * backend.num_styles / seconds, 1)
-                                               if computed else None)},
+        "effects": effects_record(computed, len(dlatents), backend.num_styles, seconds, options, sweep, cluster),
         "near_ties": [[x.coordinate for x in pair] for pair in result.near_ties(1e-4)],
     })
-    doc["effects"]["precision"], doc["effects"]["arithmetic"] = options.precision, sweep.arithmetic
     if certificate is not None:
         doc["certificate"] = certificate
-    if cluster is not None:
-        doc["effects"]["cluster"] = cluster.to_json()
     if pick_filter is not None:
-        doc["discriminator_filter"] = pick_filter.to_dict()
-        rejected = doc["discriminator_filter"]["rejected"]
-        log(f"discriminator filter (threshold {options.discriminator_threshold:g}): "
-            f"{len(pick_filter.decisions)} candidates asked, {len(rejected)} rejected"
-            + (f": {', '.join(f'({d}, {j})' for d, j in rejected[:8])}" if rejected else ""))
+        doc["discriminator_filter"] = filter_record(pick_filter, options, log)
     examples = options.compare or Path(dlatents_path).parent / EXAMPLES_FILE
     if examples.exists() and reduced and options.truth_images:
         log(f"effects verdict: not run (it judges float32 effects; these are {options.precision}, their "
@@ -257,7 +278,7 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
         doc["tfrecord"] = report.tfrecord_part(examples, gen, clf, setting, result, pick_filter, options, cache, key,
                                                bar, log)
     if options.independent:
-        doc["independent"] = independent_part(effects, result, names, options.sufficiency_k)
+        doc["independent"] = independent_part(setting.effects, result, names, options.sufficiency_k)
     if options.sufficiency:
         doc["sufficiency"] = sufficiency_part(setting, result, options, log)
     files = []
