@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 # file is a group of its own. parity_tests/scheduling.py does the grouping (xdist's own loses
 # the groups under pytest 9.2) and hands out the costliest group first, by GROUP_MINUTES.
 GROUPS = {
-    "releases": {"test_verdict", "test_training", "test_release_convert"},
+    "releases": {"test_verdict", "test_training", "test_release_convert", "test_readers_and_bad_input"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
                 "test_onnx_export", "test_base_install", "test_studies", "test_certify"},
 }
@@ -157,9 +157,9 @@ def small_classifier(tmp_path_factory):
     model.save(str(paths["savedmodel"]), save_format="tf", include_optimizer=False)
     model.save_weights(str(paths["h5"]))
     model.save_weights(str(paths["checkpoint"]))
-    from crosscheck.reference_release import save_savedmodel_zip
+    from crosscheck.reference_release import zip_savedmodel
 
-    paths["zip"] = save_savedmodel_zip(model, d / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
+    paths["zip"] = zip_savedmodel(paths["savedmodel"], d / "mobilenet.savedmodel.zip", "mobilenet.savedmodel")
     return model, config, paths
 
 
