@@ -221,15 +221,39 @@ def release(request, tmp_path_factory):
     return seed, ref, weights
 
 
+# What each seed's folder verify judged, by kind: ``(Reference, Report)``, recorded as ``verified``
+# runs the command line, so tests that judge more modules on the same reference (the negative
+# controls, the round trip's reuse of verify's TF models) take verify's own instead of building it
+# again. Filled by ``verified``; read through ``verify_references``.
+VERIFY_REFERENCES: dict[int, dict] = {}
+
+
 @pytest.fixture(scope="session")
 def verified(release, tmp_path_factory):
     """``cli.py verify`` on the whole ``release`` folder, run once per seed: ``(seed, ref, weights,
     output, report)`` with the report's JSON. Tests read it; none may change the folder."""
     import json
 
+    import crosscheck.verify
+
     seed, ref, weights = release
     report = tmp_path_factory.mktemp(f"verify{seed}") / "v.json"
-    result = run_cli(*["verify", "--tf-ckpt", str(ref), "--weights", str(weights),
-                                           "--json", str(report)])
+    judged, judge = {}, crosscheck.verify.judge_module
+
+    def recording(reference, module, *args, **kwargs):
+        out = judge(reference, module, *args, **kwargs)
+        judged[reference.kind] = (reference, out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(crosscheck.verify, "judge_module", recording)
+        result = run_cli(*["verify", "--tf-ckpt", str(ref), "--weights", str(weights), "--json", str(report)])
     assert result.exit_code == 0, result.output
+    VERIFY_REFERENCES[seed] = judged
     return seed, ref, weights, result.output, json.loads(report.read_text())
+
+
+@pytest.fixture(scope="session")
+def verify_references(verified) -> dict:
+    """kind -> ``(Reference, Report)`` of ``verified``'s run (its seed's)."""
+    return VERIFY_REFERENCES[verified[0]]

@@ -19,7 +19,7 @@ from conftest import ROOT, SEEDS, run_cli
 from porting import controls
 from porting.readers import open_checkpoint
 from crosscheck.verify import tf_reference
-from porting.verdict import EPS32, RULE, judge
+from porting.verdict import EPS32, NUM_IMAGES, RULE, judge
 
 # ----------------------------------------------------------------- the rule itself
 
@@ -118,21 +118,24 @@ def test_one_generator_zip_takes_the_dlatents_beside_it(release):
     assert f"8 dlatents from {ref.resolve() / 'dlatents.pkl'}" in result.output
 
 
-def test_round_trip_reuses_the_models_verify_built(release):
+def test_round_trip_reuses_the_models_verify_built(release, verify_references):
     """verify on a folder hands the round trip the SavedModels and float64 rebuilds its per-model
-    checks built (nothing read or built twice); the figures equal a round trip that builds its own."""
+    checks built (nothing read or built twice); the figures equal a round trip that builds its own.
+    The models are those the folder's verify built (``verify_references``); ``verify_checkpoint``
+    hands them on, checked here on the classifier."""
     from crosscheck.verify import round_trip, verify_checkpoint
 
     seed, ref, weights = release
     if seed != SEEDS[0]:
         pytest.skip("the reuse does not depend on the weights: one release")
     manifest = json.loads((weights / "manifest.json").read_text())
-    built = {}
-    for stem in ("encoder", "mobilenet", "generator"):
-        entry, built[stem] = manifest["models"][stem], {}
-        with open_checkpoint(ref / entry["source"]) as ck:
-            verify_checkpoint(ck, weights / entry["weights"], tf_models=built[stem])
-        assert set(built[stem]) == {"savedmodel", "float64"}
+    built = {stem: dict(verify_references[kind][0].models)
+             for kind, stem in (("encoder", "encoder"), ("classifier", "mobilenet"), ("generator", "generator"))}
+    handed = {}
+    with open_checkpoint(ref / manifest["models"]["mobilenet"]["source"]) as ck:
+        verify_checkpoint(ck, weights / manifest["models"]["mobilenet"]["weights"], tf_models=handed)
+    for models in (handed, *built.values()):
+        assert set(models) == {"savedmodel", "float64"} and all(m is not None for m in models.values())
     reused, own = round_trip(ref, weights, manifest, tf_models=built), round_trip(ref, weights, manifest)
     assert reused.passed and own.passed
     for a, b in zip(reused.layers, own.layers):
@@ -153,24 +156,33 @@ def test_generator_inputs_without_any_dlatents_file(monkeypatch, tmp_path):
     np.testing.assert_array_equal(w, vg.make_inputs(config, 8, 64, 0))  # seeded
 
 
-def _judge_all(ref_dir, weights, stem, size=None):
+def _judge_all(ref_dir, weights, stem, size=None, verify_references=None):
+    """The port and every control on one TF reference: the folder verify's own where it judged
+    this model on these inputs (its Reference and its rounding model's errors), else built here
+    (another input size; the generator, whose verify inputs are the folder's dlatents)."""
     entry = json.loads((weights / "manifest.json").read_text())["models"][stem]
     header = models_pt.read_header(weights / entry["weights"])
     module = models_pt.load(weights / entry["weights"])
+    kind = header["kind"]
+    if size is None and kind != "generator" and kind in (verify_references or {}):
+        ref, report = verify_references[kind]
+        assert ref.dtype == "float32" and ref.described == f"{NUM_IMAGES} x {ref.size}px", ref.described
+        return kind, controls.judge_with_controls(ref, module, model_error=report.model_error_by_label())
     with open_checkpoint(ref_dir / entry["source"]) as ck:
-        ref = tf_reference(ck, header["kind"], header["config"], "float32", 8, size)
-    return header["kind"], controls.judge_with_controls(ref, module)
+        ref = tf_reference(ck, kind, header["config"], "float32", NUM_IMAGES, size)
+    return kind, controls.judge_with_controls(ref, module)
 
 
 @pytest.mark.parametrize("stem,size", [("mobilenet", None), ("mobilenet", 33), ("generator", None),
                                        ("encoder", None), ("discriminator", None)])
-def test_every_negative_control_fails_and_the_port_passes(release, stem, size):
+def test_every_negative_control_fails_and_the_port_passes(release, verify_references, stem, size):
     """On seed 7; the encoder and discriminator also on seed 11, at the release's 512 channels
-    (conftest's RESNET_CHANNEL_MAX; seed 7's are capped at 128)."""
+    (conftest's RESNET_CHANNEL_MAX; seed 7's are capped at 128). On the folder verify's own TF
+    reference where it judged the model (``verify_references``)."""
     seed, ref, weights = release
     if seed != SEEDS[0] and stem not in ("encoder", "discriminator"):
         pytest.skip("bench/verdict_sweep.py runs every control on 20 releases; the suite on one")
-    kind, reports = _judge_all(ref, weights, stem, size)
+    kind, reports = _judge_all(ref, weights, stem, size, verify_references)
     by_name = {c.name: c for c in controls.CONTROLS}
     correct = reports.pop("correct")
     assert correct.passed and correct.exact and correct.fit32, correct.worst()

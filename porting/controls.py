@@ -391,17 +391,18 @@ def for_training(kind: str) -> list[Control]:
 
 # ----------------------------------------------------------------- judging a port and its controls
 
-def judge_with_controls(ref, module: nn.Module, rule=None) -> dict:
+def judge_with_controls(ref, module: nn.Module, rule=None, model_error: dict | None = None) -> dict:
     """``{"correct": Report, <control name>: Report, ...}``: the port and every control of its
     kind, judged on one TF reference (``porting.verdict.Reference``, computed once) with the same
     ``judge_module`` that ``verify`` uses. The rounding model runs once, on the correct port
     (which the float64 verdict holds to TF's float64 run): the bound belongs to the computation,
-    not to the candidate."""
+    not to the candidate. ``model_error``: its errors per label where a verify of the correct port
+    on this reference already simulated them (``Report.model_error_by_label``)."""
     from porting.verdict import RULE, judge_module, model_errors
 
     rule = rule or RULE
-    errors = None
-    if ref.dtype == "float32":
+    errors = model_error
+    if ref.dtype == "float32" and errors is None:
         import copy
 
         _, errors = model_errors(ref.spec, copy.deepcopy(module).double(), ref.inputs)

@@ -212,6 +212,11 @@ class Report:
             (lambda r: r.score64 if r.score64 is not None else -1.0)
         return max(self.rows(), key=key, default=None)
 
+    def model_error_by_label(self) -> dict[str, float]:
+        """label -> the rounding model's float32 error this report judged each layer with (float32
+        runs), to judge other modules on the same reference (``porting.controls``)."""
+        return {r.name: r.model_error for r in self.layers if r.model_error is not None}
+
     def worst64(self) -> LayerRow | None:
         return max(self.rows(), key=lambda r: r.score64 if r.score64 is not None else -1.0, default=None)
 
