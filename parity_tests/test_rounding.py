@@ -251,3 +251,17 @@ def test_training_quantities_have_rules_and_real_float32_sits_near_the_model(sma
         target.weight.copy_(target.weight.to(torch.bfloat16).float())
     bad = ptt.run_pt(kind_name, m32, inputs, "float32")
     assert max(float(np.abs(bad[k] - ref32[k]).max()) / errors[k] for k in live) > 20
+
+
+@pytest.mark.parametrize("bad", [-1e-3, float("inf"), float("nan")])
+def test_a_negative_or_non_finite_variance_is_refused(bad):
+    """The noise's variance comes from a rule's float32 work; a negative or non-finite one (an
+    overflow, an inexact kernel) must stop the simulation, not turn the model's error into NaN."""
+    mode = rounding.Float32Rounding(0)
+    good = torch.ones(3, dtype=torch.float32)
+    t = torch.zeros(3, dtype=torch.float64)
+    assert float(mode._perturb(t.clone(), good.clone()).abs().max()) > 0   # the control: noise is added
+    variance = good.clone()
+    variance[1] = bad
+    with pytest.raises(ValueError, match="negative or non-finite"):
+        mode._perturb(t.clone(), variance)

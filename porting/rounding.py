@@ -308,10 +308,11 @@ class Float32Rounding(TorchDispatchMode):
         """``t`` plus Gaussian noise of ``variance`` (units of VAR1), in place: ``t`` is the op's
         fresh result, or the tensor an in-place op mutated, which must carry the error itself."""
         noise = torch.randn(t.shape, generator=self.generator, dtype=torch.float32)
-        if not bool(torch.isfinite(variance).all()) or bool((variance < 0).any()):
+        deviation = variance.sqrt_()          # NaN where the variance was negative: one check for both
+        if not bool(torch.isfinite(deviation).all()):
             raise ValueError("the float32 rounding model computed a negative or non-finite error "
                              "variance (a rule's float32 work overflowed or ran an inexact kernel)")
-        return t.add_(noise.mul_(variance.sqrt_().mul_(VAR1 ** 0.5)))
+        return t.add_(noise.mul_(deviation.mul_(VAR1 ** 0.5)))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
