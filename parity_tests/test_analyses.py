@@ -193,6 +193,20 @@ def test_ganspace_joins_the_flip_rate_table(attfind_release, tmp_path):
 # --------------------------------------------------------------------------- the discriminator filter
 
 
+def _remembered(changes):
+    """``changes(images, d, j)`` computed once per argument list: the tests below run the filter
+    at several thresholds over the same candidates, and each backend's answers are deterministic
+    (the attfind run under test computes its own)."""
+    seen = {}
+
+    def remembered(images, d, j):
+        key = (tuple(images), int(d), int(j))
+        if key not in seen:
+            seen[key] = np.asarray(changes(images, d, j))
+        return seen[key]
+    return remembered
+
+
 @pytest.fixture(scope="module")
 def disc_setup(attfind_release):
     import models_pt
@@ -209,13 +223,14 @@ def disc_setup(attfind_release):
     lo, hi = sel.style_ranges(st)
     out = [be.image(w, lo, hi) for w in dl]
     pt = {"base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out]),
-          "changes": be.discriminator_changes(m["discriminator"], dl, st, lo, hi)}
+          "changes": _remembered(be.discriminator_changes(m["discriminator"], dl, st, lo, hi))}
     tfm = _tf_models(ref, ["generator", "mobilenet", "discriminator"])
     tb, _, te = read_examples(ref / "examples_1.tfrecord")
     nb = TFEffects(tfm["generator"], tfm["mobilenet"], compiled=True)   # the notebook's calls, in tf.function
     tst = nb.styles(dl)
     tlo, thi = sel.style_ranges(tst)
-    tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi),
+    tf = {"base": tb, "effects": te,
+          "changes": _remembered(nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi)),
           "eager changes": TFEffects(tfm["generator"], tfm["mobilenet"]).discriminator_changes(
               tfm["discriminator"], dl, tst, tlo, thi)}
     planted = json.loads((ref / "reference.json").read_text())["planted"]
@@ -270,16 +285,22 @@ def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     assert planted["coordinate"] not in [j for _, j in r_pt.ranking]
 
 
-def test_attfind_records_the_filter(attfind_release, disc_setup, tmp_path):
+def test_attfind_records_the_filter(attfind_release, attfind_run, disc_setup, tmp_path):
+    """``attfind --discriminator-filter`` on the effects ``attfind_run`` cached (the filter runs
+    after the sweep and its record is what is checked here)."""
+    import shutil
+
     from attfind.run import Options, run
 
     ref, weights = attfind_release
     pt, _, planted = disc_setup
     _, probe = _filtered(pt, np.inf)
     threshold = control_threshold(probe.decisions, planted)
+    shutil.copytree(attfind_run / "effects_cache", tmp_path / "effects_cache")
     outcome = run(weights, ref / "dlatents.pkl", tmp_path,
                   Options(pictures=False, truth_images=0, discriminator_filter=True,
                           discriminator_threshold=threshold), log=lambda m: None)
+    assert outcome.document["effects"]["cached_images"] == len(pt["base"])
     rec = outcome.document["discriminator_filter"]
     assert rec["threshold"] == threshold and [planted["direction"], planted["coordinate"]] in rec["rejected"]
     assert outcome.result.ranking == _filtered(pt, threshold)[0].ranking

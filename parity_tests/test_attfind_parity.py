@@ -217,8 +217,31 @@ def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_ru
     assert not verdict["passed"], f"{control}: score {verdict['score']:.2f} passes"
 
 
+@pytest.fixture(scope="module")
+def effects64(attfind_release):
+    """verify's AttFind check in float64 on the correct port (1 image, 8 coordinates), with the TF
+    models it ran on (SavedModels and float64 rebuilds), which the controls below run on again:
+    only the PyTorch classifier changes between them."""
+    import models_pt
+    from crosscheck import tf_side
+    from crosscheck.verify import EFFECTS, attfind_effects
+    from porting.readers import open_checkpoint
+
+    ref, weights = attfind_release
+    manifest = models_pt.read_manifest(weights)
+    built = {}
+    for stem in EFFECTS.values():
+        entry = manifest["models"][stem]
+        header = models_pt.read_header(weights / entry["weights"])
+        with open_checkpoint(ref / entry["source"]) as ck:
+            built[stem] = {"savedmodel": tf_side.load_savedmodel(ck.root),
+                           "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
+    correct = attfind_effects(ref, weights, manifest, tf_models=built, images=1, coordinates=8, dtype="float64")
+    return manifest, built, correct
+
+
 @pytest.mark.parametrize("control", ["kernel_channel_1.001", "bias_1e-4"])
-def test_verify_s_float64_effects_catch_what_float32_effects_cannot(attfind_release, control):
+def test_verify_s_float64_effects_catch_what_float32_effects_cannot(attfind_release, effects64, control):
     """verify's AttFind check runs the TF backend (the notebook's bias shift) and the PyTorch one in
     float64: a classifier error of 1e-3 in one channel, or 1e-4 in the head's bias, too small for
     any float32 comparison of effects, is not exact there; the correct port is."""
@@ -227,12 +250,11 @@ def test_verify_s_float64_effects_catch_what_float32_effects_cannot(attfind_rele
     from porting import controls
 
     ref, weights = attfind_release
-    manifest = models_pt.read_manifest(weights)
+    manifest, built, correct = effects64
     by_name = {c.name: c for c in controls.CONTROLS}
-    correct = attfind_effects(ref, weights, manifest, images=1, coordinates=8, dtype="float64")
     assert correct.passed and correct.exact
     with controls.broken(by_name[control], models_pt.load(weights)["mobilenet"]) as clf:
-        wrong = attfind_effects(ref, weights, manifest, images=1, coordinates=8, dtype="float64",
+        wrong = attfind_effects(ref, weights, manifest, tf_models=built, images=1, coordinates=8, dtype="float64",
                                 modules={"classifier": clf})
     assert wrong.exact is False and wrong.worst64().score64 > 100, wrong.worst64()
 
