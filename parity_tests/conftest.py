@@ -183,6 +183,30 @@ def attfind_release(tmp_path_factory):
     return ref, weights
 
 
+class SavedModels(dict):
+    """``stem -> the release's SavedModel, loaded as the notebook loads it``, each loaded on first
+    use and then shared (a load takes 3 to 5 s). A test that edits one (the TF backend's style-bias
+    shift) puts it back bit for bit, as the notebook's loop does."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, stem: str):
+        from crosscheck.tf_side import load_savedmodel
+        from porting.readers import open_checkpoint
+
+        with open_checkpoint(self.folder / f"{stem}.savedmodel.zip") as ck:
+            self[stem] = load_savedmodel(ck.root)
+        return self[stem]
+
+
+@pytest.fixture(scope="session")
+def attfind_savedmodels(attfind_release) -> SavedModels:
+    """The AttFind release's SavedModels, each loaded once per test run."""
+    return SavedModels(attfind_release[0])
+
+
 @pytest.fixture(scope="session")
 def attfind_run(attfind_release, tmp_path_factory) -> Path:
     """``cli.py attfind`` on ``attfind_release`` (no pictures, no float64 verdict): its output

@@ -95,19 +95,7 @@ def test_flip_rate_rejects_an_unknown_method(attfind_release, tmp_path):
 # --------------------------------------------------------------------------- GANSpace
 
 
-def _tf_models(ref, stems):
-    import tf_keras as keras
-
-    from porting.readers import open_checkpoint
-
-    out = {}
-    for stem in stems:
-        with open_checkpoint(ref / f"{stem}.savedmodel.zip") as ck:
-            out[stem] = keras.models.load_model(str(ck.root), compile=False)
-    return out
-
-
-def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
+def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release, attfind_savedmodels):
     import torch
 
     import models_pt
@@ -116,7 +104,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release):
 
     ref, weights = attfind_release
     g_pt = models_pt.load(weights / "generator.safetensors")
-    g_tf = _tf_models(ref, ["generator"])["generator"]
+    g_tf = attfind_savedmodels["generator"]
     release = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
     cfg = g_pt.config
     basis = gs.basis_for(g_pt, 400, 4, seed=3, dlatents=release)      # once, in NumPy, shared
@@ -208,7 +196,7 @@ def _remembered(changes):
 
 
 @pytest.fixture(scope="module")
-def disc_setup(attfind_release):
+def disc_setup(attfind_release, attfind_savedmodels):
     import models_pt
     from attfind.effects_pt import TorchEffects
     from attfind.effects_tf import TFEffects
@@ -224,7 +212,7 @@ def disc_setup(attfind_release):
     out = [be.image(w, lo, hi) for w in dl]
     pt = {"base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out]),
           "changes": _remembered(be.discriminator_changes(m["discriminator"], dl, st, lo, hi))}
-    tfm = _tf_models(ref, ["generator", "mobilenet", "discriminator"])
+    tfm = attfind_savedmodels
     tb, _, te = read_examples(ref / "examples_1.tfrecord")
     nb = TFEffects(tfm["generator"], tfm["mobilenet"], compiled=True)   # the notebook's calls, in tf.function
     tst = nb.styles(dl)
@@ -311,7 +299,7 @@ def test_attfind_records_the_filter(attfind_release, attfind_run, disc_setup, tm
 # --------------------------------------------------------------------------- one backend interface
 
 
-def test_both_backends_give_the_same_edited_outputs(attfind_release):
+def test_both_backends_give_the_same_edited_outputs(attfind_release, attfind_savedmodels):
     """``edited_outputs`` of the TF backend (the notebook's API on the SavedModels) and of the
     PyTorch one, on the same StyleSpace edits (a sufficiency plan's) and on per-layer dlatents:
     the same images and logits within float32 rounding; a wrong edit is far off."""
@@ -322,7 +310,7 @@ def test_both_backends_give_the_same_edited_outputs(attfind_release):
 
     ref, weights = attfind_release
     m = models_pt.load(weights)
-    tfm = _tf_models(ref, ["generator", "mobilenet"])
+    tfm = attfind_savedmodels
     backends = {"tf": TFEffects(tfm["generator"], tfm["mobilenet"]), "pt": TorchEffects(m["generator"], m["mobilenet"])}
     dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))[:6]
     styles = backends["pt"].styles(dl)

@@ -76,15 +76,10 @@ def test_inputs_are_not_degenerate(pt_run, tf_record):
     np.testing.assert_array_equal(pt_run["dlatents"], tf_record["dlatents"])
 
 
-def test_style_ranges_match(attfind_release, pt_run):
-    import tf_keras as keras
-
+def test_style_ranges_match(attfind_savedmodels, pt_run):
     from attfind.effects_tf import conv_styles
-    from porting.readers import open_checkpoint
 
-    ref, _ = attfind_release
-    with open_checkpoint(ref / "generator.savedmodel.zip") as ck:
-        g = keras.models.load_model(str(ck.root), compile=False)
+    g = attfind_savedmodels["generator"]
     tf_styles = conv_styles(g, pt_run["dlatents"])
     np.testing.assert_allclose(pt_run["styles"], tf_styles, rtol=0, atol=1e-5)
     # the same image holds each minimum and maximum, and the values agree
@@ -135,22 +130,16 @@ def test_the_same_ranking_and_the_planted_attribute_first(pt_run, tf_record):
     assert tf_res.attributes[0].score > 2 * tf_res.attributes[1].score
 
 
-def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfind_release, tf_record, truth):
+def test_eager_notebook_loop_equals_the_compiled_one_used_for_the_tfrecord(attfind_release, attfind_savedmodels,
+                                                                           tf_record, truth):
     """make-reference runs the TF backend under tf.function; the notebook runs it eagerly. Two
     float32 runs of TF that may round differently (oneDNN picks kernels per graph): each is
     judged against the float64 truth, as verify judges a port."""
     from attfind.truth import judge_effects
 
-    import tf_keras as keras
-
     from attfind.effects_tf import TFEffects, conv_styles
-    from porting.readers import open_checkpoint
 
-    ref, _ = attfind_release
-    models = {}
-    for stem in ("generator", "mobilenet"):
-        with open_checkpoint(ref / f"{stem}.savedmodel.zip") as ck:
-            models[stem] = keras.models.load_model(str(ck.root), compile=False)
+    models = attfind_savedmodels
     dl = tf_record["dlatents"]
     styles = conv_styles(models["generator"], dl)
     lo, hi = sel.style_ranges(styles)
@@ -218,7 +207,7 @@ def test_effects_verdict_catches_a_small_classifier_error(attfind_release, pt_ru
 
 
 @pytest.fixture(scope="module")
-def effects64(attfind_release):
+def effects64(attfind_release, attfind_savedmodels):
     """verify's AttFind check in float64 on the correct port (1 image, 8 coordinates), with the TF
     models it ran on (SavedModels and float64 rebuilds), which the controls below run on again:
     only the PyTorch classifier changes between them."""
@@ -234,7 +223,7 @@ def effects64(attfind_release):
         entry = manifest["models"][stem]
         header = models_pt.read_header(weights / entry["weights"])
         with open_checkpoint(ref / entry["source"]) as ck:
-            built[stem] = {"savedmodel": tf_side.load_savedmodel(ck.root),
+            built[stem] = {"savedmodel": attfind_savedmodels[stem],
                            "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
     correct = attfind_effects(ref, weights, manifest, tf_models=built, images=1, coordinates=8, dtype="float64")
     return manifest, built, correct

@@ -19,7 +19,7 @@ from conftest import ROOT, SEEDS, run_cli
 from porting import controls
 from porting.readers import open_checkpoint
 from crosscheck.verify import tf_reference
-from porting.verdict import EPS32, NUM_IMAGES, RULE, judge
+from porting.verdict import EPS32, NUM_IMAGES, judge
 
 # ----------------------------------------------------------------- the rule itself
 
