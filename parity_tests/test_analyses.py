@@ -181,20 +181,6 @@ def test_ganspace_joins_the_flip_rate_table(attfind_release, tmp_path):
 # --------------------------------------------------------------------------- the discriminator filter
 
 
-def _remembered(changes):
-    """``changes(images, d, j)`` computed once per argument list: the tests below run the filter
-    at several thresholds over the same candidates, and each backend's answers are deterministic
-    (the attfind run under test computes its own)."""
-    seen = {}
-
-    def remembered(images, d, j):
-        key = (tuple(images), int(d), int(j))
-        if key not in seen:
-            seen[key] = np.asarray(changes(images, d, j))
-        return seen[key]
-    return remembered
-
-
 @pytest.fixture(scope="module")
 def disc_setup(attfind_release, attfind_savedmodels):
     import models_pt
@@ -211,14 +197,13 @@ def disc_setup(attfind_release, attfind_savedmodels):
     lo, hi = sel.style_ranges(st)
     out = [be.image(w, lo, hi) for w in dl]
     pt = {"base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out]),
-          "changes": _remembered(be.discriminator_changes(m["discriminator"], dl, st, lo, hi))}
+          "changes": be.discriminator_changes(m["discriminator"], dl, st, lo, hi)}
     tfm = attfind_savedmodels
     tb, _, te = read_examples(ref / "examples_1.tfrecord")
     nb = TFEffects(tfm["generator"], tfm["mobilenet"], compiled=True)   # the notebook's calls, in tf.function
     tst = nb.styles(dl)
     tlo, thi = sel.style_ranges(tst)
-    tf = {"base": tb, "effects": te,
-          "changes": _remembered(nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi)),
+    tf = {"base": tb, "effects": te, "changes": nb.discriminator_changes(tfm["discriminator"], dl, tst, tlo, thi),
           "eager changes": TFEffects(tfm["generator"], tfm["mobilenet"]).discriminator_changes(
               tfm["discriminator"], dl, tst, tlo, thi)}
     planted = json.loads((ref / "reference.json").read_text())["planted"]

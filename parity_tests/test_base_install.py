@@ -63,7 +63,9 @@ def _link_torch(into: Path) -> Path:
     """A folder of links to the installed torch and the distributions torch itself requires (their
     packages and dist-info): a ``.pth`` puts it on the fresh venv's path, so pip finds torch
     installed instead of unpacking 900 MB again (40 of this fixture's 50 s). Nothing else of this
-    environment is linked: numpy and safetensors are pip's to install, TensorFlow is absent."""
+    environment is linked: numpy and safetensors are pip's to install (and setuptools, which the
+    fresh venv holds in a version older than torch requires), TensorFlow is absent. A namespace
+    folder (a CUDA build's ``nvidia/``) is linked whole."""
     into.mkdir()
     for dist in _closure("torch").values():
         tops = {Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith("..")}
@@ -71,6 +73,7 @@ def _link_torch(into: Path) -> Path:
             source = Path(dist.locate_file(top))
             if source.exists() and not (into / top).exists():
                 (into / top).symlink_to(source)
+    assert (into / "torch" / "__init__.py").exists(), f"torch's files are not listed where it is installed: {into}"
     return into
 
 
