@@ -156,7 +156,7 @@ def test_generator_inputs_without_any_dlatents_file(monkeypatch, tmp_path):
     np.testing.assert_array_equal(w, vg.make_inputs(config, 8, 64, 0))  # seeded
 
 
-def _judge_all(ref_dir, weights, stem, size=None, verify_references=None):
+def _judge_all(ref_dir, weights, stem, size, verify_references):
     """The port and every control on one TF reference: the folder verify's own where it judged
     this model on these inputs (its Reference and its rounding model's errors), else built here
     (another input size; the generator, whose verify inputs are the folder's dlatents)."""
@@ -164,7 +164,8 @@ def _judge_all(ref_dir, weights, stem, size=None, verify_references=None):
     header = models_pt.read_header(weights / entry["weights"])
     module = models_pt.load(weights / entry["weights"])
     kind = header["kind"]
-    if size is None and kind != "generator" and kind in (verify_references or {}):
+    if size is None and kind != "generator":
+        assert kind in verify_references, f"verify's run recorded no {kind} (conftest's recorder missed it)"
         ref, report = verify_references[kind]
         assert ref.dtype == "float32" and ref.described == f"{NUM_IMAGES} x {ref.size}px", ref.described
         return kind, controls.judge_with_controls(ref, module, model_error=report.model_error_by_label())
