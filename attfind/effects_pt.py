@@ -102,7 +102,8 @@ def _tf32(on: bool):
 
 class TorchEffects:
     def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
-                 optimize: bool = True, dtype: torch.dtype = torch.float32, precision: str = "float32"):
+                 optimize: bool = True, dtype: torch.dtype = torch.float32, precision: str = "float32",
+                 fuse: bool | str = False):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
         NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
         classifier's inference form (``models_pt.inference``: BatchNorm folded, padding
@@ -111,10 +112,14 @@ class TorchEffects:
         ``dtype``: ``torch.float64`` computes the float64 truth that float32 effects are judged
         against (``attfind.truth``); the modules are then copied, never converted in place.
         ``precision`` (``PRECISIONS``): the arithmetic of the sweep's edited images (``image``'s
-        effects); its base logits, the styles and every other output stay in ``dtype``."""
+        effects); its base logits, the styles and every other output stay in ``dtype``.
+        ``fuse``: run the generator's fused form (``models_pt.inference.fuse_generator``: fewer
+        passes over the activations, float32 rounding within an ulp or so per step of the
+        readable one); ``"composite"``: that form with ``composite_up`` (each up-sampling conv
+        and its FIR filter one transposed conv)."""
         import copy
 
-        from models_pt.inference import optimize_for_inference
+        from models_pt.inference import fuse_generator, optimize_for_inference
 
         self.device = torch.device(device)
         self.dtype = dtype
@@ -135,7 +140,14 @@ class TorchEffects:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self.generator = generator.eval().to(device)
-        if optimize:  # channels-last activations: oneDNN's convs, the FIR filters above all, 1.4x here
+        if fuse not in (False, True, "composite"):
+            raise ValueError(f"fuse {fuse!r}: expected False, True or 'composite'")
+        self.fused = {False: False, True: "fused", "composite": "composite"}[fuse]
+        if self.fused:      # other float32 rounding: its own effect-cache key
+            self.arithmetic += f"-{self.fused}"
+        if fuse:
+            self.generator = fuse_generator(self.generator, composite_up=fuse == "composite")
+        elif optimize:  # channels-last activations: oneDNN's convs, the FIR filters above all, 1.4x here
             self.generator = copy.deepcopy(self.generator).to(memory_format=torch.channels_last)
         classifier = classifier.eval().to(device)
         self.classifier = optimize_for_inference(classifier) if optimize else classifier

@@ -15,6 +15,9 @@ The readable modules are what parity is proven on, layer by layer. For inference
 * tensors flow in channels-last layout, which oneDNN's depthwise and 1x1 convolutions prefer.
 
 For the generator only the last step applies (``Generator`` copied to channels-last weights).
+``fuse_generator`` goes further for the AttFind sweep on a GPU: fewer passes over the
+activations after each conv, and optionally each up-sampling conv and its FIR filter as one
+transposed conv (``composite_up``); docs/benchmarks.md has what each pays on an H200.
 
 ``freeze_for_inference`` goes one step further on CPU: it exports that copy with
 ``torch.export`` for one image shape and compiles it ahead of time with AOTInductor, weights
@@ -39,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models_pt.generator import ModulatedConv, ToRGB
+from models_pt.ops import SQRT2
 from models_pt.padding import Conv2dSame, same_padding
 
 
@@ -238,3 +243,77 @@ def freeze_for_inference(module: nn.Module, example: torch.Tensor) -> nn.Module:
     fast = relu6_in_place(absorb_padding(fold_batchnorm(copy.deepcopy(module).eval().cpu())))
     fast = ChannelsLast(fast).eval()
     return FrozenForShape(fast, example.detach().cpu()).eval()
+
+
+class FusedModulatedConv(ModulatedConv):
+    """``ModulatedConv`` with fewer passes over its output (same parameters, same function).
+
+    The readable form makes six passes over the conv's output after the conv itself (the
+    up-sampling FIR's padded copy, demodulation, noise, bias, leaky ReLU, its gain). Here the
+    FIR's padding is the depthwise conv's own ``padding=``, and demodulation, noise and bias
+    become one ``addcmul`` with the gain sqrt(2) folded into both factors (leaky ReLU is
+    positively homogeneous: lrelu(g * a) = g * lrelu(a) for g > 0), followed by an in-place
+    leaky ReLU: two passes. Float32 rounding differs from the readable form's by an ulp or so
+    per step."""
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, fir: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weight * self.scale
+        x = x * style[:, :, None, None]
+        if self.up and getattr(self, "composite_up", False):
+            y = F.conv_transpose2d(x, composite_up_kernel(w, fir), stride=2, padding=2)
+        elif self.up:
+            y = F.conv_transpose2d(x, w.flip([2, 3]).transpose(0, 1), stride=2)
+            c = int(y.shape[1])
+            y = F.conv2d(y, fir.to(y.dtype).expand(c, 1, *fir.shape), padding=1, groups=c)
+        else:
+            y = F.conv2d(x, w, padding=1)
+        d = torch.rsqrt(style.square() @ w.square().sum(dim=(2, 3)).T + 1e-8) * SQRT2
+        shift = ((self.noise if noise is None else noise) * self.noise_strength
+                 + self.bias[None, :, None, None]) * SQRT2
+        shift = shift.contiguous(memory_format=torch.channels_last)   # the output takes its layout
+        return F.leaky_relu(torch.addcmul(shift, y, d[:, :, None, None]), 0.2, inplace=True)
+
+
+def composite_up_kernel(w: torch.Tensor, fir: torch.Tensor) -> torch.Tensor:
+    """The up-sampling conv and its FIR filter as one stride-2 transposed conv: ``w`` ``[out, in,
+    3, 3]`` (cross-correlation orientation) -> ``[in, out, 6, 6]`` for ``conv_transpose2d(x, k,
+    stride=2, padding=2)``. The transposed conv with kernel K (``w`` flipped) then padding (1, 1)
+    and the 4x4 FIR f give y[r] = sum_i x[i] sum_t f[t] K[r - 2i + t - 1]: a transposed conv
+    whose 6-tap kernel is K, zero-padded by 3, cross-correlated with f, cropped by 2 each side."""
+    k = w.flip([2, 3]).transpose(0, 1)                                          # [in, out, 3, 3]
+    cin, cout = k.shape[:2]
+    k = F.conv2d(F.pad(k.reshape(cin * cout, 1, 3, 3), (3, 3, 3, 3)), fir.to(k.dtype)[None, None])
+    return k.reshape(cin, cout, 6, 6)
+
+
+class FusedToRGB(ToRGB):
+    """``ToRGB`` with the style applied to the 3-row weight instead of the activations: one
+    batched matrix product reads the activations once, where the readable form writes a
+    modulated copy of them first."""
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        weight = style[:, None, :] * (self.weight[:, :, 0, 0] * self.scale)         # [N, 3, C]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            y = torch.matmul(x.permute(0, 2, 3, 1).reshape(n, h * w, c), weight.transpose(1, 2))
+            y = y.reshape(-1, h, w, 3).permute(0, 3, 1, 2)                             # channels-last
+        else:
+            y = torch.matmul(weight, x.reshape(n, c, h * w)).reshape(-1, 3, h, w)
+        return y + self.bias[None, :, None, None]
+
+
+def fuse_generator(generator: nn.Module, composite_up: bool = False) -> nn.Module:
+    """A copy of a ``Generator`` whose convs and ToRGBs make fewer passes over their activations
+    (``FusedModulatedConv``, ``FusedToRGB``), on channels-last tensors: for the AttFind sweep on
+    a GPU, where these passes, not the convolutions, bound the speed. Same parameters and API;
+    images within float32 rounding of the readable form (``parity_tests``). Inference only: the
+    in-place leaky ReLU keeps no input for a backward pass. The original is left untouched."""
+    fused = copy.deepcopy(generator).eval()
+    for m in fused.modules():
+        if type(m) is ModulatedConv:
+            m.__class__ = FusedModulatedConv
+            m.composite_up = composite_up
+        elif type(m) is ToRGB:
+            m.__class__ = FusedToRGB
+    return fused.to(memory_format=torch.channels_last)

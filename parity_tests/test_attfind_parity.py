@@ -111,6 +111,31 @@ def test_effects_match_the_tfrecord(pt_run, tf_record, truth, model_error):
     assert diff.max() <= 2 * eff["bound"], f"max |PyTorch - TF| effect {diff.max():.2e}, bound {eff['bound']:.2e}"
 
 
+@pytest.mark.parametrize("fuse", [True, "composite"], ids=["fused", "composite"])
+def test_fused_generator_forms_pass_the_effects_verdict(pt_run, tf_record, truth, model_error, fuse):
+    """The sweep on ``fuse_generator``'s forms (``TorchEffects(fuse=...)``, faster on a GPU; see
+    docs/benchmarks.md): its effects within the verdict's bound of the float64 truth, and the
+    readable form's ranking and picks on every image."""
+    from attfind.effects_pt import TorchEffects
+    from attfind.truth import judge_effects
+
+    backend = TorchEffects(pt_run["backend"].generator, pt_run["backend"].classifier, batch_size=96, fuse=fuse,
+                           optimize=False)
+    out = [backend.image(w, pt_run["lo"], pt_run["hi"]) for w in pt_run["dlatents"]]
+    base, effects = np.stack([b for b, _ in out]), np.stack([e for _, e in out])
+    assert not np.array_equal(effects, pt_run["effects"]), "another arithmetic, not the readable form's"
+    n = TRUTH_IMAGES
+    verdict = judge_effects((tf_record["base"][:n], tf_record["effects"][:n]), (base[:n], effects[:n]), truth,
+                            model_error)
+    assert verdict["passed"], verdict["rows"]
+    ours, readable = sel.attfind(effects, base), sel.attfind(pt_run["effects"], pt_run["base"])
+    if readable.near_ties(2 * EFFECT_TOL):   # an order decided by rounding noise: compare as sets
+        assert set(ours.ranking) == set(readable.ranking)
+    else:
+        assert ours.ranking == readable.ranking
+    assert ours.picks == readable.picks
+
+
 def test_the_same_ranking_and_the_planted_attribute_first(pt_run, tf_record):
     tf_res = sel.attfind(tf_record["effects"], tf_record["base"])
     pt_res = sel.attfind(pt_run["effects"], pt_run["base"])

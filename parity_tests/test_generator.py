@@ -296,9 +296,12 @@ def test_parity_256px_release_configuration(generator_256):
     got64, errors = rounding.simulate(lambda: {"images": pt_images(module64, w.astype(np.float64))}, samples=1)
     row = judge("images", truth, got64=got64["images"], got32=got, tf32=ref, model_error=errors["images"])
     assert row.passed, f"port error {row.port_error:.2e}, the model's {row.model_error:.2e}, score64 {row.score64}"
-    from models_pt.inference import optimize_for_inference  # the channels-last inference form
+    from models_pt.inference import fuse_generator, optimize_for_inference  # the inference forms
     fast = optimize_for_inference(module)
     assert judge("images", truth, got32=pt_images(fast, w), model_error=errors["images"]).passed
+    for composite in (False, True):
+        assert judge("images", truth, got32=pt_images(fuse_generator(module, composite), w),
+                     model_error=errors["images"]).passed, f"fused form, composite_up={composite}"
     first = [next(iter(m.convs.values())).weight for m in (module, fast)]
     assert not first[0].is_contiguous(memory_format=torch.channels_last), "the original is left as it was"
     assert first[1].is_contiguous(memory_format=torch.channels_last)
@@ -307,6 +310,62 @@ def test_parity_256px_release_configuration(generator_256):
     ref_conv = model.style_vector_calculator(w)[0]
     assert sum(c.shape[1] for c in conv) == 5760
     assert max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(ref_conv, conv)) <= STYLE_TOL32
+
+
+@pytest.fixture(scope="module")
+def small_judged(small):
+    """64 of the small generator's dlatents: TF's float64 images and the readable port's
+    rounding-model error, the verdict's inputs for the fused forms."""
+    from porting import rounding
+
+    model, _, w = small
+    w = w[:64]
+    model64 = _float64_twin(model)
+    truth = model64.g_synthesis(model64.style_vector_calculator(w.astype(np.float64))).numpy()
+    check_images(truth)
+    module64 = to_pt(model).double()
+    _, errors = rounding.simulate(lambda: {"images": pt_images(module64, w.astype(np.float64))}, samples=1)
+    return w, truth, errors["images"]
+
+
+@pytest.mark.parametrize("composite", [False, True], ids=["fused", "composite"])
+def test_fused_forms_are_judged_as_the_port(small, small_judged, composite):
+    """``fuse_generator``'s forms (fewer passes over the activations; with ``composite_up``, each
+    up-sampling conv and its FIR filter as one transposed conv): exact in float64 against TF's
+    float64 images, within the rounding model's bound in float32, as verify judges the port."""
+    from models_pt.inference import FusedModulatedConv, FusedToRGB, fuse_generator
+
+    model, module, _ = small
+    w, truth, model_error = small_judged
+    fused, fused64 = fuse_generator(module, composite), fuse_generator(to_pt(model).double(), composite)
+    assert sum(type(m) is FusedModulatedConv for m in fused.modules()) == len(module.convs)
+    assert sum(type(m) is FusedToRGB for m in fused.modules()) == len(module.torgbs)
+    assert type(next(iter(module.convs.values()))) is not FusedModulatedConv, "the original is left as it was"
+    row = judge("images", truth, got64=pt_images(fused64, w.astype(np.float64)), got32=pt_images(fused, w),
+                model_error=model_error)
+    assert row.exact and row.passed, f"score64 {row.score64}, port error {row.port_error:.2e}"
+
+
+@pytest.mark.parametrize("wrong", ["unflipped composite kernel", "composite kernel one pixel off", "gain left out"])
+def test_control_wrong_fused_forms_fail(small, small_judged, monkeypatch, wrong):
+    """Easy slips in a fusion: the composite kernel built from the unflipped 3x3 kernel, or one
+    pixel off (padded 2 and 4 instead of 3 and 3), and leaky ReLU's sqrt(2) gain left out when it
+    is folded into the demodulation and the bias."""
+    from models_pt import inference
+
+    _, module, _ = small
+    w, truth, model_error = small_judged
+    right = inference.composite_up_kernel
+    if wrong == "unflipped composite kernel":
+        monkeypatch.setattr(inference, "composite_up_kernel", lambda k, fir: right(k.flip([2, 3]), fir))
+    elif wrong == "composite kernel one pixel off":
+        monkeypatch.setattr(inference, "composite_up_kernel",
+                            lambda k, fir: torch.nn.functional.pad(right(k, fir)[..., 1:, 1:], (0, 1, 0, 1)))
+    else:
+        monkeypatch.setattr(inference, "SQRT2", 1.0)
+    fused = inference.fuse_generator(module, wrong != "gain left out")
+    row = judge("images", truth, got32=pt_images(fused, w), model_error=model_error)
+    assert not row.passed, f"port error {row.port_error:.2e} passed"
 
 
 # ----------------------------------------------------------------- negative controls
