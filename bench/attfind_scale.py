@@ -14,8 +14,8 @@ overhead, and what a whole 256 px release sweep costs on 1, 8 and 64 GPUs. PyTor
    effects array out, one progress message per batch) with workers that compute nothing.
 3. The projected time of a full 256 px release sweep (250 images x 5,760 coordinates x 2 on the
    release's configuration) on 1, 8 and 64 GPUs, one worker per GPU, from a per-GPU rate
-   (``--gpu-rate``; default the H100 figure measured by bench/attfind_cuda.py and the 800/s
-   target), the overhead measured in 2 and the cluster start measured in 1 plus a CUDA start.
+   (``--gpu-rate``; default the H200 figure measured by bench/attfind_cuda.py for the readable
+   generator form, which the command runs, and the 800/s target), the overhead measured in 2 and the cluster start measured in 1 plus a CUDA start.
 4. ``--cpu-256``: evaluations/s of one CPU core at 256 px (the release's configuration, random
    weights, which does not change the work), on a sample of coordinates of every style layer
    weighted by the layer's size (each sampled call's base image taken off; its prefix, which a
@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--null-units", type=int, default=400, help="Units of the overhead measurement.")
-    ap.add_argument("--gpu-rate", type=float, nargs="+", default=[190.0, 800.0],
+    ap.add_argument("--gpu-rate", type=float, nargs="+", default=[187.5, 800.0],
                     help="Evaluations/s of one GPU at 256 px for the projection.")
     ap.add_argument("--cuda-start", type=float, default=30.0,
                     help="Seconds a GPU worker needs to start CUDA and load the 256 px models (assumed).")
