@@ -74,6 +74,24 @@ def stylex_losses(G, E, D, C, real, probs, generator, r1_gamma: float):
     return d_loss + r1_gamma / 2 * r1, g_loss, {k: float(v) for k, v in terms.items()}
 
 
+def reconstruction_error(G, E, C, images) -> float:
+    """The image reconstruction's L1 over every training image, the models in eval mode (the
+    stored noise, no random draw): the same measure before and after fine-tuning, where each
+    step's value is one random batch under fresh noise."""
+    import torch
+
+    from models_pt.pipeline import encode
+
+    modes = [m.training for m in (G, E)]
+    G.eval(), E.eval()
+    with torch.no_grad():
+        error = float(torch.cat([(G(encode(E, C, x)) - x).abs().flatten(1).mean(1)
+                                 for x in images.split(16)]).mean())
+    for m, mode in zip((G, E), modes):
+        m.train(mode)
+    return error
+
+
 def render_data(G, C, count: int, dlatents_path: Path | None, seed: int):
     """``count`` images of the release's generator and its classifier's probabilities."""
     import numpy as np
@@ -137,9 +155,10 @@ def main(argv=None) -> int:
     release = args.release or (Path(manifest["release"]) if manifest.get("release") else None)
     images, probs = render_data(G, C, args.images, release / "dlatents.pkl" if release else None, args.seed)
 
+    C.eval().requires_grad_(False)
+    before = reconstruction_error(G, E, C, images)
     for m in (G, E, D):
         m.train()
-    C.eval().requires_grad_(False)
     settings = {**STYLEGAN2_ADAM, "lr": args.lr}
     opt_d = KerasAdam(D.parameters(), **settings)
     opt_g = KerasAdam(list(G.parameters()) + list(E.parameters()), **settings)
@@ -161,17 +180,20 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     for m in (G, E, D):
         m.eval()
+    after = reconstruction_error(G, E, C, images)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "losses.json").write_text(json.dumps({"steps": history, "seconds": round(seconds, 1),
+                                                      "reconstruction, every image, eval mode":
+                                                          {"before": before, "after": after},
                                                       "settings": {**vars(args), "weights": str(args.weights),
                                                                    "out": str(args.out),
                                                                    "release": str(args.release)}}, indent=1))
     plot(history, args.out / "losses.png")
     first, last = (np.mean([h["reconstruction (image, L1)"] for h in part]) for part in
                    (history[:max(1, len(history) // 5)], history[-max(1, len(history) // 5):]))
-    print(f"{args.steps} steps in {seconds:.1f} s; image reconstruction (L1) {first:.4f} -> {last:.4f}; "
-          f"wrote {args.out / 'losses.png'}")
+    print(f"{args.steps} steps in {seconds:.1f} s; image reconstruction (L1) per step {first:.4f} -> {last:.4f}, "
+          f"over every image in eval mode {before:.4f} -> {after:.4f}; wrote {args.out / 'losses.png'}")
     if args.no_export:
         return 0
     from crosscheck.export import export_model

@@ -106,8 +106,30 @@ def test_keras_two_moving_variance_rules(release):
         mean = key.replace("running_var", "running_mean")
         assert judge(mean, truth[mean], got64=nonfused[mean]).exact, mean
     # The two rules differ by (1 - momentum) x var / (n - 1): least where n is largest (the first
-    # layers), where TF's own float32 error can be as large; in most layers far larger.
-    assert np.median(ratios) > 10 and sum(r > 3 for r in ratios) >= 24, sorted(ratios)
+    # layers), where TF's own float32 error can be as large; in most layers far larger. How much
+    # larger depends on TF's kernels: a median of 30-55 on Eigen (AVX2), 7.4 on oneDNN (AVX-512).
+    # The rule itself is pinned where the rules differ far beyond any rounding: the next test.
+    assert np.median(ratios) > 3, sorted(ratios)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_keras_moving_variance_rule_on_one_layer(dtype):
+    """One Keras BatchNorm layer, one training step on 3 x 5 x 5 inputs (n = 75 per channel):
+    float32 takes the fused kernel and the unbiased batch variance, float64 the non-fused path and
+    the biased one. The two rules differ by 0.01 var / 74, thousands of times TF's rounding on
+    any kernels."""
+    import tf_keras
+
+    x = np.random.default_rng(0).normal(1.0, 2.0, size=(3, 5, 5, 4))
+    layer = tf_keras.layers.BatchNormalization(momentum=0.99, dtype=dtype)
+    layer(x.astype(dtype), training=True)
+    var = x.reshape(-1, 4).var(axis=0)
+    rules = {"unbiased": 0.99 + 0.01 * var * 75 / 74, "biased": 0.99 + 0.01 * var}
+    got = layer.moving_variance.numpy().astype(np.float64)
+    miss = {name: float(np.abs(got - rule).max()) for name, rule in rules.items()}
+    expected = "unbiased" if dtype == "float32" else "biased"
+    other = "biased" if expected == "unbiased" else "unbiased"
+    assert miss[other] > 1e-4 and miss[expected] < 1e-3 * miss[other], miss
 
 
 @pytest.mark.parametrize("stem", ["encoder", "generator"])
@@ -218,8 +240,9 @@ def tiny_release(tmp_path_factory):
 
 def test_finetune_example_trains_exports_and_verifies(tiny_release, tmp_path):
     """examples/finetune.py as a user runs it: the StylEx losses for 20 steps on CPU, the image
-    reconstruction goes down, the loss curve is drawn, the models are exported to TF and
-    converted back into a folder models_pt.load reads, and verify --train passes there."""
+    reconstruction of every training image goes down by 10%, the loss curve is drawn, the
+    models are exported to TF and converted back into a folder models_pt.load reads, and verify
+    --train passes there."""
     import subprocess
     import sys
 
@@ -231,9 +254,12 @@ def test_finetune_example_trains_exports_and_verifies(tiny_release, tmp_path):
                          capture_output=True, text=True, timeout=600,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert run.returncode == 0, run.stderr[-3000:]
-    history = json.loads((out / "losses.json").read_text())["steps"]
-    rec = [h["reconstruction (image, L1)"] for h in history]
-    assert len(rec) == 20 and np.mean(rec[-5:]) < 0.9 * np.mean(rec[:5]), rec
+    doc = json.loads((out / "losses.json").read_text())
+    assert len(doc["steps"]) == 20
+    # every image in eval mode before and after: each step's value is one random batch under fresh
+    # noise, and its first and last fifths were within 10% of each other on an AVX-512 machine
+    rec = doc["reconstruction, every image, eval mode"]
+    assert rec["after"] < 0.9 * rec["before"], rec
     assert (out / "losses.png").stat().st_size > 10_000
     tuned, original = models_pt.load(out / "weights"), models_pt.load(weights)
     moved = {name: max(float((a - b).abs().max()) for a, b in zip(tuned[name].parameters(), original[name].parameters()))
