@@ -248,7 +248,7 @@ def freeze_for_inference(module: nn.Module, example: torch.Tensor) -> nn.Module:
 class FusedModulatedConv(ModulatedConv):
     """``ModulatedConv`` with fewer passes over its output (same parameters, same function).
 
-    The readable form makes six passes over the conv's output after the conv itself (the
+    The readable form makes up to six passes over the conv's output after the conv itself (the
     up-sampling FIR's padded copy, demodulation, noise, bias, leaky ReLU, its gain). Here the
     FIR's padding is the depthwise conv's own ``padding=``, and demodulation, noise and bias
     become one ``addcmul`` with the gain sqrt(2) folded into both factors (leaky ReLU is
@@ -305,8 +305,10 @@ class FusedToRGB(ToRGB):
 
 def fuse_generator(generator: nn.Module, composite_up: bool = False) -> nn.Module:
     """A copy of a ``Generator`` whose convs and ToRGBs make fewer passes over their activations
-    (``FusedModulatedConv``, ``FusedToRGB``), on channels-last tensors: for the AttFind sweep on
-    a GPU, where these passes, not the convolutions, bound the speed. Same parameters and API;
+    (``FusedModulatedConv``, ``FusedToRGB``), on channels-last tensors, for the AttFind sweep on
+    a GPU: 1.19x the readable form in float32 on an H200; ``composite_up`` also removes the
+    depthwise FIR convs that take most of a TF32 sweep's time there (docs/benchmarks.md). Same
+    parameters and API;
     images within float32 rounding of the readable form (``parity_tests``). Inference only: the
     in-place leaky ReLU keeps no input for a backward pass. The original is left untouched."""
     fused = copy.deepcopy(generator).eval()
