@@ -167,6 +167,7 @@ def profile_batch(backend, w, lo, hi, batch: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     cols = [backend.space.coordinate(0, c) for c in range(min(batch // 2, backend.space.sizes[0]))]
+    backend.image(w, lo, hi, coordinates=cols)                                  # warm-up
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         backend.image(w, lo, hi, coordinates=cols)
         torch.cuda.synchronize()
@@ -179,9 +180,10 @@ def profile_batch(backend, w, lo, hi, batch: int) -> None:
 
 
 def release_256(args) -> None:
-    """Part 3: the release's 256 px configuration, per batch size and generator form (readable,
-    fused): the float32 sweep, then each ``--precision`` alone and certified (``attfind.certify``),
-    with rates, % of peak, the ranking against the readable float32 sweep's, and peak memory."""
+    """Part 3: the release's 256 px configuration, per batch size and generator form of
+    ``--forms``: the float32 sweep, then each ``--precision`` alone and certified
+    (``attfind.certify``) or alone only, with rates, % of peak, the ranking against the first
+    form's float32 sweep's, and the peak memory over the batch size's forms."""
     import torch
 
     import attfind_flops as af
@@ -217,7 +219,7 @@ def release_256(args) -> None:
             except torch.cuda.OutOfMemoryError as e:      # the form's tensors go with the traceback
                 print(f"   batch {batch}, {form}: out of GPU memory ({str(e).splitlines()[0][:120]})", flush=True)
             torch.cuda.empty_cache() if device.type == "cuda" else None
-        print(f"   batch {batch}: peak memory {af.peak_memory_gib(device):.2f} GiB "
+        print(f"   batch {batch}: peak memory over its forms {af.peak_memory_gib(device):.2f} GiB "
               f"({'GPU, allocated' if device.type == 'cuda' else 'resident, whole process'})", flush=True)
     for name, (_, how) in peaks.items():
         print(f"   peak {name}: {how}")
@@ -254,9 +256,10 @@ def sweep_form(args, g, clf, w, sample, batch, device, form, first, evaluations,
                           w[0], lo, hi, batch)
     if form == first["form"]:
         coords = [space.coordinate(layer, 0) for layer in range(len(space.sizes))]
-        on_cpu = TorchEffects(g, clf, batch_size=batch).image(w[0], lo, hi, coordinates=coords)[1][:, coords]
+        on_cpu = TorchEffects(g, clf, batch_size=batch, fuse=fuse).image(w[0], lo, hi, coordinates=coords)
+        on_cpu = on_cpu[1][:, coords]
         on_gpu = f32.image(w[0], lo, hi, coordinates=coords)[1][:, coords]
-        print(f"   float32 effects, CUDA vs CPU ({len(coords)} coordinates): max abs diff "
+        print(f"   float32 effects, {form} form, CUDA vs CPU ({len(coords)} coordinates): max abs diff "
               f"{np.abs(on_gpu - on_cpu).max():.1e}", flush=True)
 
 
