@@ -289,9 +289,9 @@ def certified(args, g, clf, batch, device, fuse, precision, w, lo, hi, sample, f
 
     reduced = TorchEffects(g, clf, batch_size=batch, device=device, precision=precision, fuse=fuse)
     reduced.image(w[0], lo, hi, coordinates=sample[:2])                     # warm-up
+    low, t_low = timed(lambda: np.stack([reduced.image(x, lo, hi, coordinates=sample)[1][:, sample] for x in w]),
+                       device)
     if args.no_certify:
-        low, t_low = timed(lambda: np.stack([reduced.image(x, lo, hi, coordinates=sample)[1][:, sample]
-                                             for x in w]), device)
         print(f"     {precision}: {evaluations / t_low:,.1f}/s alone ({percent(t_low)}; {t32 / t_low:.2f}x float32); "
               f"max |{precision} - float32| {np.abs(low - e32).max():.1e}, median "
               f"{np.median(np.abs(low - e32)):.1e} (median |effect| {np.median(np.abs(e32)):.1e}); its own ranking, "
@@ -299,8 +299,6 @@ def certified(args, g, clf, batch, device, fuse, precision, w, lo, hi, sample, f
               flush=True)
         return
     err, t_probe = timed(lambda: certify.probe_error(reduced, f32, w, lo, hi, per_layer=2, images=2), device)
-    low, t_low = timed(lambda: np.stack([reduced.image(x, lo, hi, coordinates=sample)[1][:, sample] for x in w]),
-                       device)
     exact = certify.recompute_with(f32, w, lo, hi)
     (result, cert, _), t_cert = timed(lambda: certify.certified_attfind(
         low, base, err[sample], lambda cols: exact([sample[i] for i in cols])), device)

@@ -314,8 +314,8 @@ def test_parity_256px_release_configuration(generator_256):
 
 @pytest.fixture(scope="module")
 def small_judged(small):
-    """64 of the small generator's dlatents: TF's float64 images and the readable port's
-    rounding-model error, the verdict's inputs for the fused forms."""
+    """64 of the small generator's dlatents: TF's float64 images, the readable port in float64
+    and its rounding-model error, the verdict's inputs for the fused forms."""
     from porting import rounding
 
     model, _, w = small
@@ -325,7 +325,7 @@ def small_judged(small):
     check_images(truth)
     module64 = to_pt(model).double()
     _, errors = rounding.simulate(lambda: {"images": pt_images(module64, w.astype(np.float64))}, samples=1)
-    return w, truth, errors["images"]
+    return w, truth, errors["images"], module64
 
 
 @pytest.mark.parametrize("composite", [False, True], ids=["fused", "composite"])
@@ -335,9 +335,9 @@ def test_fused_forms_are_judged_as_the_port(small, small_judged, composite):
     float64 images, within the rounding model's bound in float32, as verify judges the port."""
     from models_pt.inference import FusedModulatedConv, FusedToRGB, fuse_generator
 
-    model, module, _ = small
-    w, truth, model_error = small_judged
-    fused, fused64 = fuse_generator(module, composite), fuse_generator(to_pt(model).double(), composite)
+    _, module, _ = small
+    w, truth, model_error, module64 = small_judged
+    fused, fused64 = fuse_generator(module, composite), fuse_generator(module64, composite)
     assert sum(type(m) is FusedModulatedConv for m in fused.modules()) == len(module.convs)
     assert sum(type(m) is FusedToRGB for m in fused.modules()) == len(module.torgbs)
     assert type(next(iter(module.convs.values()))) is not FusedModulatedConv, "the original is left as it was"
@@ -354,7 +354,7 @@ def test_control_wrong_fused_forms_fail(small, small_judged, monkeypatch, wrong)
     from models_pt import inference
 
     _, module, _ = small
-    w, truth, model_error = small_judged
+    w, truth, model_error, _ = small_judged
     right = inference.composite_up_kernel
     if wrong == "unflipped composite kernel":
         monkeypatch.setattr(inference, "composite_up_kernel", lambda k, fir: right(k.flip([2, 3]), fir))
