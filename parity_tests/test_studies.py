@@ -62,6 +62,34 @@ def test_fid_equals_the_closed_form_and_scipy():
     assert abs(frechet_distance(mu_a, s1, mu_a, s1)) < 1e-9                        # a set against itself
 
 
+def test_fid_from_fewer_images_than_features_equals_the_covariance_form():
+    """With fewer images than features, ``fid_of_features`` takes the trace from the images' own
+    n_a x n_b matrix: it equals the covariance form and SciPy's matrix square root, and the
+    covariance's rank is read from the images."""
+    from scipy import linalg
+
+    from stylex_port.analyses.fid import covariance_rank, fid_of_features, frechet_distance, statistics
+
+    rng = np.random.default_rng(4)
+    d = 300
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    a = rng.standard_normal((40, d)) @ mix + 0.3
+    b = rng.standard_normal((25, d)) @ mix * rng.uniform(0.5, 1.5, d)
+    (mu_a, s1), (mu_b, s2) = statistics(a), statistics(b)
+    covariance = frechet_distance(mu_a, s1, mu_b, s2)
+    scipy_fid = float(np.sum((mu_a - mu_b) ** 2) + np.trace(s1) + np.trace(s2)
+                      - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
+    images = fid_of_features(a, b)
+    # the covariance form sums the square roots of ~270 eigenvalues that are zero up to rounding
+    # (4e-8 of FID here); the images' form has no null space (it matched 50-digit arithmetic to 1e-15)
+    assert covariance > 1.0 and abs(images - covariance) <= 1e-6 * covariance, (images, covariance)
+    assert abs(images - scipy_fid) <= 1e-6 * scipy_fid, (images, scipy_fid)
+    assert abs(fid_of_features(a, a)) < 1e-9 * covariance and fid_of_features(b, a) == pytest.approx(images, rel=1e-9)
+    assert covariance_rank(a) == np.linalg.matrix_rank(s1) == 39 and covariance_rank(b) == 24
+    with pytest.raises(ValueError, match="300 against 299 dimensions"):
+        fid_of_features(a, b[:, 1:])
+
+
 def test_inception_has_fid_networks_parameters_and_refuses_a_wrong_file(tmp_path):
     import torch
 

@@ -7,6 +7,11 @@ FID = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), with the means and co
 2048 Inception pool features (``stylex_port.analyses.inception``). The trace of the matrix square
 root is computed as the sum of the square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2),
 a symmetric positive semi-definite matrix with the same eigenvalues as S_a S_b, in float64.
+From features, with fewer images than features, the same trace comes from the images instead
+(``fid_of_features``): with A [n_a, d] and B [n_b, d] the centred features divided by
+sqrt(n - 1), S_a = A^T A and S_b = B^T B, and the non-zero eigenvalues of S_a S_b are those of
+(A B^T)(A B^T)^T, so Tr (S_a S_b)^(1/2) is the sum of the singular values of the n_a x n_b
+matrix A B^T: no 2048 x 2048 decomposition (three of them took 17 s on one core for 16 images).
 With fewer images than 2048 the covariances are singular and FID is biased upwards; the figures
 then compare k with k, not with published FIDs (the report says so).
 """
@@ -37,11 +42,16 @@ def parse_k(text: str) -> tuple[int, int]:
     return first, last
 
 
-def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (``np.cov``'s, n - 1) of ``features [n, d]``, in float64."""
+def _checked(features: np.ndarray) -> np.ndarray:
     f = np.asarray(features, np.float64)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"features: expected [n >= 2, d], got {list(f.shape)}")
+    return f
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``np.cov``'s, n - 1) of ``features [n, d]``, in float64."""
+    f = _checked(features)
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
@@ -62,8 +72,30 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
+def _centred(features: np.ndarray) -> np.ndarray:
+    """``features [n, d]`` centred and divided by sqrt(n - 1): ``c.T @ c`` is ``np.cov``'s."""
+    f = _checked(features)
+    return (f - f.mean(axis=0)) / np.sqrt(len(f) - 1)
+
+
 def fid_of_features(a: np.ndarray, b: np.ndarray) -> float:
-    return frechet_distance(*statistics(a), *statistics(b))
+    """FID between two sets of features ``[n, d]``. With at least ``d`` images in each set, from
+    their covariances (``frechet_distance``); with fewer, from the images (the module's
+    docstring): the same number in real arithmetic."""
+    a, b = _checked(a), _checked(b)
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(*statistics(a), *statistics(b))
+    ca, cb = _centred(a), _centred(b)
+    if ca.shape[1] != cb.shape[1]:
+        raise ValueError(f"features: {ca.shape[1]} against {cb.shape[1]} dimensions")
+    trace_root = float(np.linalg.svd(ca @ cb.T, compute_uv=False).sum())
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return float(diff @ diff + np.sum(ca * ca) + np.sum(cb * cb) - 2 * trace_root)
+
+
+def covariance_rank(features: np.ndarray) -> int:
+    """The rank of ``np.cov(features)``: that of the centred features (at most n - 1)."""
+    return int(np.linalg.matrix_rank(_centred(features)))
 
 
 def inception_features(net, images: np.ndarray, batch: int = 16, progress: Callable | None = None,
@@ -123,10 +155,9 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
         rows.append({"k": k, "fid": fid_of_features(reference, feats), "flip_rate": flipped})
     if progress:
         progress.close()
-    mu, cov = statistics(reference)
     doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": n,
            "inception_weights": str(inception_weights), "inception_sha256": _sha256(Path(inception_weights)),
-           "feature_dim": int(reference.shape[1]), "covariance_rank": int(np.linalg.matrix_rank(cov)),
+           "feature_dim": int(reference.shape[1]), "covariance_rank": covariance_rank(reference),
            "reference_feature_std": float(reference.std()), "ranking": record["ranking"], "rows": rows,
            "seconds": round(time.perf_counter() - t0, 2)}
     doc["note"] = (None if n > doc["feature_dim"] else
