@@ -12,6 +12,7 @@ images, as in the notebook, and the effect is the change of its logits.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import sys
 from typing import Callable, Iterable
@@ -243,38 +244,42 @@ class TorchEffects:
         ``|D(after) - D(before)|`` per image: before, the clamped image with its dlatent's label
         probabilities; after, coordinate ``j`` shifted by ``shift_size`` times the way to its min
         (d = 0) or max (d = 1), clamped, with the classifier's softmax on it as labels. The
-        discriminator sees each image alone (batch 1), as in the TF backend."""
-        disc = discriminator.eval().to(self.device).to(self.dtype)
+        discriminator judges each image alone, as the TF backend's batch-1 calls do: its minibatch
+        standard deviation over a group of one is the same constant for every image, so the images
+        of one call run as one batch with a group of one (a copy of the module; the given one is
+        left as it is), as many batch-1 runs would in real arithmetic."""
+        alone = copy.deepcopy(discriminator).eval().to(self.device).to(self.dtype)
+        if alone.mbstd_group:
+            alone.mbstd_group = 1
         g = self.generator
         label_size = g.config["label_size"]
         targets = self.space.targets(style_min, style_max)
         before: dict[int, float] = {}
         after: dict[tuple, float] = {}     # both greedy runs ask about the same coordinates
 
-        @torch.no_grad()
-        def image_of(n: int, layer: int | None = None, channel: int = 0, delta: float = 0.0):
-            w = torch.as_tensor(np.asarray(dlatents[n], np.float32).reshape(1, -1), device=self.device).to(self.dtype)
+        def images_of(ns: list[int], layer: int | None = None, channel: int = 0, deltas=None):
+            w = torch.as_tensor(np.stack([np.asarray(dlatents[n], np.float32).reshape(-1) for n in ns]),
+                                device=self.device).to(self.dtype)
             conv, rgb = g.style_vectors(w)
             if layer is not None:
                 conv = [s.clone() for s in conv]
-                conv[layer][0, channel] += delta
+                conv[layer][:, channel] += torch.as_tensor(deltas, dtype=conv[layer].dtype, device=self.device)
             return w, g.synthesis(conv, rgb).clamp(-1, 1).contiguous()
 
         @torch.no_grad()
         def changes(images, d: int, j: int) -> np.ndarray:
             layer, c = self.space.split(int(j))
-            out = []
-            for n in images:
-                if (n, d, j) in after:
-                    out.append(after[(n, d, j)])
-                    continue
-                if n not in before:
-                    w, img = image_of(n)
-                    before[n] = float(disc(img, w[:, -label_size:])[0, 0])
-                delta = self.space.delta(float(styles[n][j]), float(targets[d][j]), shift_size)
-                _, img = image_of(n, layer, c, delta)
+            fresh = [n for n in dict.fromkeys(int(n) for n in images) if (n, d, j) not in after]
+            unseen = [n for n in fresh if n not in before]
+            if unseen:
+                w, img = images_of(unseen)
+                for n, v in zip(unseen, alone(img, w[:, -label_size:])[:, 0].tolist()):
+                    before[n] = v
+            if fresh:
+                deltas = [self.space.delta(float(styles[n][j]), float(targets[d][j]), shift_size) for n in fresh]
+                _, img = images_of(fresh, layer, c, deltas)
                 labels = torch.softmax(self.classifier(img), dim=1)
-                after[(n, d, j)] = float(disc(img, labels)[0, 0]) - before[n]
-                out.append(after[(n, d, j)])
-            return np.abs(np.asarray(out))
+                for n, v in zip(fresh, alone(img, labels)[:, 0].tolist()):
+                    after[(n, d, j)] = v - before[n]
+            return np.abs(np.asarray([after[(int(n), d, j)] for n in images]))
         return changes

@@ -224,6 +224,40 @@ def _filtered(side, threshold):
     return sel.attfind(side["effects"], side["base"], pick_filter=f), f
 
 
+def test_pytorch_filter_batch_equals_one_image_at_a_time(attfind_release):
+    """PyTorch's filter asks about the images of one question as one batch, the discriminator's
+    minibatch standard deviation over groups of one: the scores of batch-1 calls. The control:
+    the discriminator's own group of 4 over the same batch scores them otherwise."""
+    import copy
+
+    import torch
+
+    import models_pt
+    from attfind.effects_pt import TorchEffects
+    from models_pt.dlatents import dlatent_matrix, load_dlatents
+
+    ref, weights = attfind_release
+    m = models_pt.load(weights)
+    disc, be = m["discriminator"], TorchEffects(m["generator"], m["mobilenet"])
+    dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))[:8]
+    with torch.no_grad():
+        w = torch.as_tensor(dl, dtype=torch.float32)
+        images, labels = m["generator"](w).clamp(-1, 1), w[:, -m["generator"].config["label_size"]:]
+        one = torch.cat([disc(images[i:i + 1], labels[i:i + 1]) for i in range(8)])
+        alone = copy.deepcopy(disc)
+        alone.mbstd_group = 1
+        torch.testing.assert_close(alone(images, labels), one, rtol=0, atol=1e-5)
+        assert (disc(images, labels) - one).abs().max() > 1e-3, "a group of 4 scores the batch as one image would"
+    st = be.styles(dl)
+    lo, hi = sel.style_ranges(st)
+    j = int(np.argmax(np.abs(st[0])))     # a coordinate the first image uses
+    together = be.discriminator_changes(disc, dl, st, lo, hi)(list(range(8)), 1, j)
+    single = [be.discriminator_changes(disc, dl, st, lo, hi)([n], 1, j)[0] for n in range(8)]
+    np.testing.assert_allclose(together, single, rtol=0, atol=1e-5)
+    assert together.max() > 1e-3, "the discriminator does not react to the edit: the check proves nothing"
+    assert disc.mbstd_group == 4, "the filter changed the module it was given"
+
+
 @needs_real_dlatents
 def test_discriminator_filter_same_in_tf_and_pytorch(disc_setup):
     pt, tf, planted = disc_setup
