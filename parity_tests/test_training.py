@@ -10,6 +10,7 @@ variance rules in TF, the minibatch standard deviation at other batch sizes, the
 training noise, and the CLI."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -55,8 +56,100 @@ def _check_not_degenerate(kind, pt, inputs, truth):
         assert float(np.std(truth["output"])) > 0.05, "generated images nearly constant"
 
 
+# The classifier's training check runs three times on seed 7's release, on the same inputs: below,
+# the port and its controls; then the CLI's verify --train of the port and of a corrupted copy
+# (--seed 7). TF's quantities and the rounding model's errors of the correct port are the same
+# each time: ``once`` computes each of them once per test run (about 30 s of work).
+ONCE: dict = {}
+
+
+def _digest(value) -> str:
+    h = hashlib.sha256()
+
+    def add(v):
+        if isinstance(v, dict):
+            for k in sorted(v):
+                h.update(str(k).encode())
+                add(v[k])
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                add(x)
+        else:
+            a = np.ascontiguousarray(v.detach().numpy() if isinstance(v, torch.Tensor) else v)
+            h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+    add(value)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def once(monkeypatch):
+    """``crosscheck.training.tf_quantities`` and ``porting.training.model_errors`` of a classifier,
+    each computed once per test run for the same weights and inputs (keyed by their digests)."""
+    tf_real, errors_real = tft.tf_quantities, ptt.model_errors
+
+    def memo(key, compute):
+        if key not in ONCE:
+            ONCE[key] = compute()
+        return ONCE[key]
+
+    def tf_quantities(kind, model, inputs, dtype, pt):
+        if kind != "classifier":
+            return tf_real(kind, model, inputs, dtype, pt)
+        key = ("tf", dtype, _digest(inputs), _digest([v.numpy() for v in model.variables]))
+        return memo(key, lambda: tf_real(kind, model, inputs, dtype, pt))
+
+    def model_errors(kind, module64, inputs, samples=None, clean=None, branches=None):
+        if kind != "classifier":
+            return errors_real(kind, module64, inputs, samples, clean, branches)
+        key = ("errors", samples, _digest(inputs), _digest(module64.state_dict()))
+        return memo(key, lambda: errors_real(kind, module64, inputs, samples, clean, branches))
+
+    monkeypatch.setattr(tft, "tf_quantities", tf_quantities)
+    monkeypatch.setattr(ptt, "model_errors", model_errors)
+
+
+@pytest.fixture
+def counted(monkeypatch) -> list:
+    """The two functions ``once`` wraps, replaced by stand-ins that count their calls."""
+    calls = []
+    monkeypatch.setattr(tft, "tf_quantities", lambda kind, *a: calls.append(kind) or {"call": len(calls)})
+    monkeypatch.setattr(ptt, "model_errors", lambda kind, *a: calls.append(kind) or ({}, {"call": len(calls)}))
+    return calls
+
+
+def test_once_is_keyed_by_the_weights_and_the_inputs(counted, once):
+    """The same weights and inputs give the first result back; other inputs, another dtype, other
+    weights are computed again, and so is every other kind."""
+    class Variable:      # what the memo reads of a TF variable
+        def __init__(self, value):
+            self.value = value
+
+        def numpy(self):
+            return self.value
+
+    class Model:
+        variables = [Variable(np.zeros(3))]
+
+    model, module = Model(), torch.nn.Linear(2, 1)
+    a, b = {"images": np.zeros((4, 2))}, {"images": np.ones((4, 2))}
+    first = tft.tf_quantities("classifier", model, a, "float32", None)
+    assert tft.tf_quantities("classifier", model, {"images": np.zeros((4, 2))}, "float32", None) is first
+    assert tft.tf_quantities("classifier", model, b, "float32", None) is not first
+    assert tft.tf_quantities("classifier", model, a, "float64", None) is not first
+    model.variables[0].value = np.ones(3)
+    assert tft.tf_quantities("classifier", model, a, "float32", None) is not first
+    assert tft.tf_quantities("encoder", model, a, "float32", None) is not tft.tf_quantities("encoder", model, a,
+                                                                                            "float32", None)
+    errors = ptt.model_errors("classifier", module, a)
+    assert ptt.model_errors("classifier", module, a) is errors
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    assert ptt.model_errors("classifier", module, a) is not errors
+    assert len(counted) == 8
+
+
 @pytest.mark.parametrize("stem", STEMS)
-def test_training_check_passes_and_every_training_control_fails(release, stem):
+def test_training_check_passes_and_every_training_control_fails(release, stem, once):
     """Both verdicts on the first seed; on the second, the float64 verdict (the rounding model's
     simulations of the encoder's and discriminator's second-order passes cost minutes each)."""
     seed, pt, variables = _load(release, stem)
@@ -204,7 +297,7 @@ def test_generator_training_noise(release):
     assert np.abs(model(inputs, training=True).numpy() - model(inputs, training=True).numpy()).max() > 1e-3
 
 
-def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, tmp_path):
+def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, once, tmp_path):
     from safetensors.torch import load_file, save_file
 
     seed, ref, weights = release
@@ -212,8 +305,8 @@ def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, tmp_path)
         pytest.skip("one seed is enough")
     zip_path, good = ref / "mobilenet.savedmodel.zip", weights / "mobilenet.safetensors"
     report = tmp_path / "train.json"
-    ok = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(good),
-                                       "--json", str(report)])
+    ok = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(good), "--seed", seed,
+                   "--json", str(report)])
     assert ok.exit_code == 0, ok.output
     data = json.loads(report.read_text())
     assert data["passed"] and data["models"][0]["model"] == "classifier (train)"
@@ -222,7 +315,7 @@ def test_cli_verify_train_passes_and_a_corrupted_tensor_fails(release, tmp_path)
     state["blocks.6.pw_bn.weight"] = state["blocks.6.pw_bn.weight"] * 1.001
     bad = tmp_path / "mobilenet.safetensors"
     save_file(state, str(bad), metadata={models_pt.METADATA_KEY: json.dumps(models_pt.read_header(good))})
-    failed = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(bad)])
+    failed = run_cli(*["verify", "--train", "--tf-ckpt", str(zip_path), "--weights", str(bad), "--seed", seed])
     assert failed.exit_code == 1 and "FAILED" in failed.output, failed.output[-2000:]
 
 
