@@ -250,11 +250,15 @@ def test_pytorch_filter_batch_equals_one_image_at_a_time(attfind_release):
         assert (disc(images, labels) - one).abs().max() > 1e-3, "a group of 4 scores the batch as one image would"
     st = be.styles(dl)
     lo, hi = sel.style_ranges(st)
-    j = int(np.argmax(np.abs(st[0])))     # a coordinate the first image uses
-    together = be.discriminator_changes(disc, dl, st, lo, hi)(list(range(8)), 1, j)
-    single = [be.discriminator_changes(disc, dl, st, lo, hi)([n], 1, j)[0] for n in range(8)]
-    np.testing.assert_allclose(together, single, rtol=0, atol=1e-5)
-    assert together.max() > 1e-3, "the discriminator does not react to the edit: the check proves nothing"
+    j, k = int(np.argmax(np.abs(st[0]))), int(np.argsort(np.abs(st[1]))[-2])   # coordinates the images use
+    single = {(n, d, c): be.discriminator_changes(disc, dl, st, lo, hi)([n], d, c)[0]
+              for n in range(8) for d, c in ((1, j), (0, k))}
+    changes = be.discriminator_changes(disc, dl, st, lo, hi)
+    # out of order, an image asked twice, then questions that overlap the first (the caches)
+    for images, d, c in [([5, 2, 5, 7, 0], 1, j), ([7, 1, 2, 6], 1, j), ([3, 4, 0, 1], 0, k), (list(range(8)), 1, j)]:
+        got = changes(images, d, c)
+        np.testing.assert_allclose(got, [single[(n, d, c)] for n in images], rtol=0, atol=1e-5)
+    assert max(single.values()) > 1e-3, "the discriminator does not react to the edits: the check proves nothing"
     assert disc.mbstd_group == 4, "the filter changed the module it was given"
 
 

@@ -62,12 +62,14 @@ def test_fid_equals_the_closed_form_and_scipy():
     assert abs(frechet_distance(mu_a, s1, mu_a, s1)) < 1e-9                        # a set against itself
 
 
-def test_fid_from_fewer_images_than_features_equals_the_covariance_form():
+def test_fid_from_fewer_images_than_features_equals_the_covariance_form(monkeypatch):
     """With fewer images than features, ``fid_of_features`` takes the trace from the images' own
-    n_a x n_b matrix: it equals the covariance form and SciPy's matrix square root, and the
-    covariance's rank is read from the images."""
+    n_a x n_b matrix (never the covariance form, which raises here): it equals the covariance form
+    and SciPy's matrix square root, and the covariance's rank is read from the images. With as
+    many images as features in either set it takes the covariance form."""
     from scipy import linalg
 
+    from stylex_port.analyses import fid
     from stylex_port.analyses.fid import covariance_rank, fid_of_features, frechet_distance, statistics
 
     rng = np.random.default_rng(4)
@@ -79,7 +81,10 @@ def test_fid_from_fewer_images_than_features_equals_the_covariance_form():
     covariance = frechet_distance(mu_a, s1, mu_b, s2)
     scipy_fid = float(np.sum((mu_a - mu_b) ** 2) + np.trace(s1) + np.trace(s2)
                       - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
+    covariance_form = []
+    monkeypatch.setattr(fid, "frechet_distance", lambda *args: covariance_form.append(1) or frechet_distance(*args))
     images = fid_of_features(a, b)
+    assert not covariance_form, "fewer images than features: the covariance form ran"
     # the covariance form sums the square roots of ~270 eigenvalues that are zero up to rounding
     # (4e-8 of FID here); the images' form has no null space (it matched 50-digit arithmetic to 1e-15)
     assert covariance > 1.0 and abs(images - covariance) <= 1e-6 * covariance, (images, covariance)
@@ -88,6 +93,10 @@ def test_fid_from_fewer_images_than_features_equals_the_covariance_form():
     assert covariance_rank(a) == np.linalg.matrix_rank(s1) == 39 and covariance_rank(b) == 24
     with pytest.raises(ValueError, match="300 against 299 dimensions"):
         fid_of_features(a, b[:, 1:])
+    many = rng.standard_normal((d, d)) @ mix
+    assert not covariance_form
+    assert fid_of_features(many, b) == pytest.approx(frechet_distance(*statistics(many), mu_b, s2), rel=1e-12)
+    assert covariance_form == [1], "as many images as features: the covariance form is the cheaper one"
 
 
 def test_inception_has_fid_networks_parameters_and_refuses_a_wrong_file(tmp_path):

@@ -84,7 +84,11 @@ def _digest(value) -> str:
 @pytest.fixture
 def once(monkeypatch):
     """``crosscheck.training.tf_quantities`` and ``porting.training.model_errors`` of a classifier,
-    each computed once per test run for the same weights and inputs (keyed by their digests)."""
+    each computed once per test run for the same weights and inputs (keyed by their digests).
+    The key holds what these callers vary: TF's variables, the module's ``state_dict``, the inputs,
+    the dtype and the samples. A module that differs only in something outside its ``state_dict``
+    (a control that swaps a method, say) would get the correct port's rounding errors back: the
+    training controls are judged with those anyway (``judge_training_controls``)."""
     tf_real, errors_real = tft.tf_quantities, ptt.model_errors
 
     def memo(key, compute):
@@ -119,7 +123,8 @@ def counted(monkeypatch) -> list:
 
 def test_once_is_keyed_by_the_weights_and_the_inputs(counted, once):
     """The same weights and inputs give the first result back; other inputs, another dtype, other
-    weights are computed again, and so is every other kind."""
+    weights are computed again, and so is every other kind. (``counted`` comes first in the
+    arguments: pytest sets it up first, so ``once`` wraps the counting stand-ins.)"""
     class Variable:      # what the memo reads of a TF variable
         def __init__(self, value):
             self.value = value

@@ -404,16 +404,14 @@ def judge_training(kind: str, truth: dict, tf32: dict | None, module: nn.Module,
 
 
 def judge_training_controls(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,
-                            rule: VerdictRule = RULE, model_error: dict | None = None) -> dict[str, Report]:
+                            rule: VerdictRule = RULE) -> dict[str, Report]:
     """``{"correct": Report, <control>: Report, ...}``: the port and every training control of
     its kind (``porting.controls.for_training``) judged on one TF truth, with the rounding
-    model run once, on the correct port; ``model_error``: its errors per quantity where a check
-    of the correct port on these inputs already simulated them (``Report.model_error_by_label``)."""
+    model run once, on the correct port."""
     from porting import controls
 
-    errors = model_error
-    if tf32 is not None and errors is None:
-        errors = model_errors(kind, copy.deepcopy(prepare_module(module)).double(), inputs)[1]
+    m64 = copy.deepcopy(prepare_module(module)).double()
+    errors = model_errors(kind, m64, inputs)[1] if tf32 is not None else None
     dtype = "float32" if tf32 is not None else "float64"
     reports = {"correct": judge_training(kind, truth, tf32, module, inputs, rule, dtype=dtype, model_error=errors)}
     for control in controls.for_training(kind):
