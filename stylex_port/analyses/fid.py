@@ -19,13 +19,13 @@ then compare k with k, not with published FIDs (the report says so).
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from models_pt import file_sha256
 from attfind import selection as sel
 from attfind import sufficiency
 
@@ -115,14 +115,6 @@ def inception_features(net, images: np.ndarray, batch: int = 16, progress: Calla
     return np.concatenate(out)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir: Path, k_range: tuple[int, int],
             attfind_out: Path | None = None, max_images: int | None = None, device: str = "cpu",
             bar: Callable | None = None, log: Callable[[str], None] = print) -> dict:
@@ -158,7 +150,7 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
     if progress:
         progress.close()
     doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": n,
-           "inception_weights": str(inception_weights), "inception_sha256": _sha256(Path(inception_weights)),
+           "inception_weights": str(inception_weights), "inception_sha256": file_sha256(inception_weights),
            "feature_dim": int(reference.shape[1]), "covariance_rank": covariance_rank(reference),
            "reference_feature_std": float(reference.std()), "ranking": record["ranking"], "rows": rows,
            "seconds": round(time.perf_counter() - t0, 2)}

@@ -14,7 +14,6 @@ a question or misses one, and when it repeats another file (same participant or 
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from attfind.errors import AttFindInputError
+from models_pt import file_sha256
 from stylex_port.analyses.fliprate import bootstrap_ci
 from stylex_port.analyses.user_study import CSV_HEADER, SIDES, STUDY_FORMAT
 
@@ -91,7 +91,7 @@ def read_all(paths: list[Path], key: dict) -> dict[str, dict[str, str]]:
     """Every file's answers by participant; a repeated participant or file content is refused."""
     seen_who, seen_hash, out = {}, {}, {}
     for p in paths:
-        digest = hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else None
+        digest = file_sha256(p) if Path(p).is_file() else None
         if digest in seen_hash:
             raise ResponseError(f"{p}: the same file as {seen_hash[digest]}")
         who, answers = read_responses(p, key)
