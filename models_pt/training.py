@@ -51,6 +51,9 @@ class KerasAdam(torch.optim.Optimizer):
         self.keras_rounding = keras_rounding
         lr = float(np.float32(lr)) if keras_rounding else float(lr)   # (a scheduler's values are used as set)
         super().__init__(params, {"lr": lr, "betas": tuple(float(b) for b in betas), "eps": float(eps)})
+        if keras_rounding:   # param groups' own learning rates, held in float32 as well
+            for group in self.param_groups:
+                group["lr"] = float(np.float32(group["lr"]))
 
     @torch.no_grad()
     def step(self, closure=None):
