@@ -30,6 +30,7 @@ MAY_IMPORT = {
     "attfind": {"models_pt", "porting", FACTS},
     "stylex_port.analyses": {"models_pt", "porting", "attfind", FACTS},
     "stylex_port.download": {"models_pt", "porting", FACTS},
+    "stylex_port.training": {"models_pt", "porting", "attfind", FACTS},
     "crosscheck": {"models_pt", "models_tf", "porting", "attfind", FACTS},
 }
 

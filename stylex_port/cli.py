@@ -32,6 +32,7 @@ from porting.kinds import NAMES as KIND_NAMES  # noqa: E402  (the registry: no T
 from stylex_port.cli_common import (EXIT_BAD_INPUT, EXIT_FAILED, existing, log_line,  # noqa: E402,F401
                                     progress_bar, user_errors)
 from stylex_port.cli_studies import COMMANDS  # noqa: E402
+from stylex_port.cli_train import COMMANDS as TRAIN_COMMANDS  # noqa: E402
 from stylex_port.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
 
 
@@ -471,6 +472,47 @@ def ganspace(weights, dlatents_path, samples, components, layers, sigma, rows, s
         click.echo(f"wrote {out / name}")
 
 
+@main.command("export-tf")
+@click.option("--weights", required=True, type=click.Path(file_okay=False),
+              help="A folder with manifest.json: `train`'s weights/, a fine-tuned or a converted release.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="The release folder to write: <stem>.savedmodel.zip per model, as the authors released them.")
+@click.option("--dlatents", "dlatents_path", type=click.Path(dir_okay=False), default=None,
+              help="A dlatents.pkl to copy beside them (e.g. `train`'s) [default: none].")
+@user_errors
+def export_tf(weights, out_dir, dlatents_path):
+    """Write PyTorch weights back as a TF release in the authors' layout (the notebook loads it).
+
+    The mapping rules are undone and each model is saved from its TF reference model; the
+    round trip is exact. Then `convert --tf-ckpt OUT` and `verify --tf-ckpt OUT --weights
+    weights/OUT` check the exported release against the port."""
+    import shutil
+
+    import models_pt
+    from crosscheck.export import export_model
+
+    src = Path(existing(weights))
+    manifest = models_pt.read_manifest(src)
+    models_pt.check_release_hashes(src, manifest)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(len(manifest["models"]), "exporting")
+    for stem, entry in manifest["models"].items():
+        path = export_model(src / entry["weights"], out / f"{stem}.savedmodel.zip")
+        bar.update(1)
+        log_line(f"wrote {path}")
+    bar.close()
+    if dlatents_path:
+        from porting.atomic import atomic_path
+
+        with atomic_path(out / DLATENTS_FILE) as tmp:
+            shutil.copyfile(existing(dlatents_path), tmp)
+        log_line(f"wrote {out / DLATENTS_FILE}")
+    click.echo(f"exported {len(manifest['models'])} model(s) to {out}; check with\n"
+               f"  python cli.py convert --tf-ckpt {out} --out weights/{out.name}\n"
+               f"  python cli.py verify --tf-ckpt {out} --weights weights/{out.name}")
+
+
 @main.command("export-onnx")
 @click.option("--weights", required=True, type=click.Path(),
               help="A converted release folder (with manifest.json) or one .safetensors file.")
@@ -523,7 +565,7 @@ def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
             sys.exit(EXIT_FAILED)
 
 
-for _command in COMMANDS:                    # user-study, user-study-score, fid (stylex_port.cli_studies)
+for _command in COMMANDS + TRAIN_COMMANDS:   # user-study, user-study-score, fid; train-classifier, train
     main.add_command(_command)
 
 HELP_WIDTH = 100
