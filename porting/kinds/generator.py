@@ -142,6 +142,8 @@ def make_inputs(config: dict, n: int, size: int, seed: int, dlatents: Path | Non
         real = released_dlatents(source)
     rows = real[(np.arange(n) + seed) % len(real)]
     label, latent = config["label_size"], config["w_dim"] - config["label_size"]
+    if rows.shape[1] == config["w_dim"] and rows.shape[1] != 512 + 2:   # the model's own (a trained one's)
+        return rows.astype(np.float32)
     z = rows[:, :min(latent, 512)]
     if latent > z.shape[1]:
         z = np.concatenate([z, np.random.default_rng(seed).normal(0, z.std(), (n, latent - z.shape[1]))], 1)
