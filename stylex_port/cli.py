@@ -7,6 +7,9 @@
     python cli.py verify  --tf-ckpt reference/mobilenet.savedmodel.zip --weights weights/mobilenet.safetensors
     python cli.py attfind --weights weights/reference --dlatents reference/dlatents.pkl
     python cli.py export-onnx --weights weights/reference --out onnx/reference
+    python cli.py train-classifier --data data/digits89 --out runs/clf89
+    python cli.py train --data data/digits89 --classifier runs/clf89 --out runs/stylex89
+    python cli.py export-tf --weights runs/stylex89/weights --out release89
 
 Bad input ends with one line on stderr and exit code 2; a failed verification with exit code 1.
 
