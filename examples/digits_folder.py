@@ -27,6 +27,8 @@ def write_digits(out: Path, digits=(8, 9), size: int = 32) -> dict[str, int]:
 
     data = load_digits()
     out = Path(out)
+    if out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - set(NAMES)):
+        raise SystemExit(f"digits_folder: {out} exists and holds more than digit folders; not replacing it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     counts = {}

@@ -267,6 +267,9 @@ class StylExTrainer:
             loss = (loss + obj.rec_image * terms["reconstruction image L1"]
                     + obj.rec_w * terms["reconstruction w L1"] + obj.classifier_kl * terms["classifier KL"])
         if obj.pl_due(step):
+            # against the running mean as it stood before this step (StyleGAN2 updates it with
+            # this batch first and differentiates through that update: a difference of
+            # pl_decay times this batch's mean; the lagged mean is the same on every process)
             w = self.G.mapping(inp.pl_z, inp.pl_probs)
             lengths = path_length_penalty(self.G, w, inp.pl_y, noise=inp.pl_noise).sqrt()
             terms["_pl lengths"] = lengths
@@ -281,6 +284,9 @@ class StylExTrainer:
         over micro-batches and processes."""
         step = self.steps_done
         device = inp.real.device
+        if inp.real.shape[0] % self.accumulate:
+            raise ValueError(f"a batch of {inp.real.shape[0]} images does not split into {self.accumulate} "
+                             "equal micro-batches")
         parts = inp.chunks(self.accumulate) if self.accumulate > 1 else [inp]
         k = len(parts)
         logged: dict[str, torch.Tensor] = {}
@@ -318,9 +324,9 @@ class StylExTrainer:
             log(terms)
         self.sync.grads(list(self.G.parameters()) + list(self.E.parameters()))
         self.opt_g.step()
-        if lengths:   # the running mean of path lengths, over every process's images
-            batch_mean = self.sync.mean(torch.cat(lengths).mean().to(self.pl_mean.device))
-            self.pl_mean = self.pl_mean + self.objective.pl_decay * (batch_mean.cpu() - self.pl_mean)
+        if lengths:   # the running mean of path lengths, over every process's images (reduced where they are)
+            batch_mean = self.sync.mean(torch.cat(lengths).mean()).cpu()
+            self.pl_mean = self.pl_mean + self.objective.pl_decay * (batch_mean - self.pl_mean)
         self.D.requires_grad_(True)
         self.update_ema(self.ema_schedule(step))
         self.steps_done += 1

@@ -83,9 +83,9 @@ def recompute_bn_statistics(model, data: ImageFolder, index: np.ndarray, batch: 
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    with torch.no_grad():
-        for start in range(0, len(index), batch):
-            model(data.images(index[start:start + batch]))
+    with torch.no_grad():   # near-equal batches (each weighs alike in the average), none of one image
+        for part in np.array_split(index, max(1, -(-len(index) // batch))):
+            model(data.images(part))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
@@ -116,6 +116,8 @@ def train_classifier(data_dir: str | Path, out_dir: str | Path, opts: Classifier
     from stylex_port.release_facts import CLASSIFIER_ASSUMED
     from stylex_port.training.weights import write_models
 
+    if opts.resolution < 32:
+        raise DataError(f"--resolution {opts.resolution}: MobileNetV1 divides its input by 32; use at least 32")
     if opts.steps < 1 or opts.batch < 2:
         raise DataError(f"--steps {opts.steps} and --batch {opts.batch}: need at least 1 step of at least 2 images")
     torch.set_num_threads(opts.threads or os.cpu_count() or 1)

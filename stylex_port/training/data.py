@@ -62,7 +62,8 @@ def scan(root: str | Path) -> tuple[list[str], list[list[Path]]]:
                         "class subfolders")
     files = []
     for c in classes:
-        found = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(root / c).parts))
         if not found:
             raise DataError(f"{root / c}: class {c!r} has no PNG or JPEG images")
         files.append(found)
@@ -71,10 +72,14 @@ def scan(root: str | Path) -> tuple[list[str], list[list[Path]]]:
 
 def load_image(path: Path, resolution: int) -> np.ndarray:
     """One image as uint8 [3, R, R]: RGB, shorter side resized to R, centre-cropped."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)              # a camera's orientation tag, applied
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):   # 16-bit grey: scaled, not clipped
+                a = np.asarray(im, dtype=np.float64)
+                im = Image.fromarray(np.clip(a / 257.0, 0, 255).round().astype(np.uint8), mode="L")
             im = im.convert("RGB")
             w, h = im.size
             s = resolution / min(w, h)

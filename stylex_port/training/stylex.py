@@ -121,6 +121,16 @@ def start_processes(device: str):
     return dist.get_rank(), world, Distributed(), dev
 
 
+def lost_peer(error: BaseException) -> bool:
+    """A collective that failed because another process is gone (not an error of this one's)."""
+    import torch.distributed as dist
+
+    if isinstance(error, getattr(dist, "DistBackendError", ())) or isinstance(error, getattr(dist, "DistNetworkError", ())):
+        return True
+    text = str(error).lower()
+    return any(k in text for k in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
+
+
 # ---------------------------------------------------------------------- data order
 class DataOrder:
     """Batches of ``batch`` training indices: a fresh permutation per epoch from its own generator
@@ -185,6 +195,22 @@ def load_checkpoint(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------- the run
+def check_groups(group: int, batch: int, micro: int, world: int, accumulate: int) -> None:
+    """The discriminator's minibatch-stddev groups (``min(group, N)`` images) must be those of
+    one process with the whole batch: each micro-batch a multiple of the group, and, when the
+    batch is split, at least one group."""
+    if not group:
+        return
+    if micro % min(group, micro):
+        raise TrainingError(f"each micro-batch is {micro} images; the discriminator's minibatch standard deviation "
+                            f"needs a multiple of its group ({group}) or at most {group}")
+    if (world > 1 or accumulate > 1) and micro < min(group, batch):
+        raise TrainingError(f"--batch {batch} over {world} process(es) x {accumulate} accumulation step(s) leaves "
+                            f"{micro} images per micro-batch, fewer than the discriminator's minibatch-stddev group "
+                            f"({group}): the groups would not be one process's; raise --batch to at least "
+                            f"{group * world * accumulate}")
+
+
 def load_models(opts: TrainOptions, label_size: int):
     """(G, E, D): fresh ones, or a converted release's (``opts.init``)."""
     import models_pt
@@ -218,17 +244,21 @@ def classifier_probs(C, data, index: np.ndarray, device, dtype, batch: int = 128
                           for s in range(0, len(index), batch)])
 
 
-def fingerprint(data, opts: TrainOptions) -> dict:
-    """What a resumed run must share with the one it resumes."""
+def fingerprint(data, opts: TrainOptions, classifier: Path) -> dict:
+    """What a resumed run must share with the one it resumes: the images, the classifier's
+    bytes and the options (all but the length, the threads, the device and how often it writes)."""
     import hashlib
+
+    import models_pt
 
     h = hashlib.sha256()
     for f in data.files:
         h.update(str(f.relative_to(data.root)).encode())
-    h.update(data.pixels.tobytes())
+    h.update(memoryview(np.ascontiguousarray(data.pixels)).cast("B"))
     keep = {k: v for k, v in asdict(opts).items() if k not in ("steps", "threads", "sample_every", "checkpoint_every",
                                                                  "device")}
-    return {"data_sha256": h.hexdigest(), "options": json.loads(json.dumps(keep))}
+    return {"data_sha256": h.hexdigest(), "classifier_sha256": models_pt.file_sha256(classifier),
+            "options": json.loads(json.dumps(keep))}
 
 
 def train(data_dir, classifier_path, out_dir, opts: TrainOptions, *, resume: bool = False, progress: bool = True,
@@ -264,9 +294,8 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
         raise TrainingError(f"--batch {opts.batch} must split evenly over {world} process(es) x "
                             f"{opts.accumulate} accumulation step(s)")
     micro = opts.batch // (world * opts.accumulate)
-    if micro > 4 and micro % 4:
-        raise TrainingError(f"each process's micro-batch is {micro} images; the discriminator's minibatch standard "
-                            "deviation needs a multiple of 4 (or at most 4)")
+    if opts.checkpoint_every < 1 or opts.sample_every < 1 or opts.steps < 0:
+        raise TrainingError("--checkpoint-every and --sample-every must be at least 1, --steps at least 0")
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not resume:
@@ -289,6 +318,7 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
         raise TrainingError(f"{cpath}: on {data.root}'s held-out images {why}")
 
     G, E, D = load_models(opts, len(data.classes))
+    check_groups(D.config["mbstd_group"], opts.batch, micro, world, opts.accumulate)
     G, E, D = (m.to(device, dtype) for m in (G, E, D))
     objective = Objective(**{"ema_beta": ema_beta_for(opts.batch, opts.ema_half_life), **opts.objective})
 
@@ -303,14 +333,16 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
     history: list[dict] = []
     seconds = 0.0
     writes = 0
-    fp = fingerprint(data, opts)
+    fp = fingerprint(data, opts, cpath)
     if resume:
         state = load_checkpoint(ckpt_path)
         if state.get("fingerprint") != fp:
             theirs = state.get("fingerprint", {})
             diff = sorted(k for k in set(fp["options"]) | set(theirs.get("options", {}))
                           if fp["options"].get(k) != theirs.get("options", {}).get(k))
-            what = "the data differ" if theirs.get("data_sha256") != fp["data_sha256"] else f"options {diff} differ"
+            what = ("the data differ" if theirs.get("data_sha256") != fp["data_sha256"] else
+                    "the classifier differs" if theirs.get("classifier_sha256") != fp["classifier_sha256"] else
+                    f"options {diff} differ")
             raise TrainingError(f"{ckpt_path}: written by another run ({what}); resume with the same data and "
                                 "options, or choose another --out")
         trainer.load_state_dict(state["trainer"])
@@ -331,9 +363,9 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
 
     if world > 1:   # torchrun stops the other ranks with SIGTERM when one fails: say what to do
         def stopped(signum, frame):
-            sys.stderr.write(f"\nrank {rank}: stopped at step {trainer.steps_done} of {opts.steps} because another "
-                             f"process of the job failed (torchrun's report follows); {ckpt_path} holds the last "
-                             "checkpoint: run the same command with --resume to finish\n")
+            sys.stderr.write(f"\nrank {rank}: stopped (SIGTERM) at step {trainer.steps_done} of {opts.steps}: torchrun "
+                             "stops every process when another process of the job failed (its report follows); "
+                             f"{ckpt_path} holds the last checkpoint: run the same command with --resume to finish\n")
             sys.stderr.flush()
             os._exit(128 + signum)
 
@@ -351,7 +383,7 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
         try:
             terms = trainer.step(inp)
         except RuntimeError as e:
-            if world > 1:
+            if world > 1 and lost_peer(e):
                 raise TrainingError(f"rank {rank}: lost the other processes at step {trainer.steps_done} "
                                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the last checkpoint "
                                     f"is {ckpt_path}: run the same command with --resume") from None
@@ -370,7 +402,7 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
         if rank == 0 and (step % opts.sample_every == 0 or step == opts.steps):
             write_samples(trainer, fixed, out_dir / "samples" / f"step_{step:06d}.png")
     bar.close()
-    if trainer.steps_done > last or not ckpt_path.exists():
+    if trainer.steps_done > last or not resume:   # decided alike on every rank
         checkpoint()
     if rank != 0:
         return {}
@@ -499,7 +531,10 @@ def finish(trainer, data, train_idx, held_idx, held_probs, cpath, out_dir, opts,
             "processes": world, "device": str(device), "seconds": round(seconds, 1),
             "seconds_per_1000_steps": round(1000 * seconds / max(1, len(history)), 1),
             "held_out": {"reconstruction_l1": l1, "classifier_agreement": agreement},
-            "objective": {k: v for k, v in trainer.state_dict()["objective"].items()},
+            "objective": {k: v for k, v in trainer.state_dict()["objective"].items() if k != "ema_beta"},
+            "ema": {"half_life_images": opts.ema_half_life, "rampup": opts.ema_rampup,
+                    "beta_at_last_step": trainer.ema_schedule(trainer.steps_done - 1)},
+            "lpips": "off: its network's weights are not available offline",
             "options": asdict(opts)}
     trained = {"by": "cli.py train", "steps": trainer.steps_done, "data": str(data.root), "classes": data.classes}
     write_models(out_dir / "weights", {"generator": trainer.G_ema, "encoder": trainer.E, "discriminator": trainer.D},
