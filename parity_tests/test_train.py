@@ -171,6 +171,17 @@ def test_train_classifier_and_stylex_write_what_every_command_reads(shapes, shap
     doc = json.loads((tmp_path / "af" / "attfind.json").read_text())
     assert doc["effects"]["computed_images"] == 4
 
+    # fine-tuning: --init takes a converted folder's generator, encoder and discriminator (sizes its own)
+    r = run_cli("train", "--data", shapes, "--classifier", shapes_classifier, "--out", tmp_path / "ft", "--steps", "2",
+                "--init", out / "weights", *TINY[:-4], "--channel-max", "64")
+    assert r.exit_code == 0, r.output
+    tuned = models_pt.load(tmp_path / "ft" / "weights")["generator"]
+    assert tuned.config == G.config                          # the release's sizes, not --channel-max 64
+    assert not torch.equal(tuned.const, G.const)             # and it trained
+    r = run_cli("train", "--data", shapes, "--classifier", shapes_classifier, "--out", tmp_path / "ft2",
+                "--init", out / "weights", "--resolution", "64")
+    assert r.exit_code == 2 and "its generator is 32 px" in r.output
+
     # the same --out again refuses to overwrite the run; a degenerate classifier is refused
     r = run_cli("train", "--data", shapes, "--classifier", shapes_classifier, "--out", out, "--steps", "4", *TINY)
     assert r.exit_code == 2 and "--resume" in r.output

@@ -211,7 +211,7 @@ def check_groups(group: int, batch: int, micro: int, world: int, accumulate: int
                             f"{group * world * accumulate}")
 
 
-def load_models(opts: TrainOptions, label_size: int):
+def load_models(opts: TrainOptions, label_size: int, log=print):
     """(G, E, D): fresh ones, or a converted release's (``opts.init``)."""
     import models_pt
     from models_pt.stylex import fresh_models
@@ -227,6 +227,8 @@ def load_models(opts: TrainOptions, label_size: int):
     if missing:
         raise TrainingError(f"--init {opts.init}: the folder lacks {', '.join(missing)}")
     G, E, D = (by_kind[k] for k in ("generator", "encoder", "discriminator"))
+    log(f"fine-tuning {opts.init}: its generator's widths {G.config['channels']} and z_dim {G.config['z_dim']} "
+        "are used (--channel-max, --resnet-channel-max, --z-dim and --mapping-layers do not apply)")
     if G.config["resolution"] != opts.resolution:
         raise TrainingError(f"--init {opts.init}: its generator is {G.config['resolution']} px, --resolution is "
                             f"{opts.resolution}")
@@ -311,14 +313,13 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
     if C.config["num_classes"] != len(data.classes):
         raise TrainingError(f"{cpath}: the classifier has {C.config['num_classes']} classes, {data.root} has "
                             f"{len(data.classes)} ({', '.join(data.classes)})")
+    G, E, D = load_models(opts, len(data.classes), log)
+    check_groups(D.config["mbstd_group"], opts.batch, micro, world, opts.accumulate)
     pool = classifier_probs(C, data, train_idx, device, dtype)
     held_probs = classifier_probs(C, data, held_idx, device, dtype)
     why = degenerate(held_probs.argmax(1).numpy(), data.labels[held_idx], data.classes)
     if why:
         raise TrainingError(f"{cpath}: on {data.root}'s held-out images {why}")
-
-    G, E, D = load_models(opts, len(data.classes))
-    check_groups(D.config["mbstd_group"], opts.batch, micro, world, opts.accumulate)
     G, E, D = (m.to(device, dtype) for m in (G, E, D))
     objective = Objective(**{"ema_beta": ema_beta_for(opts.batch, opts.ema_half_life), **opts.objective})
 
