@@ -37,11 +37,13 @@ demo: install
 DIGITS ?= runs/digits
 DIGITS_STEPS ?= 8000
 DIGITS_TRAIN ?= --channel-max 32 --z-dim 32 --mapping-layers 2 --rec-image 10 --classifier-kl 0.1
+DIGITS_THREADS ?= 0   # torch threads of the two training commands (0: every core); 1 beside another job
 digits: install
 	test -d data/digits89 || $(RUN) examples/digits_folder.py --out data/digits89
-	test -f $(DIGITS)/classifier/manifest.json || $(RUN) cli.py train-classifier --data data/digits89 --out $(DIGITS)/classifier
+	test -f $(DIGITS)/classifier/manifest.json || $(RUN) cli.py train-classifier --data data/digits89 --out $(DIGITS)/classifier \
+		--threads $(DIGITS_THREADS)
 	$(RUN) cli.py train --data data/digits89 --classifier $(DIGITS)/classifier --out $(DIGITS)/stylex \
-		--steps $(DIGITS_STEPS) $(DIGITS_TRAIN) $(if $(wildcard $(DIGITS)/stylex/checkpoint.pt),--resume)
+		--steps $(DIGITS_STEPS) --threads $(DIGITS_THREADS) $(DIGITS_TRAIN) $(if $(wildcard $(DIGITS)/stylex/checkpoint.pt),--resume)
 	$(RUN) cli.py attfind --weights $(DIGITS)/stylex/weights --dlatents $(DIGITS)/stylex/dlatents.pkl \
 		--out $(DIGITS)/attfind --num-indices 8 --top 4 --examples 4
 	$(RUN) cli.py flip-rate --weights $(DIGITS)/stylex/weights --dlatents $(DIGITS)/stylex/dlatents.pkl \

@@ -28,7 +28,8 @@ SEEDS = [7, 11]          # releases of other seeds than the demo's (seed 7: the 
 SPLIT = {"releases": {str(seed) for seed in SEEDS}}
 # Minutes of one-thread work per group (--durations on a 2-core AVX-512 EPYC, rounded); a group not
 # listed counts 0.01 min per test. Only the order matters: a wrong figure costs balance, not tests.
-GROUP_MINUTES = {"attfind": 7.3, "releases[11]": 3.9, "releases[7]": 3.5, "test_generator": 2.1, "releases": 1.9,
+GROUP_MINUTES = {"attfind": 7.3, "releases[11]": 3.9, "releases[7]": 3.5, "test_train": 3.0, "test_generator": 2.1,
+                 "releases": 1.9,
                  "test_classifier_parity": 1.6, "test_encoder_discriminator": 0.2, "test_tfrecord_codec": 0.2}
 WORKER_THREADS = 1   # per xdist worker: two workers share 2 cores, and PyTorch's threads collapse
                      # when another process holds a core (STYLEX_TEST_THREADS overrides)
