@@ -21,44 +21,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crosscheck import tf_side
-from porting import kinds, mapping
-from porting.convert import prepare
-from porting.training import tf_to_pt
+from crosscheck.export import tf_model_holding
+from porting import mapping
 from porting.verdict import RULE, LayerRow, Report, judge
 
-KINDS = ("generator", "encoder", "discriminator", "classifier")
 
 
 def tf_model_of(module, dtype: str = "float64"):
-    """The TF reference model holding a PyTorch module's weights (the mapping rules undone)."""
-    kind = kinds.get(module.kind)
-    model = tf_side.reference_model(kind.name, {**module.config, **({"dropout": 0.0} if kind.name == "classifier"
-                                                                  else {})}, dtype)
-    shapes = {v.name: tuple(v.shape) for v in model.variables}
-    plan = prepare(list(shapes), shapes, f"the TF {kind.name}", model=kind.name).plan
-    state = {k: v.detach().cpu().double().numpy() if v.is_floating_point() else v.cpu().numpy()
-             for k, v in module.state_dict().items()}
-    tf_side.assign_by_name(model, mapping.invert(plan, state, shapes, where=kind.name), kind.name)
-    return model
-
-
-def _pt_layout(kind: str, model, values: dict, module, gradients: bool) -> dict:
-    shapes = {v.name: tuple(v.shape) for v in model.variables}
-    full = {v.name: (values.get(v.name) if values.get(v.name) is not None else np.zeros(v.shape))
-            for v in model.variables}
-    out = tf_to_pt(kind, full, shapes, module, gradients=gradients)
-    if gradients:   # only the variables that had a gradient
-        have = {k for k, n in _pt_names(kind, model, module).items() if values.get(n) is not None}
-        out = {k: v for k, v in out.items() if k in have}
-    return out
-
-
-def _pt_names(kind: str, model, module) -> dict[str, str]:
-    """PyTorch key -> the TF variable that feeds it."""
-    shapes = {v.name: tuple(v.shape) for v in model.variables}
-    plan = prepare(list(shapes), shapes, f"the TF {kind}", model=kind).plan
-    return {a.pt_key: a.tf_name for a in plan.assignments if a.tf_name}
+    """The TF reference model holding a PyTorch module's weights, and its mapping plan."""
+    config = {**module.config, **({"dropout": 0.0} if module.kind == "classifier" else {})}
+    state = {k: v.detach().double() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    return tf_model_holding(module.kind, config, state, f"the port's {module.kind}", dtype)
 
 
 class TFStylEx:
@@ -68,7 +41,9 @@ class TFStylEx:
         import tf_keras as keras
 
         self.pt = {"generator": G, "encoder": E, "discriminator": D, "classifier": C}
-        self.m = {k: tf_model_of(v) for k, v in self.pt.items()}
+        built = {k: tf_model_of(v) for k, v in self.pt.items()}
+        self.m = {k: model for k, (model, _) in built.items()}
+        self.plans = {k: plan for k, (_, plan) in built.items()}   # one plan per kind, for every mapping back
         self.objective = objective
         self.ema = {v.name: v.numpy().copy() for v in self.m["generator"].trainable_variables}
 
@@ -178,18 +153,28 @@ class TFStylEx:
         out["terms"] = {k: float(v) for k, v in out["terms"].items()}
         return out
 
+    def pt_layout(self, kind: str, values: dict, gradients: bool) -> dict:
+        """TF variables (or their gradients, where there was one) -> PyTorch keys, by the kind's plan."""
+        model, plan = self.m[kind], self.plans[kind]
+        pt_shapes = {k: tuple(v.shape) for k, v in self.pt[kind].state_dict().items()}
+        full = {v.name: values[v.name] if values.get(v.name) is not None else np.zeros(v.shape) for v in model.variables}
+        out = mapping.apply(plan, full, pt_shapes, where=f"TF {kind}", gradients=gradients, allow_nonfinite=True)
+        if gradients:   # only the variables that had a gradient
+            had = {a.pt_key for a in plan.assignments if a.tf_name and values.get(a.tf_name) is not None}
+            out = {k: v for k, v in out.items() if k in had}
+        return out
+
     def weights(self) -> dict[str, dict]:
         """Every model's weights in PyTorch's layout; ``G_ema``: the EMA generator's."""
-        out = {k: _pt_layout(k, self.m[k], {v.name: v.numpy() for v in self.m[k].variables}, self.pt[k], False)
+        out = {k: self.pt_layout(k, {v.name: v.numpy() for v in self.m[k].variables}, False)
                for k in ("generator", "encoder", "discriminator")}
-        g = self.m["generator"]
-        ema = {v.name: v.numpy() for v in g.variables}
+        ema = {v.name: v.numpy() for v in self.m["generator"].variables}
         ema.update(self.ema)
-        out["G_ema"] = _pt_layout("generator", g, ema, self.pt["generator"], False)
+        out["G_ema"] = self.pt_layout("generator", ema, False)
         return out
 
     def grads_pt(self, grads: dict) -> dict[str, dict]:
-        return {k: _pt_layout(k, self.m[k], g, self.pt[k], True) for k, g in grads.items()}
+        return {k: self.pt_layout(k, g, True) for k, g in grads.items()}
 
 
 class RecordingSync:

@@ -91,14 +91,15 @@ def recompute_bn_statistics(model, data: ImageFolder, index: np.ndarray, batch: 
     model.eval()
 
 
-def predict(model, data: ImageFolder, index: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Class probabilities [N, classes] of ``index``'s images, eval mode."""
+def predict(model, data: ImageFolder, index: np.ndarray, batch: int = 128, device="cpu", dtype=None):
+    """Class probabilities ``[N, classes]`` of ``index``'s images (a CPU tensor), eval mode; the
+    images go to ``device`` in ``dtype`` (default: float32)."""
     import torch
 
     model.eval()
     with torch.no_grad():
-        return np.concatenate([torch.softmax(model(data.images(index[s:s + batch])), 1).numpy()
-                               for s in range(0, len(index), batch)])
+        return torch.cat([torch.softmax(model(data.images(index[s:s + batch]).to(device, dtype or torch.float32)),
+                                        1).cpu() for s in range(0, len(index), batch)])
 
 
 def train_classifier(data_dir: str | Path, out_dir: str | Path, opts: ClassifierOptions, progress: bool = True,
@@ -147,7 +148,7 @@ def train_classifier(data_dir: str | Path, out_dir: str | Path, opts: Classifier
         bar.set_postfix_str(f"loss {np.mean(history[-20:]):.3f}")
     seconds = time.perf_counter() - t0
     recompute_bn_statistics(model, data, train, 64)
-    probs = predict(model, data, held)
+    probs = predict(model, data, held).numpy()
     predicted = probs.argmax(1)
     accuracy = float((predicted == data.labels[held]).mean())
     why = degenerate(predicted, data.labels[held], data.classes)
@@ -158,7 +159,7 @@ def train_classifier(data_dir: str | Path, out_dir: str | Path, opts: Classifier
     info = {"data": str(data.root), "classes": data.classes, "images": data.counts(),
             "train_images": len(train), "held_out_images": len(held),
             "held_out_accuracy": accuracy, "confusion (rows: true, columns: predicted)": confusion.tolist(),
-            "train_accuracy": float((predict(model, data, train).argmax(1) == data.labels[train]).mean()),
+            "train_accuracy": float((predict(model, data, train).numpy().argmax(1) == data.labels[train]).mean()),
             "seconds": round(seconds, 1), "loss_first_last_20": [float(np.mean(history[:20])), float(np.mean(history[-20:]))],
             "options": asdict(opts)}
     out_dir = Path(out_dir)

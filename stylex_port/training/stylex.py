@@ -238,14 +238,6 @@ def load_models(opts: TrainOptions, label_size: int, log=print):
     return G, E, D
 
 
-def classifier_probs(C, data, index: np.ndarray, device, dtype, batch: int = 128):
-    import torch
-
-    with torch.no_grad():
-        return torch.cat([torch.softmax(C(data.images(index[s:s + batch]).to(device, dtype)), 1).cpu()
-                          for s in range(0, len(index), batch)])
-
-
 def fingerprint(data, opts: TrainOptions, classifier: Path) -> dict:
     """What a resumed run must share with the one it resumes: the images, the classifier's
     bytes and the options (all but the length, the threads, the device and how often it writes)."""
@@ -282,7 +274,7 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
 
     import models_pt
     from models_pt.stylex import Objective, StylExTrainer, draw_inputs, ema_beta_for
-    from stylex_port.training.classifier import degenerate
+    from stylex_port.training.classifier import degenerate, predict
     from stylex_port.training.weights import find_classifier
 
     rank, world, sync, device = start_processes(opts.device)
@@ -315,8 +307,8 @@ def _train(data_dir, classifier_path, out_dir, opts, resume, progress, log) -> d
                             f"{len(data.classes)} ({', '.join(data.classes)})")
     G, E, D = load_models(opts, len(data.classes), log)
     check_groups(D.config["mbstd_group"], opts.batch, micro, world, opts.accumulate)
-    pool = classifier_probs(C, data, train_idx, device, dtype)
-    held_probs = classifier_probs(C, data, held_idx, device, dtype)
+    pool = predict(C, data, train_idx, device=device, dtype=dtype)
+    held_probs = predict(C, data, held_idx, device=device, dtype=dtype)
     why = degenerate(held_probs.argmax(1).numpy(), data.labels[held_idx], data.classes)
     if why:
         raise TrainingError(f"{cpath}: on {data.root}'s held-out images {why}")
