@@ -53,7 +53,7 @@ def main():
     args = ap.parse_args()
 
     import numpy as np
-    import tf_keras as keras
+    from crosscheck.tf_side import load_savedmodel
 
     import models_pt
     from attfind import selection as sel
@@ -80,7 +80,7 @@ def main():
     tf_models = {}
     for stem in ("generator", "mobilenet"):
         with open_checkpoint(ref / f"{stem}.savedmodel.zip") as ck:
-            tf_models[stem] = keras.models.load_model(str(ck.root), compile=False)
+            tf_models[stem] = load_savedmodel(ck)
     pt = models_pt.load(weights)
     dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))
     styles = conv_styles(tf_models["generator"], dl)

@@ -49,7 +49,7 @@ def main():
     import onnx
     import onnx2torch
     import tensorflow as tf
-    import tf_keras as keras
+    from crosscheck.tf_side import load_savedmodel
     import torch
 
     import models_pt
@@ -63,7 +63,7 @@ def main():
 
     # ---------------------------------------------------------------- classifier
     with open_checkpoint(args.release / "mobilenet.savedmodel.zip") as ck:
-        tf_model = keras.models.load_model(str(ck.root), compile=False)
+        tf_model = load_savedmodel(ck)
         t_onnx, err = tf2onnx_convert(ck.root, tmp / "mobilenet.onnx")
     if err:
         print(f"classifier: tf2onnx failed after {t_onnx:.1f} s: {err}")

@@ -36,7 +36,7 @@ def bench_model(kind: str, release: Path, weights: Path, onnx_dir: Path, batches
     import numpy as np
     import onnxruntime as ort
     import tensorflow as tf
-    import tf_keras as keras
+    from crosscheck.tf_side import load_savedmodel
     import torch
 
     import models_pt
@@ -48,7 +48,7 @@ def bench_model(kind: str, release: Path, weights: Path, onnx_dir: Path, batches
     pt = models_pt.load(weights / f"{stem}.safetensors")
     size = pt.config["resolution"] if kind != "classifier" else None
     with open_checkpoint(release / f"{stem}.savedmodel.zip") as ck:
-        tf_model = keras.models.load_model(str(ck.root), compile=False)
+        tf_model = load_savedmodel(ck)
     if kind == "classifier":
         size = tf_model.input_shape[1] or 256
     onnx_path = onnx_dir / f"{stem}.onnx"

@@ -297,7 +297,7 @@ def stage_b(seed: int, work: Path, process: str) -> dict:
             with open_checkpoint(Path(case["zip"])) as ck:
                 tf32 = tf_side.trace(case["kind"], tf_side.rebuild(case["kind"], case["config"], "float32",
                                                                    ck.read_all()), inputs, "float32")
-                saved = tf_side.load_savedmodel(ck.root)
+                saved = tf_side.load_savedmodel(ck)
                 native = tf_side.notebook_input_size(case["kind"], saved)
                 sm = None
                 if native in (None, case["input_size"]):
@@ -328,7 +328,7 @@ def stage_b(seed: int, work: Path, process: str) -> dict:
         pt32[name] = models_pt.load(work / "weights" / entry["weights"])
         if tf_cell is not None:
             with open_checkpoint(work / "release" / entry["source"]) as ck:
-                saved[name] = tf_side.load_savedmodel(ck.root)
+                saved[name] = tf_side.load_savedmodel(ck)
     if tf_cell is not None:
         g = saved["generator"]
         w = tf_encode(saved["encoder"], saved["classifier"], images).numpy()

@@ -167,7 +167,7 @@ def write_examples(out_dir: Path, dlatents: np.ndarray, progress=None, bar=None)
     models = {}
     for name in ("generator", "classifier"):
         with open_checkpoint(out_dir / f"{kind(name).release_stem}.savedmodel.zip") as ck:
-            models[name] = load_savedmodel(ck.root)
+            models[name] = load_savedmodel(ck)
     backend = TFEffects(models["generator"], models["classifier"], compiled=True)
     styles = backend.styles(dlatents)
     lo, hi = style_ranges(styles)

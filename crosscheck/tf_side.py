@@ -10,12 +10,13 @@ module resolves the name.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from porting import kinds
+from porting import graph_scan, kinds
+from porting.errors import PortError
+from porting.kernels import fpmath_env
 from porting.mapping import MappingError, NameIndex
 
 
@@ -26,7 +27,8 @@ def tf_module(kind: str):
 
 def tf_kernels() -> dict:
     """TensorFlow's kernel choice in this process: oneDNN or Eigen (``TF_ENABLE_ONEDNN_OPTS``;
-    TF turns oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX)."""
+    TF turns oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX), and the settings
+    that change its float32 arithmetic (oneDNN's fpmath mode, TF32 on a GPU)."""
     import os
 
     import tensorflow as tf
@@ -38,14 +40,28 @@ def tf_kernels() -> dict:
     except (ImportError, AttributeError):   # a TF without the probe: say what was asked for
         onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").lower() in ("1", "true")
     return {"tensorflow": tf.__version__, "onednn": onednn,
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF's default)")}
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF's default)"),
+            "fpmath_mode": fpmath_env(), "gpus": len(tf.config.list_physical_devices("GPU")),
+            "tf32_execution": bool(tf.config.experimental.tensor_float_32_execution_enabled())}
 
 
-def load_savedmodel(root: Path):
-    """A SavedModel folder loaded as the notebook loads it."""
+def load_savedmodel(ck):
+    """The SavedModel of an open checkpoint (``porting.readers.Checkpoint``) loaded as the notebook
+    loads it, once its graph has passed the scan (``porting.graph_scan.check``: a SavedModel is a
+    program, and this runs it). The one door every SavedModel load of the project goes through;
+    a checkpoint opened with ``trust_graph`` (``--trust-graph``) loads unscanned, with a warning."""
+    import sys
+
     import tf_keras as keras
 
-    return keras.models.load_model(str(root), compile=False)
+    if ck.root is None:
+        raise PortError(f"{ck.source}: not a SavedModel ({ck.fmt}); there is no graph to load")
+    if ck.trust_graph:
+        print(f"warning: --trust-graph: {ck.graph_file} is loaded and run without its graph scan "
+              "(a SavedModel is a program; docs/security.md)", file=sys.stderr)
+    else:
+        graph_scan.check(ck.graph_file)
+    return keras.models.load_model(str(ck.root), compile=False)
 
 
 def assign_by_name(model, variables: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
@@ -88,9 +104,9 @@ def notebook_input_size(kind: str, saved) -> int | None:
     return tf_module(kind).notebook_input_size(saved)
 
 
-def notebook_runner(kind: str, root: Path):
-    """``inputs -> output`` of the SavedModel folder ``root``, as the notebook calls it."""
-    saved = load_savedmodel(Path(root))
+def notebook_runner(kind: str, ck):
+    """``inputs -> output`` of an open checkpoint's SavedModel, as the notebook calls it."""
+    saved = load_savedmodel(ck)
     return lambda inputs: notebook_output(kind, saved, inputs)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 import models_pt
 from crosscheck import tf_side
-from porting import kinds
+from porting import graph_scan, kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
 from porting.verdict import NUM_IMAGES, RULE, Reference, Report, VerdictRule, judge, judge_module
@@ -43,7 +43,7 @@ def tf_reference(ck, kind_name: str, config: dict, dtype: str = "float32", num_i
     release's dlatents.pkl, the inputs of a model that takes dlatents (the generator)."""
     t0 = time.perf_counter()
     spec = kinds.get(kind_name).verify
-    saved = tf_side.load_savedmodel(ck.root) if ck.root is not None else None
+    saved = tf_side.load_savedmodel(ck) if ck.root is not None else None
     native = tf_side.notebook_input_size(kind_name, saved) if saved is not None else None
     size = size or native or spec.default_size(config)
     inputs = spec.inputs(config, num_images, size, seed, dlatents)
@@ -77,19 +77,25 @@ def verify_checkpoint(ck, weights: Path, dtype: str = "float32", num_images: int
 
 
 def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_images: int = 8,
-                   progress: bool = True) -> list:
-    """Verify every model the manifest lists against its release zip; one Report per model."""
+                   progress: bool = True, trust_graph: bool = False) -> list:
+    """Verify every model the manifest lists against its release zip; one Report per model.
+    Every zip's graph is scanned (``porting.graph_scan``) before any is loaded, unless
+    ``trust_graph`` (``--trust-graph``)."""
     from tqdm import tqdm
 
     if not (Path(weights_dir) / "manifest.json").exists():
         raise PortError(f"{weights_dir}: no manifest.json; convert the release folder first")
     manifest = models_pt.read_manifest(weights_dir)
+    if not trust_graph:
+        for entry in manifest["models"].values():
+            graph_scan.check(Path(src) / entry["source"])
     reports, tf_models = [], {}
     bar = tqdm(list(manifest["models"].items()), desc="verifying", unit="model", disable=not progress)
     for stem, entry in bar:
         bar.set_postfix_str(stem)
         tf_models[stem] = {}
-        with open_checkpoint(Path(src) / entry["source"], build_keras=tf_side.build_keras) as ck:
+        with open_checkpoint(Path(src) / entry["source"], build_keras=tf_side.build_keras,
+                             trust_graph=trust_graph) as ck:
             reports.append(verify_checkpoint(ck, Path(weights_dir) / entry["weights"], dtype, num_images,
                                              dlatents=Path(src) / "dlatents.pkl", tf_models=tf_models[stem]))
     if set(ROUND_TRIP.values()) <= set(manifest["models"]):
@@ -133,7 +139,7 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
         else:
             header = models_pt.read_header(path)
             with open_checkpoint(Path(src) / entry["source"]) as ck:
-                tf32[name] = tf_side.load_savedmodel(ck.root)
+                tf32[name] = tf_side.load_savedmodel(ck)
                 tf64[name] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
         pt32[name] = load_to_verify(path)
     pt64 = {name: copy.deepcopy(m).to(torch.float64) for name, m in pt32.items()}
@@ -209,7 +215,7 @@ def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dic
         if built.get("savedmodel") is None or built.get("float64") is None:
             header = models_pt.read_header(path)
             with open_checkpoint(Path(src) / entry["source"]) as ck:
-                built = {"savedmodel": tf_side.load_savedmodel(ck.root),
+                built = {"savedmodel": tf_side.load_savedmodel(ck),
                          "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
         tf32[name], tf64[name] = built["savedmodel"], built["float64"]
         pt[name] = (modules or {}).get(name) or load_to_verify(path)

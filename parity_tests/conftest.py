@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 # file is a group of its own. parity_tests/scheduling.py does the grouping (xdist's own loses
 # the groups under pytest 9.2) and hands out the costliest group first, by GROUP_MINUTES.
 GROUPS = {
-    "releases": {"test_verdict", "test_training", "test_release_convert", "test_readers_and_bad_input"},
+    "releases": {"test_verdict", "test_training", "test_release_convert", "test_readers_and_bad_input",
+                 "test_graph_scan"},
     "attfind": {"test_analyses", "test_attfind_distributed", "test_attfind_parity", "test_download",
                 "test_onnx_export", "test_base_install", "test_studies", "test_certify"},
 }
@@ -202,7 +203,7 @@ class SavedModels(dict):
         from porting.readers import open_checkpoint
 
         with open_checkpoint(self.folder / f"{stem}.savedmodel.zip") as ck:
-            self[stem] = load_savedmodel(ck.root)
+            self[stem] = load_savedmodel(ck)
         return self[stem]
 
 

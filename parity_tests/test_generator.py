@@ -145,11 +145,11 @@ def test_seeded_images_have_structure(small):
 def test_savedmodel_round_trip_keeps_the_notebook_api(small, small_zip):
     """load_model on the unzipped release file; the notebook's calls; a bias assign_add is a
     StyleSpace shift, and equals the PyTorch edit."""
-    import tf_keras as keras
+    from crosscheck.tf_side import load_savedmodel
 
     _, module, w = small
     with open_checkpoint(small_zip[0]) as ck:
-        loaded = keras.models.load_model(str(ck.root), compile=False)
+        loaded = load_savedmodel(ck)
         batch = w[:3]
         styles = loaded.style_vector_calculator(batch, training=False)
         base = np.asarray(loaded.g_synthesis(styles, training=False))

@@ -337,3 +337,70 @@ def test_verify_keeps_the_port_off_nnpack_and_says_so(release, tmp_path, monkeyp
         with kernels.summing_kernels():
             summed = spec.trace(g, w, "float32")
     assert any(not np.array_equal(fast[k], summed[k]) for k in summed), "NNPACK never ran"
+
+
+def _bf16_kernels() -> bool:
+    """oneDNN has bfloat16 kernels on this CPU (AVX-512 BF16 or AMX, and no ISA cap below them)."""
+    import torch
+
+    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+@pytest.fixture(scope="module")
+def small_verify(small_classifier, tmp_path_factory):
+    """verify's arguments for the small classifier's zip and its conversion."""
+    from porting.convert import convert_path
+
+    zip_path = small_classifier[2]["zip"]
+    weights, _ = convert_path(zip_path, tmp_path_factory.mktemp("small_w") / "mobilenet.safetensors")
+    return ["verify", "--tf-ckpt", str(zip_path), "--weights", str(weights), "--num-images", "4"]
+
+
+def test_verify_under_onednn_bf16_math_says_the_port_is_exact(small_verify):
+    """ONEDNN_DEFAULT_FPMATH_MODE=BF16 (a setting users make for speed) makes oneDNN compute
+    float32 convolutions in bfloat16, in both frameworks: float32 fails by far, rightly, and the
+    report names the setting as the cause and says the port is exact. Control: the same verify
+    without the setting passes and has no such note."""
+    if not _bf16_kernels():
+        pytest.skip("this CPU has no bfloat16 kernels for oneDNN (AVX-512 BF16 or AMX): the setting changes nothing")
+    proc = subprocess.run([sys.executable, "cli.py"] + small_verify, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ONEDNN_DEFAULT_FPMATH_MODE": "BF16", **same_threads()})
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr[-3000:]
+    assert "exact: yes" in out and "float32: NOT fit" in out
+    kernel_line = out.splitlines()[0]
+    assert "ONEDNN_DEFAULT_FPMATH_MODE=BF16" in kernel_line and "(REDUCED: 1 setting on)" in kernel_line
+    note = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(note) == 2 and "ONEDNN_DEFAULT_FPMATH_MODE=BF16" in note[0] and "reduced precision" in note[0]
+    assert "TF's own float32 run errs as far" in note[0]                            # both frameworks
+    assert "the port itself is exact" in note[1]
+    control = run_cli(*small_verify)
+    assert control.exit_code == 0 and "note:" not in control.output and "REDUCED" not in control.output
+
+
+def test_a_pytorch_reduced_precision_switch_is_named(small_verify):
+    """PyTorch's own switch, ``torch.backends.mkldnn.{conv,matmul}.fp32_precision = 'bf16'``, set
+    in the process that verifies: the kernel line names it on every CPU. Where oneDNN has
+    bfloat16 kernels the port's float32 then fails by far while TF's does not, and the note names
+    the switch and says the port is exact; elsewhere PyTorch ignores it and verify passes
+    (measured: with ONEDNN_MAX_CPU_ISA=AVX2 the switch leaves every float32 error unchanged)."""
+    import torch
+
+    was = {op: getattr(torch.backends.mkldnn, op).fp32_precision for op in ("conv", "matmul")}
+    try:
+        for op in was:
+            getattr(torch.backends.mkldnn, op).fp32_precision = "bf16"
+        result = run_cli(*small_verify)
+    finally:
+        for op, value in was.items():
+            getattr(torch.backends.mkldnn, op).fp32_precision = value
+    out = result.output
+    assert "oneDNN fp32_precision conv bf16 / matmul bf16 (REDUCED: 2 settings on)" in out
+    if not _bf16_kernels():
+        assert result.exit_code == 0 and "note:" not in out, out[-2000:]
+        return
+    assert result.exit_code == 1 and "exact: yes" in out and "float32: NOT fit" in out, out[-2000:]
+    note = [line for line in out.splitlines() if line.startswith("note:")]
+    assert "torch.backends.mkldnn.conv.fp32_precision == 'bf16'" in note[0]
+    assert "TF's own float32 run errs as far" not in note[0]      # only PyTorch's kernels were switched
+    assert "the port itself is exact" in note[1]

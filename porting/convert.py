@@ -120,10 +120,11 @@ def write_safetensors(path: Path, state: dict[str, np.ndarray], header: dict) ->
 
 def convert_path(src: str | Path, out: str | Path | None = None, model: str | None = None,
                  allow_nonfinite: bool = False, allow_unused: bool = False,
-                 build_keras=None) -> tuple[Path, Conversion]:
+                 build_keras=None, trust_graph: bool = False) -> tuple[Path, Conversion]:
     """Convert one checkpoint file or folder; returns the weights path and what was done.
-    ``build_keras``: see ``porting.readers.open_checkpoint`` (nameless ``.weights.h5`` files)."""
-    with open_checkpoint(src, build_keras=build_keras) as ck:
+    ``build_keras``, ``trust_graph``: see ``porting.readers.open_checkpoint`` (nameless
+    ``.weights.h5`` files; a whole-model ``.h5`` whose config names classes outside the release's)."""
+    with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
         conv = convert_checkpoint(ck, model=model, allow_nonfinite=allow_nonfinite, allow_unused=allow_unused)
     out = Path(out) if out else Path("weights") / f"{release_stem(Path(src))}.safetensors"
     if out.suffix != ".safetensors":

@@ -37,6 +37,7 @@ import numpy as np
 
 from models_pt import file_sha256
 from porting.errors import ReaderError
+from porting.graph_scan import check_h5_config
 from porting.mapping import normalize_name
 from stylex_port.release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
 
@@ -52,6 +53,12 @@ class Checkpoint:
     dtypes: dict[str, str]            # variable name -> numpy dtype name
     _read: Callable[[str], np.ndarray] = field(repr=False)
     root: Path | None = None          # the (unpacked) SavedModel folder, when there is one
+    trust_graph: bool = False         # the user said --trust-graph: its graph loads unscanned
+
+    @property
+    def graph_file(self) -> Path | None:
+        """The SavedModel as the user named it (the zip, or the folder), for the graph scan."""
+        return None if self.root is None else (self.source if self.fmt == "savedmodel-zip" else self.root)
 
     def read(self, name: str) -> np.ndarray:
         try:
@@ -105,11 +112,21 @@ def _hash_file(p: Path, h) -> None:
 # --------------------------------------------------------------------------- dispatch
 
 @contextlib.contextmanager
-def open_checkpoint(path: str | os.PathLike, build_keras: Callable[[str, dict], object] | None = None
-                    ) -> Iterator[Checkpoint]:
+def open_checkpoint(path: str | os.PathLike, build_keras: Callable[[str, dict], object] | None = None,
+                    trust_graph: bool = False) -> Iterator[Checkpoint]:
     """Open any supported checkpoint; temporary files (an unpacked zip) go when the block ends.
-    ``build_keras(kind, config)``: the Keras reference model a nameless ``.weights.h5`` loads into."""
-    p = Path(path)
+    ``build_keras(kind, config)``: the Keras reference model a nameless ``.weights.h5`` loads into.
+    ``trust_graph``: the user's ``--trust-graph``: a whole-model ``.h5`` whose config names a class
+    the release's models do not use is read anyway, and the checkpoint's SavedModel loads without
+    its graph scan (``porting.graph_scan``; the load itself is ``crosscheck.tf_side``'s)."""
+    with _open(Path(path), build_keras, trust_graph) as ck:
+        ck.trust_graph = trust_graph
+        yield ck
+
+
+@contextlib.contextmanager
+def _open(path: Path, build_keras, trust_graph: bool) -> Iterator[Checkpoint]:
+    p = path
     if p.suffix == ".index":
         p = p.with_suffix("")
     if p.is_dir():
@@ -131,6 +148,8 @@ def open_checkpoint(path: str | os.PathLike, build_keras: Callable[[str, dict], 
             raise ReaderError(f"{path}: not a readable HDF5 file (truncated or corrupted?): "
                               f"{_first_line(e)}") from None
         with f:
+            if not trust_graph:
+                check_h5_config(p, f)
             yield _read_h5(p, f, build_keras)
         return
     if Path(str(p) + ".index").is_file():

@@ -341,7 +341,7 @@ def _ok(row: LayerRow) -> str:
 
 
 def format_report(report: Report) -> str:
-    from porting.kernels import describe
+    from porting.kernels import describe, float32_diagnosis
 
     lines = [] if report.same_source else [
         f"warning: {report.weights} was converted from another file than {report.source} (sha256 differs)"]
@@ -378,14 +378,14 @@ def format_report(report: Report) -> str:
     if report.abs_passed is not None:
         tail += f" (old fixed bars: {'pass' if report.abs_passed else 'over'})"
     lines.append(tail)
-    return "\n".join(lines)
+    return "\n".join(lines + float32_diagnosis([report]))
 
 
 def format_summary(reports) -> str:
     """One row per model: the float64 verdict (exact: its worst score64), the float32 verdict
     (the worst layer by its score against the rounding-model bound), the output's errors, and,
     for information, TF's own float32 error and the old ratio of that worst layer."""
-    from porting.kernels import describe
+    from porting.kernels import describe, float32_diagnosis
 
     width = max([14] + [len(r.model) for r in reports])
     lines = [f"{'model':<{width}} {'layers':>6}  {'exact (float64)':<17} {'float32 worst layer':<32} {'score':>6} "
@@ -400,4 +400,4 @@ def format_summary(reports) -> str:
                      f"{_fmt(worst.ratio if worst else None, '.2f'):>6}  {'pass' if r.passed else 'FAIL'}")
     if reports:
         lines.append(f"kernels: {describe(reports[0].kernels)}")
-    return "\n".join(lines)
+    return "\n".join(lines + float32_diagnosis(reports))

@@ -138,17 +138,30 @@ def download(name, out_dir, base_url, retries, timeout):
     sys.exit(0 if outcome.ok else EXIT_FAILED)
 
 
+def trust_graph_option(what: str):
+    """``--trust-graph``: the one opt-out of porting.graph_scan's checks, worded per command."""
+    return click.option("--trust-graph", is_flag=True, help=what + " (docs/security.md).")
+
+
+GRAPH_HELP = ("Load the release's SavedModels without first checking that their graphs hold only the release's "
+              "ops and Keras classes, and read a whole-model .h5 whose config names other classes (a SavedModel "
+              "is a program: only for files you trust)")
+H5_HELP = ("Read a whole-model Keras .h5 whose config names layer classes outside the release's (a Lambda "
+           "carries Python code; this reader never runs it, but the file is not the release's)")
+
+
 @main.command()
 @click.option("--tf-ckpt", required=True, help="SavedModel folder or zip, TF checkpoint, or Keras .h5.")
 @click.option("--model", type=click.Choice(KIND_NAMES),
               help="Force the model kind instead of detecting it from the variables.")
+@trust_graph_option(H5_HELP)
 @user_errors
-def inspect(tf_ckpt, model):
+def inspect(tf_ckpt, model, trust_graph):
     """List every variable, its shape and the PyTorch parameter it maps to (or 'unused')."""
     from porting.convert import prepare
     from porting.readers import open_checkpoint
 
-    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
+    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
         prep = prepare(ck.names, ck.shapes, tf_ckpt, model, allow_unused=True)
         kind, config, mplan = prep.kind, prep.config, prep.plan
         targets = mplan.tf_to_pt()
@@ -177,8 +190,9 @@ def inspect(tf_ckpt, model):
 @click.option("--allow-unused", is_flag=True,
               help="Convert even if TF variables map to no PyTorch tensor (they are listed); without it, a "
                    "variable the model kind does not expect to leave unused fails the conversion.")
+@trust_graph_option(H5_HELP)
 @user_errors
-def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused):
+def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused, trust_graph):
     """Convert a TF checkpoint (or every model of a release folder) into PyTorch safetensors."""
     from porting.convert import convert_path
     from porting.release import convert_release, is_release_folder
@@ -200,7 +214,7 @@ def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused):
             click.echo(f"manifest: {result.out_dir / 'manifest.json'}")
         sys.exit(EXIT_BAD_INPUT if result.failed or not result.models else 0)
     path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite,
-                              allow_unused=allow_unused, build_keras=build_keras)
+                              allow_unused=allow_unused, build_keras=build_keras, trust_graph=trust_graph)
     click.echo(f"{conv.kind}: {len(conv.state)} tensors from {conv.header['tf_variables']} TF variables "
                f"({len(conv.plan.unused)} unused) -> {path}")
     for name in conv.plan.unused:
@@ -223,8 +237,9 @@ def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused):
                    "gradient (TF's mapped through the same rules), BatchNorm's running statistics after "
                    "the step, R1 and path length with their second-order gradients; 4 inputs unless "
                    "--num-images says otherwise.")
+@trust_graph_option(GRAPH_HELP)
 @user_errors
-def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, train):
+def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, train, trust_graph):
     """Compare every activation of TF and PyTorch on the same inputs; exit 1 if any is off.
 
     Two verdicts per activation, both needed: exact (TF and the port in float64 agree within
@@ -247,12 +262,13 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     if train:
         if size is not None:
             raise click.BadParameter("--train uses each model's own input size", param_hint="--size")
-        sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed))
+        sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed, trust_graph))
     if is_release_folder(existing(tf_ckpt)):
-        sys.exit(report_all(verify_release(Path(tf_ckpt), existing(weights), dtype, num_images), json_path))
+        sys.exit(report_all(verify_release(Path(tf_ckpt), existing(weights), dtype, num_images,
+                                           trust_graph=trust_graph), json_path))
     weights_path = existing(weights)
     beside = existing(tf_ckpt).resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
-    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
+    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
                                    dlatents=beside if beside.exists() else None)
     click.echo(format_report(report))
@@ -261,7 +277,8 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     sys.exit(0 if report.passed else EXIT_FAILED)
 
 
-def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed: int) -> int:
+def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed: int,
+                 trust_graph: bool = False) -> int:
     """``verify --train``: one model or a whole release; the exit status."""
     from crosscheck.training import verify_training, verify_training_release
     from porting.readers import open_checkpoint
@@ -276,7 +293,7 @@ def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed:
     if is_release_folder(existing(tf_ckpt)):
         reports = verify_training_release(Path(tf_ckpt), existing(weights), dtype, n, seed=seed)
     else:
-        with open_checkpoint(existing(tf_ckpt), build_keras=build_keras) as ck:
+        with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
             reports = [verify_training(ck, existing(weights), dtype, n, seed=seed)]
     return report_all(reports, json_path)
 
@@ -531,8 +548,9 @@ def export_tf(weights, out_dir, dlatents_path):
                    "port (its float32 error against a float64 run within 8x PyTorch's own).")
 @click.option("--tf-ckpt", type=click.Path(), default=None,
               help="The release folder the weights came from: also compare each file with the TF SavedModel.")
+@trust_graph_option(GRAPH_HELP)
 @user_errors
-def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
+def export_onnx(weights, models, out_dir, size, verify, tf_ckpt, trust_graph):
     """Export the ported models to ONNX (the generator as its synthesis, style vectors as inputs)."""
     from contextlib import nullcontext
 
@@ -559,8 +577,8 @@ def export_onnx(weights, models, out_dir, size, verify, tf_ckpt):
         click.echo(f"wrote {path} (onnx.checker: ok)")
         if verify:
             tf_zip = existing(str(Path(tf_ckpt) / f"{stem}.savedmodel.zip")) if tf_ckpt else None
-            with open_checkpoint(tf_zip) if tf_zip else nullcontext() as ck:
-                tf_output = notebook_runner(module.kind, ck.root) if ck else None
+            with open_checkpoint(tf_zip, trust_graph=trust_graph) if tf_zip else nullcontext() as ck:
+                tf_output = notebook_runner(module.kind, ck) if ck else None
                 checks.append(verify_onnx(path, module, model_size, tf_output=tf_output))
     if checks:
         click.echo(format_checks(checks))
