@@ -35,7 +35,7 @@ import numpy as np
 
 from models_pt import file_sha256
 from porting.errors import PortError
-from stylex_port.release_facts import RELEASE_STEMS
+from models_pt.release_facts import RELEASE_STEMS
 
 SETUP, UNIT = "setup", "unit"
 DEPTH = 2   # units queued per worker: the next image waits in the worker's queue while one runs,

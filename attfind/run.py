@@ -25,7 +25,7 @@ from attfind.discriminator_filter import (DISCRIMINATOR_IMAGES, DISCRIMINATOR_SH
 from attfind.errors import AttFindInputError
 from attfind.setting import Setting
 from porting.atomic import write_json
-from stylex_port.release_facts import EXAMPLES_FILE, RELEASE_STEMS
+from models_pt.release_facts import EXAMPLES_FILE, RELEASE_STEMS
 
 GENERATOR, CLASSIFIER, DISCRIMINATOR = (RELEASE_STEMS[k] for k in ("generator", "classifier", "discriminator"))
 

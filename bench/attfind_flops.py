@@ -140,7 +140,7 @@ def release_models(resolution: int):
     from models_pt.classifier import MobileNetV1
     from models_pt.generator import Generator
 
-    from stylex_port.release_facts import CLASSIFIER_ASSUMED, MAPPING_LR_MUL
+    from models_pt.release_facts import CLASSIFIER_ASSUMED, MAPPING_LR_MUL
 
     torch.manual_seed(0)
     g = Generator(resolution=resolution, channels=release_widths(resolution), z_dim=512, w_dim=514, label_size=2,

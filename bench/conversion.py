@@ -67,7 +67,7 @@ def main():
 
     from porting.readers import open_checkpoint
     from porting.release import convert_release
-    from stylex_port.release_facts import RELEASE_STEMS
+    from models_pt.release_facts import RELEASE_STEMS
 
     zips = [args.release / f"{s}.savedmodel.zip" for s in RELEASE_STEMS.values() if (args.release / f"{s}.savedmodel.zip").exists()]
     ckpt_bytes = 0

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import interleaved, use_all_cores  # noqa: E402
 
-from stylex_port.release_facts import RELEASE_STEMS as STEMS  # noqa: E402  (model kind -> file stem in a release)
+from models_pt.release_facts import RELEASE_STEMS as STEMS  # noqa: E402  (model kind -> file stem in a release)
 
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from porting.atomic import atomic_path, write_json
 from porting.kinds import get as kind
-from stylex_port.release_facts import DLATENTS_FILE, EXAMPLES_FILE
+from models_pt.release_facts import DLATENTS_FILE, EXAMPLES_FILE
 
 
 def real_dlatents(n: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def real_dlatents(n: int) -> np.ndarray:
     checkout without that file, seeded Gaussian stand-ins (w ~ N(0, 1), Dirichlet label
     probabilities), with a note: the reference release is then built on them."""
     from porting.kinds.generator import released_dlatents
-    from stylex_port.release_facts import RELEASED_DLATENTS
+    from models_pt.release_facts import RELEASED_DLATENTS
 
     if RELEASED_DLATENTS.exists():
         return released_dlatents()[:n]

@@ -23,7 +23,7 @@ from porting import graph_scan, kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
 from porting.verdict import NUM_IMAGES, RULE, Reference, Report, VerdictRule, judge, judge_module
-from stylex_port.release_facts import DLATENTS_FILE, RELEASE_STEMS
+from models_pt.release_facts import DLATENTS_FILE, RELEASE_STEMS
 
 
 def load_to_verify(path):

@@ -2,7 +2,9 @@
 
 Layer: the bottom, beside ``models_tf``. PyTorch only: nothing here imports TensorFlow or any
 other part of the project (a test walks the imports), so ``models_pt`` alone is what a user
-needs to load converted weights. Which class a weights file holds is written in its header
+needs to load converted weights. ``release_facts`` (which imports nothing at all) is what every
+side of the project must agree on about the release: it lives here, at the bottom, so that all
+layers can read it. Which class a weights file holds is written in its header
 (``"module"``, by the converter, from the model kind's record in ``porting.kinds``).
 
     import models_pt

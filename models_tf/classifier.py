@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tf_keras as keras
 
-from stylex_port.release_facts import CLASSIFIER_ASSUMED
+from models_pt.release_facts import CLASSIFIER_ASSUMED
 
 # (pointwise filters, depthwise stride) of the 13 depthwise-separable blocks.
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),

@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models_tf.ops import Bias, EqualizedDense, fir_filter, fir_upsample
-from stylex_port.release_facts import GENERATOR_TRAIN_NOISE
+from models_pt.release_facts import GENERATOR_TRAIN_NOISE
 
 # ASSUMPTIONS (not visible in the released variables' names; shapes are): the mapping network
 # normalises z (pixel norm), runs `mapping_layers` dense layers with leaky ReLU, then appends the

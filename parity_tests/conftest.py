@@ -61,7 +61,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def _real_dlatents_absent() -> bool:
-    from stylex_port.release_facts import RELEASED_DLATENTS
+    from models_pt.release_facts import RELEASED_DLATENTS
 
     return not RELEASED_DLATENTS.exists()
 

@@ -14,7 +14,7 @@ import pytest
 from models_pt.dlatents import DlatentsError, dlatent_matrix, dumps_dlatents, load_dlatents
 from porting.dlatents import save_dlatents
 from conftest import needs_real_dlatents as needs_real
-from stylex_port.release_facts import RELEASED_DLATENTS
+from models_pt.release_facts import RELEASED_DLATENTS
 
 
 def test_an_array_is_written_with_the_release_names(tmp_path):

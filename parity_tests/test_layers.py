@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("stylex_port", "models_pt", "models_tf", "porting", "attfind", "crosscheck", "cli",
            "parity_tests", "bench", "examples")
-FACTS = "stylex_port.release_facts"   # the bottom; stylex_port.cli (and the root cli.py) is the top
+FACTS = "models_pt.release_facts"   # below everything; stylex_port.cli (and the root cli.py) is the top
 
 # Layer -> the parts of the project it may import (besides itself). The most specific layer of a
 # module wins: "attfind.selection" before "attfind".
@@ -133,7 +133,7 @@ def test_a_planted_back_edge_fails(tmp_path):
         "attfind/run.py": "from stylex_port.analyses import wu\n",                     # attfind -> the analyses
         "stylex_port/download.py": "from stylex_port.analyses import wu\n",           # the downloader -> the analyses
         "stylex_port/analyses/wu.py": "from stylex_port import cli\n",                # a layer -> the top
-        "stylex_port/release_facts.py": "import porting\n",                           # the facts -> anything
+        "models_pt/release_facts.py": "import porting\n",                           # the facts -> anything
         "porting/readers.py": "from stylex_port import cli\n",                        # a layer -> the top
     }
     for rel, line in planted.items():
@@ -148,3 +148,84 @@ def test_a_planted_back_edge_fails(tmp_path):
     for rel in planted:
         assert any(f.startswith(rel + ":") for f in found), (rel, found)
     assert len(found) == len(planted), found
+
+
+# ----------------------------------------------------------------- no circles
+
+def module_graph(root: Path) -> dict[str, set]:
+    """module -> the project modules it imports (at module level or inside a function), for every
+    module of the project's packages; ``from pkg import sub`` counts as importing ``pkg.sub``."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] not in PROJECT[:6] or len(rel.parts) == 1:   # the packages, not cli.py or the tests
+            continue
+        modules[_module_name(root, path)] = path
+    graph = {}
+    for me, path in modules.items():
+        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = (".".join(package.split(".")[: len(package.split(".")) - node.level + 1] +
+                                 ([node.module] if node.module else [])) if node.level else node.module or "")
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name and name not in modules:      # a name inside a module: the module
+                    name = name.rpartition(".")[0]
+                if name and name != me:
+                    edges.add(name)
+        graph[me] = edges
+    return graph
+
+
+def circles(graph: dict[str, set]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_import_each_other():
+    """No circle of imports among the project's modules, however long, function-level imports
+    included: a circle makes two modules one, whichever layer they sit in."""
+    assert circles(module_graph(ROOT)) == []
+
+
+def test_a_planted_circle_fails(tmp_path):
+    for part in PROJECT[:6]:
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    assert circles(module_graph(tmp_path)) == []
+    path = tmp_path / "porting" / "mapping.py"
+    path.write_text(path.read_text() + "\n\ndef _planted():\n    from porting import convert\n")
+    assert any({"porting.mapping", "porting.convert"} <= set(c) for c in circles(module_graph(tmp_path)))

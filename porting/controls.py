@@ -339,17 +339,18 @@ def _fold_equalized_lr(m, _stack):
 
 
 def _first_order_only(name: str):
-    """The penalty's input gradient taken without ``create_graph``: its own gradient with respect
-    to the weights (the second-order term) is lost, as when a training loop forgets the flag."""
-    from porting import training as ptt
-
-    real = ptt.PENALTIES[name]
-
-    def detached(*args, **kw):
-        return real(*args, **kw).detach().requires_grad_(True)
-
+    """The penalty ``models_pt.training.<name>`` (``r1_penalty``, ``path_length_penalty``) with its
+    input gradient taken without ``create_graph``: its own gradient with respect to the weights
+    (the second-order term) is lost, as when a training loop forgets the flag."""
     def apply(_m, stack):
-        stack.enter_context(mock.patch.dict(ptt.PENALTIES, {name: detached}))
+        import models_pt.training as ptt
+
+        real = getattr(ptt, name)
+
+        def detached(*args, **kw):
+            return real(*args, **kw).detach().requires_grad_(True)
+
+        stack.enter_context(mock.patch.object(ptt, name, detached))
     return apply
 
 
@@ -374,10 +375,10 @@ TRAIN_CONTROLS = [
             _fold_equalized_lr),
     Control("r1_second_order_missing", ("discriminator",), False,
             "R1's input gradient taken without create_graph: no gradient reaches the weights",
-            _first_order_only("r1")),
+            _first_order_only("r1_penalty")),
     Control("path_length_second_order_missing", ("generator",), False,
             "the path length's gradient taken without create_graph: no gradient reaches the weights",
-            _first_order_only("path length")),
+            _first_order_only("path_length_penalty")),
     Control("train_noise_ignored", ("generator",), False,
             "training-mode noise ignored: the stored constants added instead of the per-image noise",
             _noise_ignored),

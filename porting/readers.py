@@ -39,7 +39,7 @@ from models_pt import file_sha256
 from porting.errors import ReaderError
 from porting.graph_scan import check_h5_config
 from porting.mapping import normalize_name
-from stylex_port.release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
+from models_pt.release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
 
 # Bookkeeping a checkpoint may carry beside the model's variables.
 _BOOKKEEPING = {"save_counter:0", "_CHECKPOINTABLE_OBJECT_GRAPH:0"}

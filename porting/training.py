@@ -114,9 +114,8 @@ def _grads(module, loss, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}{k}": (torch.zeros_like(p) if g is None else g) for (k, p), g in zip(params, found)}
 
 
-# Which functions compute the penalties: a module attribute, so a negative control can swap one.
-PENALTIES = {"r1": pt_training.r1_penalty, "path length": pt_training.path_length_penalty}
-
+# The penalties are looked up in models_pt.training at each call (``pt_training.r1_penalty``), so
+# a negative control can swap one (porting.controls).
 
 def pt_loss(kind: str, module: nn.Module, inputs: dict, dtype: str) -> torch.Tensor:
     """The first-order loss of a training check, ``sum(output * upstream)``, on the PyTorch side
@@ -175,7 +174,7 @@ def pt_quantities(kind: str, module: nn.Module, inputs: dict, dtype: str) -> dic
             out["dL/dz"] = torch.autograd.grad(loss, z, retain_graph=True)[0]
             out.update(_grads(module, loss, "grad "))
             w = module.mapping(z, labels)   # a fresh graph: the loss's was freed by its gradients
-            pl = PENALTIES["path length"](module, w, _t(inputs["pl_y"], dtype), noise)
+            pl = pt_training.path_length_penalty(module, w, _t(inputs["pl_y"], dtype), noise)
             out["path length"] = pl
             out.update(_grads(module, pl.sum(), "path length grad "))
         else:
@@ -191,7 +190,7 @@ def pt_quantities(kind: str, module: nn.Module, inputs: dict, dtype: str) -> dic
             if kind == "classifier":
                 out.update({k: b.clone() for k, b in module.named_buffers() if k.endswith(("running_mean", "running_var"))})
             if kind == "discriminator":
-                r1 = PENALTIES["r1"](module, images.detach(), args[1])
+                r1 = pt_training.r1_penalty(module, images.detach(), args[1])
                 out["r1"] = r1
                 out.update(_grads(module, r1.sum(), "r1 grad "))
     return {k: v.detach().cpu().numpy() for k, v in out.items()}

@@ -1,3 +1,3 @@
-"""The project's own namespace: the release facts every layer shares (``release_facts``, the
-bottom) and the command line (``cli``, the top), so that nothing generic is installed at the
-top level of site-packages."""
+"""The top floor: the command line (``cli``), the studies' analyses, the downloader and the
+training driver; nothing below imports it. The release facts every layer shares are at the
+bottom, in ``models_pt.release_facts``."""

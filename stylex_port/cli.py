@@ -36,7 +36,7 @@ from stylex_port.cli_common import (EXIT_BAD_INPUT, EXIT_FAILED, existing, log_l
                                     progress_bar, user_errors)
 from stylex_port.cli_studies import COMMANDS  # noqa: E402
 from stylex_port.cli_train import COMMANDS as TRAIN_COMMANDS  # noqa: E402
-from stylex_port.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
+from models_pt.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
 
 
 def build_keras(kind: str, config: dict):

@@ -29,7 +29,7 @@ from models_pt import file_sha256
 from porting.atomic import write_json
 from porting.errors import PortError
 
-from stylex_port.release_facts import BUCKET, DEFAULT_RELEASE, RELEASE_FILES  # noqa: F401  (the notebook's bucket and files)
+from models_pt.release_facts import BUCKET, DEFAULT_RELEASE, RELEASE_FILES  # noqa: F401  (the notebook's bucket and files)
 MANIFEST = "release.json"
 CHUNK = 1 << 20
 RETRY_STATUS = {408, 429}          # plus every 5xx: retried with backoff

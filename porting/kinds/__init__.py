@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from porting.mapping import MappingError, NameIndex, Rule
-from stylex_port.release_facts import RELEASE_STEMS
+from models_pt.release_facts import RELEASE_STEMS
 
 # Variables no model reads: a training run's optimizer state, if a checkpoint carries it. Every
 # other variable left unused by a kind's rules fails the conversion (``ModelKind.unused_ok``).

@@ -9,7 +9,7 @@ import numpy as np
 
 from porting.kinds import ModelKind, OnnxSpec, ShapeLookup, VerifySpec
 from porting.mapping import MappingError, Rule
-from stylex_port.release_facts import CLASSIFIER_ASSUMED as ASSUMED
+from models_pt.release_facts import CLASSIFIER_ASSUMED as ASSUMED
 
 NUM_BLOCKS = 13
 

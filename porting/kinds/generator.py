@@ -11,7 +11,7 @@ import numpy as np
 
 from porting.kinds import ModelKind, OnnxSpec, ShapeLookup, VerifySpec
 from porting.mapping import MappingError, Rule
-from stylex_port.release_facts import GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, RELEASED_DLATENTS
+from models_pt.release_facts import GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, RELEASED_DLATENTS
 
 STYLE = "generator_style_calculator"
 SYN = "generator_synthesis"

@@ -9,7 +9,7 @@ import numpy as np
 
 from porting.kinds import ModelKind, OnnxSpec, ShapeLookup, VerifySpec
 from porting.mapping import MappingError, Rule
-from stylex_port.release_facts import MBSTD_GROUP
+from models_pt.release_facts import MBSTD_GROUP
 
 # Per kind: the prefix of FromRGB and of the 4x4 bias layers, the block name, the output dense layer.
 TF_NAMES = {

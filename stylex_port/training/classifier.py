@@ -114,7 +114,7 @@ def train_classifier(data_dir: str | Path, out_dir: str | Path, opts: Classifier
     from tqdm import tqdm
 
     from models_pt.classifier import MobileNetV1
-    from stylex_port.release_facts import CLASSIFIER_ASSUMED
+    from models_pt.release_facts import CLASSIFIER_ASSUMED
     from stylex_port.training.weights import write_models
 
     if opts.resolution < 32:

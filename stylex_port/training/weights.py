@@ -17,7 +17,7 @@ import porting
 from porting import kinds
 from porting.atomic import write_json
 from porting.convert import write_safetensors
-from stylex_port.release_facts import RELEASE_STEMS
+from models_pt.release_facts import RELEASE_STEMS
 
 
 def module_state(module) -> dict[str, np.ndarray]:

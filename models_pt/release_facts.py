@@ -1,8 +1,9 @@
 """What every side of the project must agree on about the StylEx release, in one place.
 
-Layer: the bottom. This module imports nothing of the project (a test checks it), so that the
-PyTorch side (``porting``), the TF reference side (``models_tf``), the cross-checks
-(``crosscheck``) and AttFind can all read the same facts without importing each other. Each
+Layer: the bottom, inside ``models_pt`` (the ground floor) and below even it: this module imports
+nothing of the project (a test checks it), so that the PyTorch modules, the TF reference side
+(``models_tf``), ``porting``, the cross-checks, AttFind and the command line all read the same
+facts without importing each other. Each
 entry says where it comes from: the release's published file format (RF), the authors' notebook
 (NB), or an ASSUMPTION the released files cannot show (a user holding the real files flips it
 here).
