@@ -18,8 +18,6 @@ import numpy as np
 from attfind.errors import AttFindInputError
 from porting.atomic import atomic_path
 
-CACHE_FORMAT = "attfind-effects/1"
-
 EffectSource = Callable[[list, Callable[[float], None]], Iterator[tuple[int, np.ndarray, np.ndarray]]]
 """``source(todo, progress)`` yields ``(image, base [C], effects [2, S, C])`` for every image of
 ``todo``; ``progress(total)`` reports the coordinates done so far."""

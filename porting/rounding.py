@@ -1,10 +1,10 @@
 """A model of float32 rounding, run in float64: what a correct float32 implementation may deviate.
 
-``verify`` used to judge the port's float32 error against TF's own float32 error. That figure
-depends on which kernels TF runs on the machine at hand (Eigen or oneDNN, AVX or AVX2, ...), as
-the port's does on PyTorch's, so the same correct port scored 0.11 of its bound on one machine
-and 0.80 on another. This module gives each compared activation a scale that belongs to the
-computation alone: the error of a *model* float32 implementation, simulated in float64 on the
+TF's own float32 error is no scale to judge the port's float32 error by: it depends on which
+kernels TF runs on the machine at hand (Eigen or oneDNN, AVX or AVX2, ...), as the port's does on
+PyTorch's, so the same correct port measures 0.11 of such a bound on one machine and 0.80 on
+another. This module gives each compared activation a scale that belongs to the computation
+alone: the error of a *model* float32 implementation, simulated in float64 on the
 port's own float64 graph, identical on every machine (seeded, and float64 noise is 1e-9 of it).
 
 **The model.** Every elementary operation of the float64 run (PyTorch's ATen ops, seen through a

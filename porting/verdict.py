@@ -19,7 +19,7 @@ formats the report. Every compared activation gets two verdicts, and passes when
    the same on every machine), the model's error taken no smaller than ``VerdictRule.floor_ulps``
    float32 ulps of the activation's largest value. TF's own float32 error, its score against
    the same bound and the old ratio (port error / TF's error) are reported as information: they
-   say how good each machine's kernels are, and no longer decide anything.
+   say how good each machine's kernels are, and decide nothing.
 
 ``bench/verdict_sweep.py`` measured the factor and the floor over many reference releases and
 a matrix of kernel choices (``docs/verification.md``).

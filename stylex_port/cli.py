@@ -259,16 +259,16 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
         raise click.BadParameter("need at least 4 inputs (two dlatents can sit too close together to prove "
                                  "anything; the discriminator's minibatch groups are 4)", param_hint="--num-images")
     dtype = "float64" if use_float64 else "float32"
+    src, weights_path = existing(tf_ckpt), existing(weights)
+    folder = is_release_folder(src)
     if train:
         if size is not None:
             raise click.BadParameter("--train uses each model's own input size", param_hint="--size")
-        sys.exit(verify_train(tf_ckpt, weights, dtype, json_path, num_images, seed, trust_graph))
-    if is_release_folder(existing(tf_ckpt)):
-        sys.exit(report_all(verify_release(Path(tf_ckpt), existing(weights), dtype, num_images,
-                                           trust_graph=trust_graph), json_path))
-    weights_path = existing(weights)
-    beside = existing(tf_ckpt).resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
-    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
+        sys.exit(verify_train(src, folder, weights_path, dtype, json_path, num_images, seed, trust_graph))
+    if folder:
+        sys.exit(report_all(verify_release(src, weights_path, dtype, num_images, trust_graph=trust_graph), json_path))
+    beside = src.resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
+    with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
                                    dlatents=beside if beside.exists() else None)
     click.echo(format_report(report))
@@ -277,12 +277,12 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     sys.exit(0 if report.passed else EXIT_FAILED)
 
 
-def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed: int,
+def verify_train(src: Path, folder: bool, weights: Path, dtype: str, json_path, num_images: int, seed: int,
                  trust_graph: bool = False) -> int:
-    """``verify --train``: one model or a whole release; the exit status."""
+    """``verify --train`` of ``src`` (a release ``folder``, or one checkpoint) against the
+    existing ``weights``: the exit status."""
     from crosscheck.training import verify_training, verify_training_release
     from porting.readers import open_checkpoint
-    from porting.release import is_release_folder
     from porting.training import TRAIN_IMAGES
 
     source = click.get_current_context().get_parameter_source("num_images")
@@ -290,11 +290,11 @@ def verify_train(tf_ckpt, weights, dtype: str, json_path, num_images: int, seed:
     if n % 4:
         raise click.BadParameter(f"{n}: a training check needs a multiple of 4 inputs (the discriminator's "
                                  "minibatch standard deviation groups images by 4)", param_hint="--num-images")
-    if is_release_folder(existing(tf_ckpt)):
-        reports = verify_training_release(Path(tf_ckpt), existing(weights), dtype, n, seed=seed)
+    if folder:
+        reports = verify_training_release(src, weights, dtype, n, seed=seed)
     else:
-        with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
-            reports = [verify_training(ck, existing(weights), dtype, n, seed=seed)]
+        with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
+            reports = [verify_training(ck, weights, dtype, n, seed=seed)]
     return report_all(reports, json_path)
 
 
