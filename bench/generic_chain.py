@@ -54,6 +54,7 @@ def main():
 
     import models_pt
     from models_pt.inference import freeze_for_inference, optimize_for_inference
+    from porting import graph_scan
     from porting.readers import open_checkpoint
     from porting.samples import sample_images
 
@@ -63,7 +64,7 @@ def main():
 
     # ---------------------------------------------------------------- classifier
     with open_checkpoint(args.release / "mobilenet.savedmodel.zip") as ck:
-        tf_model = load_savedmodel(ck)
+        tf_model = load_savedmodel(ck)          # scanned there; tf2onnx loads the same folder
         t_onnx, err = tf2onnx_convert(ck.root, tmp / "mobilenet.onnx")
     if err:
         print(f"classifier: tf2onnx failed after {t_onnx:.1f} s: {err}")
@@ -101,6 +102,7 @@ def main():
 
     # ---------------------------------------------------------------- generator
     with open_checkpoint(args.release / "generator.savedmodel.zip") as ck:
+        graph_scan.check(ck.root, shown=str(ck.source))   # tf2onnx loads the SavedModel itself
         t_onnx, err = tf2onnx_convert(ck.root, tmp / "generator.onnx")
     print(f"\ngenerator: tf2onnx {'failed' if err else 'converted'} in {t_onnx:.1f} s" + (f": {err}" if err else ""))
     if not err:

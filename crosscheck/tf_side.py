@@ -57,10 +57,10 @@ def load_savedmodel(ck):
     if ck.root is None:
         raise PortError(f"{ck.source}: not a SavedModel ({ck.fmt}); there is no graph to load")
     if ck.trust_graph:
-        print(f"warning: --trust-graph: {ck.graph_file} is loaded and run without its graph scan "
+        print(f"warning: --trust-graph: {ck.source} is loaded and run without its graph scan "
               "(a SavedModel is a program; docs/security.md)", file=sys.stderr)
     else:
-        graph_scan.check(ck.graph_file)
+        graph_scan.check(ck.root, shown=str(ck.source))   # the unpacked folder: what TF loads
     return keras.models.load_model(str(ck.root), compile=False)
 
 

@@ -34,6 +34,7 @@ nothing is executed.
 from __future__ import annotations
 
 import json
+import posixpath
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,13 @@ KERAS_CLASSES = frozenset({
     "ZeroPadding2D", "Zeros", "__tuple__",
 })
 
+# The attributes of the reference release's library functions (``api_implements`` and the like
+# let TF's optimiser swap a function for another).
+FUNCTION_ATTRS = frozenset({"_input_shapes", "_construction_context"})
+# Keys of the newer Keras serialisation that name code (a module to import, a registered name that
+# wins over ``class_name``, a lambda's byte code); the release's metadata has none.
+CODE_KEYS = frozenset({"module", "registered_name", "function_type", "__lambda__"})
+
 # Why an op is refused, where it is one of the well-known dangerous kinds.
 _WHY = {
     **dict.fromkeys(("ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "LoadAndRemapMatrix",
@@ -96,27 +104,51 @@ class Survey:
     save: dict[str, set] = field(default_factory=dict)      # the save function(s) -> op types
     restore: dict[str, set] = field(default_factory=dict)   # the restore function(s) -> op types
     classes: set = field(default_factory=set)
+    problems: list = field(default_factory=list)   # structure the scan refuses to reason about
 
     def ops(self, role: str = "compute") -> set:
         return set().union(*getattr(self, role).values()) if getattr(self, role) else set()
 
 
-def _read_members(path: Path) -> tuple[str, bytes, bytes | None, str]:
+def zip_name_problem(name: str, seen: set) -> str | None:
+    """What is wrong with a zip entry's name, if anything: one that unpacks to another path than
+    it reads (an empty or '.' part, a backslash) or to the same path as an earlier entry would let
+    a file be scanned under one name and loaded under another. ``seen``: the normalised names so
+    far (updated)."""
+    if "\\" in name:
+        return "holds a backslash"
+    parts = name.split("/")
+    if any(p in ("", ".") for p in (parts[:-1] if name.endswith("/") else parts)):
+        return "has an empty or '.' part"
+    key = posixpath.normpath(name)
+    if key in seen:
+        return "names a path an earlier entry already names"
+    seen.add(key)
+    return None
+
+
+def _read_members(path: Path, shown: str | None = None) -> tuple[str, bytes, bytes | None, str]:
     """(where, saved_model bytes, keras_metadata bytes or None, format) of a SavedModel folder or
-    a zip of one, read without unpacking anything to disk."""
+    a zip of one, read without unpacking anything to disk. ``shown``: the name the user gave
+    (the zip a folder was unpacked from), for messages."""
     path = Path(path)
     if path.is_dir():
         for name, fmt in (("saved_model.pb", "pb"), ("saved_model.pbtxt", "pbtxt")):
             if (path / name).is_file():
                 meta = path / "keras_metadata.pb"
-                return (str(path / name), (path / name).read_bytes(),
+                return (f"{shown}:{name}" if shown else str(path / name), (path / name).read_bytes(),
                         meta.read_bytes() if meta.is_file() else None, fmt)
-        raise ReaderError(f"{path}: folder is not a SavedModel (no saved_model.pb inside)")
+        raise ReaderError(f"{shown or path}: folder is not a SavedModel (no saved_model.pb inside)")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise ReaderError(f"{path}: not a valid zip file: {e}") from None
     with zf:
+        seen: set = set()
+        for info in zf.infolist():
+            problem = zip_name_problem(info.filename, seen)
+            if problem:
+                raise GraphRefused(f"{path}: refused: zip entry {info.filename!r} {problem}")
         pbs = [i for i in zf.infolist() if i.filename.rsplit("/", 1)[-1] in ("saved_model.pb", "saved_model.pbtxt")]
         if len(pbs) != 1:
             raise ReaderError(f"{path}: zip holds {len(pbs)} SavedModel graphs (saved_model.pb); expected one")
@@ -152,12 +184,15 @@ def _parse_savedmodel(where: str, data: bytes, fmt: str):
 
 
 def _calls(node, functions: dict) -> set:
-    """Library functions a node calls: by its op (a function called directly) or by its attributes."""
+    """Library functions a node calls: by its op (a function called directly) or by its
+    attributes, however nested (a function attribute's own attributes)."""
     out = {node.op} & functions.keys()
-    for attr in node.attr.values():
-        if attr.HasField("func"):
-            out.add(attr.func.name)
-        out.update(f.name for f in attr.list.func)
+    todo = list(node.attr.values())
+    while todo:
+        attr = todo.pop()
+        for f in ([attr.func] if attr.HasField("func") else []) + list(attr.list.func):
+            out.add(f.name)
+            todo.extend(f.attr.values())
     return out
 
 
@@ -177,13 +212,24 @@ def _node_name(tensor: str) -> str:
     return tensor.lstrip("^").split(":")[0]
 
 
-def survey(path: Path) -> Survey:
-    """Every op type of a SavedModel (folder or zip), by role, and its Keras classes."""
-    where, data, meta, fmt = _read_members(Path(path))
+def survey(path: Path, shown: str | None = None) -> Survey:
+    """Every op type of a SavedModel (folder or zip), by role, its Keras classes, and what in its
+    structure the scan cannot follow (``problems``)."""
+    where, data, meta, fmt = _read_members(Path(path), shown)
     sm = _parse_savedmodel(where, data, fmt)
     out = Survey(where)
     for mg in sm.meta_graphs:
-        functions = {f.signature.name: f for f in mg.graph_def.library.function}
+        library = mg.graph_def.library
+        functions = {f.signature.name: f for f in library.function}
+        if len(library.gradient) or len(library.registered_gradients):
+            out.problems.append("its graph defines gradient functions (the release's models define none, and "
+                                "TF may call one in place of a scanned function)")
+        for f in library.function:
+            odd = sorted(set(f.attr) - FUNCTION_ATTRS)
+            if odd:
+                out.problems.append(f"function {f.signature.name!r} has attribute {odd[0]!r} (the release's "
+                                    f"functions have only {', '.join(sorted(FUNCTION_ATTRS))}; some attributes "
+                                    "let TF swap the function for another)")
         role_of_node = {_node_name(mg.saver_def.save_tensor_name): "save",
                         _node_name(mg.saver_def.restore_op_name): "restore"}
         roots = {"save": set(), "restore": set(), "compute": set()}
@@ -237,13 +283,16 @@ def _json_classes(where: str, text: str) -> set:
 
 
 def config_classes(config) -> set:
-    """Every ``class_name`` of a Keras config (a JSON value), however deep."""
+    """Every ``class_name`` of a Keras config (a JSON value), however deep; a key that names code
+    another way (``CODE_KEYS``) or a ``class_name`` that is not a string is returned as a class
+    name no list holds (``<module=os>``), so that it is refused like one."""
     out, todo = set(), [config]
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
-            if isinstance(item.get("class_name"), str):
-                out.add(item["class_name"])
+            if "class_name" in item:
+                out.add(item["class_name"] if isinstance(item["class_name"], str) else f"<class_name={item['class_name']!r:.40}>")
+            out.update(f"<{k}={str(item[k])[:40]}>" for k in CODE_KEYS & item.keys())
             todo.extend(item.values())
         elif isinstance(item, list):
             todo.extend(item)
@@ -259,10 +308,13 @@ def _refuse_class(where: str, name: str) -> GraphRefused:
                         f"the release's models use only the classes of docs/security.md; {TRUST_HINT}")
 
 
-def check(path: Path) -> Survey:
+def check(path: Path, shown: str | None = None) -> Survey:
     """Refuse a SavedModel (folder or zip) whose graph holds an op or whose Keras metadata holds
-    a class the release's models do not use (``GraphRefused``, one line); its ``Survey`` if none."""
-    s = survey(path)
+    a class the release's models do not use (``GraphRefused``, one line); its ``Survey`` if none.
+    ``shown``: the name to give in messages (the zip a folder was unpacked from)."""
+    s = survey(path, shown)
+    if s.problems:
+        raise GraphRefused(f"{s.source}: refused before anything runs: {s.problems[0]}; {TRUST_HINT}")
     for role, allowed in (("compute", COMPUTE_OPS), ("save", COMPUTE_OPS | SAVE_OPS),
                           ("restore", COMPUTE_OPS | RESTORE_OPS)):
         for function, ops in sorted(getattr(s, role).items()):

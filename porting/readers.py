@@ -37,7 +37,7 @@ import numpy as np
 
 from models_pt import file_sha256
 from porting.errors import ReaderError
-from porting.graph_scan import check_h5_config
+from porting.graph_scan import check_h5_config, zip_name_problem
 from porting.mapping import normalize_name
 from models_pt.release_facts import CLASSIFIER_ASSUMED, GENERATOR_TRAIN_NOISE, MAPPING_LR_MUL, MBSTD_GROUP
 
@@ -54,11 +54,6 @@ class Checkpoint:
     _read: Callable[[str], np.ndarray] = field(repr=False)
     root: Path | None = None          # the (unpacked) SavedModel folder, when there is one
     trust_graph: bool = False         # the user said --trust-graph: its graph loads unscanned
-
-    @property
-    def graph_file(self) -> Path | None:
-        """The SavedModel as the user named it (the zip, or the folder), for the graph scan."""
-        return None if self.root is None else (self.source if self.fmt == "savedmodel-zip" else self.root)
 
     def read(self, name: str) -> np.ndarray:
         try:
@@ -169,7 +164,9 @@ def safe_extract(zip_path: Path, dest: Path) -> Path:
     """Extract a zip holding a SavedModel into ``dest``; return the SavedModel folder.
 
     Every entry is checked before anything is written: no absolute paths, no ``..``, no
-    symbolic links, no names that resolve outside ``dest``.
+    symbolic links, no names that resolve outside ``dest``, and no name that unpacks to another
+    path than it reads or to an earlier entry's path (``graph_scan.zip_name_problem``: what is
+    scanned is what is loaded).
     """
     try:
         zf = zipfile.ZipFile(zip_path)
@@ -178,6 +175,7 @@ def safe_extract(zip_path: Path, dest: Path) -> Path:
     with zf:
         infos = zf.infolist()
         dest_real = os.path.realpath(dest)
+        seen: set = set()
         for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
@@ -188,6 +186,9 @@ def safe_extract(zip_path: Path, dest: Path) -> Path:
             if ".." in Path(name.replace("\\", "/")).parts:
                 raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} escapes the "
                                   "target folder ('..')")
+            problem = zip_name_problem(name, seen)
+            if problem:
+                raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} {problem}")
             target = os.path.realpath(os.path.join(dest_real, name))
             if os.path.commonpath([dest_real, target]) != dest_real:
                 raise ReaderError(f"{zip_path}: refusing to extract: entry {name!r} resolves "
