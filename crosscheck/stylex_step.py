@@ -23,7 +23,7 @@ import numpy as np
 
 from crosscheck.export import tf_model_holding
 from porting import mapping
-from porting.verdict import RULE, LayerRow, Report, judge
+from porting.verdict import RULE, Report, judged, port_runs
 
 
 
@@ -222,49 +222,53 @@ def tf_run(modules: dict, objective, inputs: list, lr: float, betas, eps: float)
 def compare(trainer_factory, modules: dict, objective, inputs: list, tf_steps: list, rule=RULE,
             label: str = "StylEx step") -> StepComparison:
     """Run the port (``trainer_factory(G, E, D, C, objective, sync)``, on float64 copies of
-    ``modules``) for ``len(inputs)`` steps and judge, after each, every loss term, gradient,
-    weight, the EMA generator and the path-length mean against ``tf_steps`` (``tf_run``)."""
+    ``modules``, made by the verdict's pipeline ``porting.verdict.port_runs``) for
+    ``len(inputs)`` steps and judge (``judged``), after each, every loss term, gradient, weight,
+    the EMA generator and the path-length mean against ``tf_steps`` (``tf_run``). A quantity one
+    side lacks is a row the other side's value fails (infinity)."""
     import torch
 
-    pt = {k: copy.deepcopy(m).double() for k, m in modules.items()}
-    names = {id(p): (kind, n) for kind in ("generator", "encoder", "discriminator")
-             for n, p in pt[kind].named_parameters()}
-    sync = RecordingSync(names)
-    trainer = trainer_factory(pt["generator"], pt["encoder"], pt["discriminator"], pt["classifier"], objective, sync)
-    report = Report(model=label, dtype="float64", source="TF (models_tf, tf_keras Adam)", weights="models_pt.stylex",
-                    inputs=f"{len(inputs)} steps of {inputs[0].real.shape[0]} images", tolerance=0.0,
-                    layer_tolerance=0.0)
-    out = StepComparison(report)
-    for s, (inp, tf_out) in enumerate(zip(inputs, tf_steps)):
-        sync.grads_seen = {}
-        pt_terms = trainer.step(inp.to(dtype=torch.float64))
-        out.steps.append({"step": s, "branch": objective.branch(s), "R1": objective.r1_due(s),
+    truth: dict = {}
+    steps: list = []
+
+    def run(pt: dict, dtype: str) -> dict:
+        names = {id(p): (kind, n) for kind in ("generator", "encoder", "discriminator")
+                 for n, p in pt[kind].named_parameters()}
+        sync = RecordingSync(names)
+        trainer = trainer_factory(pt["generator"], pt["encoder"], pt["discriminator"], pt["classifier"], objective, sync)
+        got: dict = {}
+
+        def pair(name, want, have):     # copies: the live weights move on with the next step
+            truth[name], got[name] = np.array(want, copy=True), np.array(have, copy=True)
+
+        for s, (inp, tf_out) in enumerate(zip(inputs, tf_steps)):
+            sync.grads_seen = {}
+            pt_terms = trainer.step(inp.to(dtype=torch.float64))
+            steps.append({"step": s, "branch": objective.branch(s), "R1": objective.r1_due(s),
                           "path length": objective.pl_due(s)})
-        rows: list[LayerRow] = []
-        for name, value in tf_out["terms"].items():
-            got = pt_terms.get(name)
-            rows.append(judge(f"step {s} loss {name}", np.array(value), got64=np.array(np.inf if got is None else got),
-                              rule=rule))
-        for name in set(pt_terms) - set(tf_out["terms"]) - {"branch"}:
-            rows.append(judge(f"step {s} loss {name} (TF has none)", np.array(0.0), got64=np.array(np.inf), rule=rule))
-        for kind in ("discriminator", "generator", "encoder"):
-            mine, theirs = sync.grads_seen.get(kind, {}), tf_out["grads"].get(kind, {})
-            for key in sorted(set(mine) | set(theirs)):
-                truth = theirs[key] if key in theirs else np.zeros_like(mine[key])
-                got = mine[key] if key in mine else np.full_like(truth, np.inf)
-                rows.append(judge(f"step {s} grad {kind}.{key}", truth, got64=got, rule=rule))
-        for kind, module in (("generator", trainer.G), ("encoder", trainer.E), ("discriminator", trainer.D),
-                             ("G_ema", trainer.G_ema)):
-            state = module.state_dict()
-            for key, truth in tf_out["weights"][kind].items():
-                if key in state and state[key].is_floating_point():
-                    rows.append(judge(f"step {s} weight {kind}.{key}", truth,
-                                      got64=state[key].detach().double().numpy(), rule=rule))
-        rows.append(judge(f"step {s} path-length mean", np.array(tf_out["pl_mean"]),
-                          got64=np.array(float(trainer.pl_mean)), rule=rule))
-        report.layers.extend(rows)
-    report.finish()
-    return out
+            for name, value in tf_out["terms"].items():
+                have = pt_terms.get(name)
+                pair(f"step {s} loss {name}", np.array(value), np.array(np.inf if have is None else have))
+            for name in set(pt_terms) - set(tf_out["terms"]) - {"branch"}:
+                pair(f"step {s} loss {name} (TF has none)", np.array(0.0), np.array(np.inf))
+            for kind in ("discriminator", "generator", "encoder"):
+                mine, theirs = sync.grads_seen.get(kind, {}), tf_out["grads"].get(kind, {})
+                for key in sorted(set(mine) | set(theirs)):
+                    want = theirs[key] if key in theirs else np.zeros_like(mine[key])
+                    pair(f"step {s} grad {kind}.{key}", want, mine[key] if key in mine else np.full_like(want, np.inf))
+            for kind, module in (("generator", trainer.G), ("encoder", trainer.E), ("discriminator", trainer.D),
+                                 ("G_ema", trainer.G_ema)):
+                state = module.state_dict()
+                for key, want in tf_out["weights"][kind].items():
+                    if key in state and state[key].is_floating_point():
+                        pair(f"step {s} weight {kind}.{key}", want, state[key].detach().double().numpy())
+            pair(f"step {s} path-length mean", np.array(tf_out["pl_mean"]), np.array(float(trainer.pl_mean)))
+        return got
+
+    runs = port_runs(modules, run, "float64")
+    report = judged(label, truth, runs, rule=rule, source="TF (models_tf, tf_keras Adam)", weights="models_pt.stylex",
+                    described=f"{len(inputs)} steps of {inputs[0].real.shape[0]} images")
+    return StepComparison(report, steps)
 
 
 # ---------------------------------------------------------------------- negative controls

@@ -22,7 +22,7 @@ from crosscheck import tf_side
 from porting import graph_scan, kinds
 from porting.errors import PortError
 from porting.readers import open_checkpoint
-from porting.verdict import NUM_IMAGES, RULE, Reference, Report, VerdictRule, judge, judge_module
+from porting.verdict import NUM_IMAGES, RULE, Reference, Report, VerdictRule, judge_module, judged, port_runs
 from models_pt.release_facts import DLATENTS_FILE, RELEASE_STEMS
 
 
@@ -106,7 +106,6 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
     return reports
 
 
-ROUND_TRIP_TOL = 1e-4  # the old fixed bar (float32, dlatents and reconstructions), reported
 ROUND_TRIP = {kind: RELEASE_STEMS[kind] for kind in ("encoder", "classifier", "generator")}   # kind -> stem
 
 
@@ -118,13 +117,10 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
     in float32 for information; a Report of two rows. ``tf_models``: stem -> ``{"savedmodel":
     ..., "float64": ...}`` already built (``verify_release``); built here if absent.
     ``dtype="float64"``: the float64 verdict alone."""
-    import copy
-
     import torch
 
     from models_pt.pipeline import encode as pt_encode
     from models_tf.pipeline import encode as tf_encode
-    from porting import kernels, rounding
     from porting.kinds.classifier import check_inputs
     from porting.samples import sample_images
 
@@ -142,7 +138,6 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
                 tf32[name] = tf_side.load_savedmodel(ck)
                 tf64[name] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
         pt32[name] = load_to_verify(path)
-    pt64 = {name: copy.deepcopy(m).to(torch.float64) for name, m in pt32.items()}
     size = pt32["generator"].config["resolution"]
     images = sample_images(num_images, size, seed=3000, channels_last=False)
     check_inputs(images.transpose(0, 2, 3, 1))
@@ -158,31 +153,19 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
             w = pt_encode(m["encoder"], m["classifier"], torch.from_numpy(x))
             return {"dlatent": w.numpy(), "reconstruction": m["generator"](w).clamp(-1, 1).numpy()}
 
-    float32 = dtype == "float32"
-    samples = rounding.SAMPLES if samples is None else samples
-    truth = tf_run(tf64, images.astype(np.float64))
     x64 = np.ascontiguousarray(images, np.float64)
-    if float32:
-        tf_out = tf_run(tf32, images)
-        with kernels.summing_kernels():
-            got32 = pt_run(pt32, images)
-            pt_kernels = kernels.torch_kernels()
-        got64, model_error = rounding.simulate(lambda: pt_run(pt64, x64), samples)
-    else:
-        tf_out = got32 = model_error = None
-        got64 = pt_run(pt64, x64)
-        pt_kernels = kernels.torch_kernels()
-    report = Report("round trip", dtype, str(src), str(weights_dir), f"{num_images} x {size}px",
-                    ROUND_TRIP_TOL, ROUND_TRIP_TOL, rule.to_json(),
-                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": pt_kernels},
-                    rounding_samples=samples if float32 else None)
-    for label, name in (("dlatent (encoder + classifier)", "dlatent"), ("reconstruction (generator)", "reconstruction")):
-        report.layers.append(judge(label, truth[name], got64=got64[name],
-                                   got32=got32[name] if float32 else None, tf32=tf_out[name] if float32 else None,
-                                   model_error=model_error[name] if float32 else None, rule=rule,
-                                   abs_tol=ROUND_TRIP_TOL, scale_free=True))
+    labels = {"dlatent": "dlatent (encoder + classifier)", "reconstruction": "reconstruction (generator)"}
+
+    def named(out):
+        return {labels[k]: v for k, v in out.items()}
+
+    truth = named(tf_run(tf64, images.astype(np.float64)))
+    tf_out = named(tf_run(tf32, images)) if dtype == "float32" else None
+    runs = port_runs(pt32, lambda m, d: named(pt_run(m, x64 if d == "float64" else images)), dtype, samples=samples)
+    report = judged("round trip", truth, runs, tf32=tf_out, rule=rule, source=str(src), weights=str(weights_dir),
+                    described=f"{num_images} x {size}px", tf_kernels={"tensorflow": tf_side.tf_kernels()})
     report.seconds = round(time.perf_counter() - t0, 2)
-    return report.finish()
+    return report
 
 
 EFFECTS = {kind: RELEASE_STEMS[kind] for kind in ("generator", "classifier")}   # kind -> stem
@@ -199,10 +182,11 @@ def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dic
     ``attfind`` runs it, against the rounding model's bound, and the TF backend on the SavedModels
     in float32 for information. ``images`` dlatents of the release's ``dlatents.pkl`` (style ranges
     from all of them), ``coordinates`` spread over StyleSpace."""
+    import torch
+
     from attfind import truth as effects_truth
     from attfind.effects_pt import TorchEffects
     from attfind.effects_tf import TFEffects
-    from porting import kernels, rounding
     from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     t0 = time.perf_counter()
@@ -224,31 +208,22 @@ def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dic
     coords = effects_truth.truth_coordinates(len(g.space), coordinates)
     shift = 1.0
 
-    def as_dict(pair):
-        return {"base logits": pair[0], "effects": pair[1][:, :, coords]}
+    def effects(backend):
+        # every coordinate's slot, the ones left out exact zeros on every side (they change no maximum)
+        base, shifted = effects_truth.effects_of(backend, dlatents, which, shift, coords)
+        return {"base logits": base, "effects": shifted}
+
+    def forward(m, d):       # float64: the readable classifier, as attfind.truth's float64 backend
+        return effects(TorchEffects(m["generator"], m["classifier"], optimize=False, dtype=torch.float64)
+                       if d == "float64" else TorchEffects(m["generator"], m["classifier"]))
 
     # under tf.function: the notebook's eager loop computes the same numbers (a test checks it), 3x slower
-    truth = as_dict(effects_truth.effects_of(TFEffects(tf64["generator"], tf64["classifier"], compiled=True,
-                                                       dtype=np.float64), dlatents, which, shift, coords))
-    full64 = effects_truth.float64_effects(g, c, dlatents, which, shift, coordinates=coords)
-    got64 = as_dict(full64)
-    float32 = dtype == "float32"
-    n = rounding.SAMPLES if samples is None else samples
-    if float32:
-        got32 = as_dict(effects_truth.effects_of(TorchEffects(g, c), dlatents, which, shift, coords))
-        tf_out = as_dict(effects_truth.effects_of(TFEffects(tf32["generator"], tf32["classifier"], compiled=True),
-                                                  dlatents, which, shift, coords))
-        # (the coordinates left out are exact zeros on every side: they change no maximum)
-        model_error = effects_truth.effects_model_error(g, c, dlatents, which, shift, coordinates=coords,
-                                                        truth=full64, samples=n)
-    report = Report("attfind effects", dtype, str(src), str(weights_dir),
-                    f"{len(which)} dlatents x {len(coords)} coordinates x 2 directions",
-                    0.0, 0.0, rule.to_json(),
-                    kernels={"tensorflow": tf_side.tf_kernels(), "pytorch": kernels.torch_kernels()},
-                    rounding_samples=n if float32 else None)
-    for name in ("base logits", "effects"):
-        report.layers.append(judge(name, truth[name], got64=got64[name],
-                                   got32=got32[name] if float32 else None, tf32=tf_out[name] if float32 else None,
-                                   model_error=model_error[name] if float32 else None, rule=rule))
+    truth = effects(TFEffects(tf64["generator"], tf64["classifier"], compiled=True, dtype=np.float64))
+    tf_out = effects(TFEffects(tf32["generator"], tf32["classifier"], compiled=True)) if dtype == "float32" else None
+    # the effects are judged as AttFind computes them, on the kernels the machine picks
+    runs = port_runs({"generator": g, "classifier": c}, forward, dtype, samples=samples, summing=False)
+    report = judged("attfind effects", truth, runs, tf32=tf_out, rule=rule, source=str(src), weights=str(weights_dir),
+                    described=f"{len(which)} dlatents x {len(coords)} coordinates x 2 directions",
+                    tf_kernels={"tensorflow": tf_side.tf_kernels()})
     report.seconds = round(time.perf_counter() - t0, 2)
-    return report.finish()
+    return report

@@ -17,9 +17,9 @@ from porting.kinds import resnet_d as kinds
 from porting.mapping import MappingError
 from porting.readers import open_checkpoint
 from crosscheck.verify import verify_checkpoint
-from porting.kinds.resnet_d import ENCODER, check_images, make_labelled
+from porting.kinds.resnet_d import check_images, make_labelled
 
-TOL32 = ENCODER.verify.output_tol["float32"]
+TOL32 = 1e-4   # a spread the outputs must exceed, and the size a deliberately wrong port must pass
 
 
 def released_catalogue(kind: str, resolution: int = 256) -> dict:

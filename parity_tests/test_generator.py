@@ -19,7 +19,7 @@ from crosscheck.verify import verify_checkpoint
 from porting.kinds.generator import check_images, check_inputs, make_inputs
 from porting.verdict import judge
 
-TOL32, TOL64 = kind.KIND.verify.output_tol["float32"], kind.KIND.verify.output_tol["float64"]
+TOL32, TOL64 = 1e-4, 1e-9   # direct image comparisons outside verify (its rule: porting.verdict)
 STYLE_TOL32 = 1e-5
 
 

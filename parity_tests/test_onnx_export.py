@@ -8,10 +8,12 @@ import pytest
 from onnx import numpy_helper
 
 import models_pt
-from porting.onnx_export import (ONNX_TOL, OnnxExportError, export, onnx_feed, reference_inputs, run_onnx,
+from porting.onnx_export import (OnnxExportError, export, onnx_feed, reference_inputs, run_onnx,
                                  verify_onnx)
 from porting.kinds.generator import synthesis_input_names
 from conftest import run_cli
+
+ONNX_TOL = 1e-4   # direct comparisons of ONNX and PyTorch outputs outside the verdict
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +33,9 @@ def test_every_model_exports_checks_and_matches_pytorch_and_tf(exported):
     for p in out.iterdir():
         onnx.checker.check_model(onnx.load(str(p)), full_check=True)
     rows = [line.split() for line in result.output.splitlines() if ".onnx " in line and not line.startswith("wrote")]
-    # model, file, inputs..., float64, score, PT score, TF score, vs PyTorch, vs TF, result, old abs bar
-    assert len(rows) == 4 and all(r[-2] == "pass" for r in rows), result.output
-    assert all(float(r[-8]) <= 1 and float(r[-7]) <= 1 and float(r[-5]) <= 1 for r in rows), result.output
+    # model, file, inputs..., float64, score, PT score, TF score, vs PyTorch, vs TF, result
+    assert len(rows) == 4 and all(r[-1] == "pass" for r in rows), result.output
+    assert all(float(r[-7]) <= 1 and float(r[-6]) <= 1 and float(r[-4]) <= 1 for r in rows), result.output
 
 
 def test_batch_axis_is_dynamic(exported):

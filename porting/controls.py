@@ -399,15 +399,11 @@ def judge_with_controls(ref, module: nn.Module, rule=None, model_error: dict | N
     (which the float64 verdict holds to TF's float64 run): the bound belongs to the computation,
     not to the candidate. ``model_error``: its errors per label where a verify of the correct port
     on this reference already simulated them (``Report.model_error_by_label``)."""
-    from porting.verdict import RULE, judge_module, model_errors
+    from porting.verdict import RULE, judge_module
 
     rule = rule or RULE
-    errors = model_error
-    if ref.dtype == "float32" and errors is None:
-        import copy
-
-        _, errors = model_errors(ref.spec, copy.deepcopy(module).double(), ref.inputs)
-    reports = {"correct": judge_module(ref, module, rule, model_error=errors)}
+    reports = {"correct": judge_module(ref, module, rule, model_error=model_error)}
+    errors = reports["correct"].model_error_by_label() if ref.dtype == "float32" else None
     for control in for_kind(module.kind, ref.size):
         with broken(control, module) as twin:
             reports[control.name] = judge_module(ref, twin, rule, model_error=errors)

@@ -39,16 +39,15 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from models_pt import training as pt_training
 from porting import kinds, mapping
-from porting.verdict import RULE, Report, VerdictRule, judge
+from porting.rounding import model_errors_on_branches
+from porting.verdict import RULE, Report, VerdictRule, judged, port_runs
 
 TRAIN_IMAGES = 4          # images per check: one minibatch-stddev group; R1 and path length are costly
 TRAIN_KINDS = ("classifier", "encoder", "discriminator", "generator")
@@ -229,114 +228,7 @@ def tf_to_pt(kind: str, tf_values: dict[str, np.ndarray], tf_shapes: dict[str, t
     return mapping.apply(prep.plan, tf_values, pt_shapes, where=where, gradients=gradients, allow_nonfinite=True)
 
 
-# ----------------------------------------------------------------- branches of piecewise-linear ops
-
-aten = torch.ops.aten
-PIECEWISE = (aten.leaky_relu.default, aten.leaky_relu_backward.default, aten.hardtanh.default,
-             aten.hardtanh_backward.default)
-
-
-def _region(func, args) -> torch.Tensor:
-    """Which piece of a piecewise-linear op each element takes: leaky ReLU (and its backward):
-    ``x > 0``; hardtanh (ReLU6): 0 at or below its minimum, 1 inside, 2 at or above its maximum."""
-    x = args[1] if func in (aten.leaky_relu_backward.default, aten.hardtanh_backward.default) else args[0]
-    if func in (aten.leaky_relu.default, aten.leaky_relu_backward.default):
-        return x > 0
-    lo, hi = (args[1], args[2]) if func is aten.hardtanh.default else (args[2], args[3])
-    return (x > lo).to(torch.int8) + (x >= hi).to(torch.int8)
-
-
-class Branches(TorchDispatchMode):
-    """Record which piece every leaky ReLU and ReLU6 (and their backward ops) took, or replay a
-    recording: the op then computes its result on the recorded pieces.
-
-    Why: a gradient through a piecewise-linear activation jumps where a float32 rounding moves
-    an input across the kink (by the slope: 1 against 0.2, or 1 against 0), so a correct float32
-    run's gradient can differ from the float64 truth by a jump no rounding model bounds (seen: a
-    discriminator's R1 gradient, PyTorch's oneDNN against Eigen on one image of four). The float32
-    verdict of a training check therefore holds the float32 run to the port's float64 run *on
-    the float32 run's branches*, and the rounding model runs on the clean run's branches: what is
-    judged is the rounding, not the choice of branch (that choice is the forward check's, which
-    judges every activation). ``flips`` counts the elements a replay changed."""
-
-    def __init__(self, replay: list | None = None):
-        super().__init__()
-        self.record: list[tuple] = []          # (op, region) per call, in call order
-        self.replay, self.index, self.flips = replay, 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func not in PIECEWISE:
-            return func(*args, **kwargs)
-        if self.replay is None:
-            self.record.append((func, _region(func, args)))
-            return func(*args, **kwargs)
-        if self.index >= len(self.replay):
-            raise RuntimeError("branch replay: more piecewise ops than were recorded (another graph?)")
-        recorded_func, region = self.replay[self.index]
-        self.index += 1
-        own = _region(func, args)
-        if recorded_func is not func or own.shape != region.shape:
-            raise RuntimeError(f"branch replay: op {self.index - 1} is {func} of shape {tuple(own.shape)}, "
-                               f"the recording's {recorded_func} of shape {tuple(region.shape)} (another graph?)")
-        self.flips += int((own != region).sum())
-        if func is aten.leaky_relu.default:
-            x, slope = args[0], (args[1] if len(args) > 1 else 0.01)
-            return torch.where(region, x, x * slope)
-        if func is aten.leaky_relu_backward.default:
-            g, slope = args[0], args[2]
-            return torch.where(region, g, g * slope)
-        if func is aten.hardtanh.default:
-            x, lo, hi = args[0], args[1], args[2]
-            return torch.where(region == 0, torch.full_like(x, lo), torch.where(region == 2, torch.full_like(x, hi), x))
-        g = args[0]                                   # hardtanh_backward: the gradient inside only
-        return torch.where(region == 1, g, torch.zeros_like(g))
-
-
 # ----------------------------------------------------------------- the verdict
-
-def recorded(run: Callable[[], dict]) -> tuple[dict, list]:
-    """``run()`` and the ``Branches`` recording of it."""
-    with Branches() as rec:
-        out = run()
-    return out, rec.record
-
-
-def replayed(run: Callable[[], dict], branches: list) -> tuple[dict, int]:
-    """``run()`` on recorded ``branches``, and how many elements took another piece than their own."""
-    with Branches(replay=branches) as rep:
-        out = run()
-    if rep.index != len(branches):
-        raise RuntimeError(f"branch replay: {rep.index} piecewise ops ran, {len(branches)} were recorded "
-                           "(another graph?)")
-    return out, rep.flips
-
-
-def model_errors_on_branches(run64: Callable[[], dict], samples: int | None = None, clean: dict | None = None,
-                             branches: list | None = None) -> tuple[dict, dict]:
-    """The rounding model's float32 error of every quantity a float64 ``run64`` returns
-    (``porting.rounding``), each noisy run on the clean run's ``branches``; without them the clean
-    run is made (and recorded) here, and ``clean`` must not be given."""
-    from porting import rounding
-
-    if branches is None:
-        if clean is not None:
-            raise ValueError("give the clean run's branches with it (recorded(run64)), or neither")
-        clean, branches = recorded(run64)
-    return rounding.simulate(lambda: replayed(run64, branches)[0],
-                             rounding.SAMPLES if samples is None else samples, clean=clean)
-
-
-def float32_against_float64(run32: Callable[[], dict], run64: Callable[[], dict]) -> tuple[dict, dict, int]:
-    """``(float32 run, the float64 run on the float32 run's branches, flips)``: what the float32
-    verdict of a training quantity compares (see ``Branches``). Off NNPACK, as verify's passes."""
-    from porting import kernels
-
-    with kernels.summing_kernels():
-        got32, branches = recorded(run32)
-    ref32, flips = replayed(run64, branches)
-    return got32, ref32, flips
-
 
 def model_errors(kind: str, module64: nn.Module, inputs: dict, samples: int | None = None,
                  clean: dict | None = None, branches: list | None = None) -> tuple[dict, dict]:
@@ -349,57 +241,24 @@ def judge_training(kind: str, truth: dict, tf32: dict | None, module: nn.Module,
                    model_error: dict | None = None, tf_seconds: float = 0.0,
                    kernels_info: dict | None = None) -> Report:
     """Judge the PyTorch ``module`` (converted, inference or training mode) against TF's truth
-    (float64) of a training check. Each row: exact (the port's float64 run against the truth),
-    and fit for float32 (the port's float32 run against its float64 run on the same branches,
-    within ``rule.factor`` times the rounding model's error); ``tf32``: TF's float32 run, whose
-    error against the truth is reported for information."""
-    from porting import kernels, rounding
-
+    (float64) of a training check, through the verdict's pipeline (``porting.verdict.port_runs``
+    with branches, ``judged``). Each row: exact (the port's float64 run against the truth), and
+    fit for float32 (the port's float32 run against its float64 run on the same branches, within
+    ``rule.factor`` times the rounding model's error); ``tf32``: TF's float32 run, whose error
+    against the truth (on TF's own branches, so with every jump of TF's branch flips) is reported
+    for information, without a score (docs/training.md)."""
     t0 = time.perf_counter()
-    m = prepare_module(module)
-    phases = {"tf": round(tf_seconds, 2)}
-    m64 = copy.deepcopy(m).double()
-    got64, branches = recorded(lambda: run_pt(kind, m64, inputs, "float64"))
-    phases["float64"] = round(time.perf_counter() - t0, 2)
-    pt_kernels, flips = kernels.torch_kernels(), None
-    if dtype == "float32":
-        t1 = time.perf_counter()
-        m32 = copy.deepcopy(m).float()
-        got32, ref32, flips = float32_against_float64(lambda: run_pt(kind, m32, inputs, "float32"),
-                                                      lambda: run_pt(kind, m64, inputs, "float64"))
-        with kernels.summing_kernels():
-            pt_kernels = kernels.torch_kernels()
-        phases["float32"] = round(time.perf_counter() - t1, 2)
-        if model_error is None:
-            t1 = time.perf_counter()
-            _, model_error = model_errors(kind, m64, inputs, clean=got64, branches=branches)
-            phases["rounding model"] = round(time.perf_counter() - t1, 2)
-    missing = sorted(set(truth) - set(got64))
-    extra = sorted(set(got64) - set(truth))
-    if missing or extra:
-        raise AssertionError(f"training check of the {kind}: TF and PyTorch compare different quantities: "
-                             f"TF only {missing[:5]}, PyTorch only {extra[:5]}")
+    runs = port_runs({"port": prepare_module(module)}, lambda m, d: run_pt(kind, m["port"], inputs, d), dtype,
+                     model_error=model_error, branches=True,
+                     errors=lambda m64, clean, branches: model_errors(kind, m64["port"], inputs, clean=clean,
+                                                                      branches=branches)[1])
     n = len(inputs[_input_name(kind)])
-    described = f"{n} inputs, training mode" + ("" if flips is None else f"; float32 flipped {flips} branch(es)")
-    report = Report(f"{kind} (train)", dtype, source, weights, described, 0.0, 0.0, rule.to_json(),
-                    kernels={**(kernels_info or {}), "pytorch": pt_kernels},
-                    rounding_samples=rounding.SAMPLES if dtype == "float32" else None)
-    for label in truth:
-        row = judge(label, truth[label], got64=got64[label], rule=rule)
-        if dtype == "float32":
-            fit = judge(label, ref32[label], got32=got32[label], model_error=model_error[label], rule=rule)
-            row.model_error, row.port_error, row.bound, row.score = fit.model_error, fit.port_error, fit.bound, fit.score
-            if tf32 is not None:
-                # information: TF's float32 error against the truth on TF's own branches, so it
-                # includes every jump of TF's branch flips; no score or ratio against a bound that
-                # holds the branches fixed (docs/training.md)
-                row.tf_error = float(np.max(np.abs(np.asarray(tf32[label], np.float64) - truth[label]))) \
-                    if np.size(truth[label]) else 0.0
-            row.passed = bool(row.exact) and bool(row.fit32)
-        report.layers.append(row)
+    described = f"{n} inputs, training mode" + ("" if runs.flips is None else f"; float32 flipped {runs.flips} branch(es)")
+    report = judged(f"{kind} (train)", truth, runs, tf32=tf32, rule=rule, source=source, weights=weights,
+                    described=described, tf_kernels=kernels_info, strict=True)
     report.seconds = round(tf_seconds + time.perf_counter() - t0, 2)
-    report.phases = phases
-    return report.finish()
+    report.phases = {"tf": round(tf_seconds, 2), **runs.phases}
+    return report
 
 
 def judge_training_controls(kind: str, truth: dict, tf32: dict | None, module: nn.Module, inputs: dict,

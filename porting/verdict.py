@@ -26,8 +26,12 @@ a matrix of kernel choices (``docs/verification.md``).
 
 ``dtype="float64"`` runs the first verdict alone (``cli.py verify --float64``).
 
-The fixed absolute bars of earlier versions (``VerifySpec.output_tol`` / ``layer_tol``) are still
-computed on |TF32 - PT32| and reported (``abs_passed``); they decide nothing.
+**One pipeline for every check.** The forward check (``judge_module``), the training check
+(``porting.training.judge_training``), the round trip and the AttFind effects check
+(``crosscheck.verify``) each give ``port_runs`` their modules and how to run them; it makes the
+float64 copies, runs them, runs the float32 pass off NNPACK, and runs the rounding model, in
+this module only. ``judged`` then judges every quantity against the float64 truth and builds
+the ``Report``.
 """
 from __future__ import annotations
 
@@ -85,7 +89,6 @@ class LayerRow:
     tf_score: float | None = None     # tf_error / bound: TF's own float32 against the same bound
     ratio: float | None = None        # port_error / tf_error (the figure the old rule decided on)
     truth_peak: float | None = None   # max |truth|
-    abs_passed: bool | None = None    # the old fixed absolute bar on |TF32 - PT32| (reported, not deciding)
 
     @property
     def exact(self) -> bool | None:
@@ -115,7 +118,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def judge(name: str, truth, *, got64=None, got32=None, tf32=None, model_error: float | None = None,
-          rule: VerdictRule = RULE, abs_tol: float | None = None, scale_free: bool = False) -> LayerRow:
+          rule: VerdictRule = RULE, ref32=None) -> LayerRow:
     """One activation. ``truth``: TF's float64 run (or the float64 run the candidate is held to).
 
     ``got64``: the candidate's float64 run, judged for exactness against ``truth``.
@@ -123,16 +126,17 @@ def judge(name: str, truth, *, got64=None, got32=None, tf32=None, model_error: f
     ``rule.factor * max(model_error, rule.floor_ulps * eps32 * max|truth|)``; ``model_error``
     (``porting.rounding.simulate``) is then required. ``tf32``: TF's float32 run, for the
     information columns (its error, its score against the same bound, |TF - PT|).
-    ``abs_tol``: the old fixed bar on |TF32 - PT32|, reported as ``abs_passed`` (times
-    max(1, |TF|) unless ``scale_free``)."""
-    truth, got64, got32, tf32 = _arr(truth), _arr(got64), _arr(got32), _arr(tf32)
+    ``ref32``: what the float32 run is held to instead of ``truth`` (a training check: the
+    port's float64 run on the float32 run's branches, ``porting.rounding.Branches``); TF's float32
+    error, on TF's own branches, is then reported without a score."""
+    truth, got64, got32, tf32, ref32 = _arr(truth), _arr(got64), _arr(got32), _arr(tf32), _arr(ref32)
     shape = list(truth.shape)
-    for what, a in (("float64 run", got64), ("float32 run", got32), ("TF float32 run", tf32)):
+    for what, a in (("float64 run", got64), ("float32 run", got32), ("TF float32 run", tf32), ("reference", ref32)):
         if a is not None and a.shape != truth.shape:
             inf = float("inf")
             return LayerRow(name, shape, inf, _peak(truth), False, diff64=inf if got64 is not None else None,
                             score64=inf if got64 is not None else None, port_error=inf if got32 is not None else None,
-                            score=inf if got32 is not None else None, abs_passed=False)
+                            score=inf if got32 is not None else None)
     peak = _peak(truth)
     row = LayerRow(name, shape, 0.0, peak, False, truth_peak=peak)
     if got64 is not None:
@@ -143,18 +147,17 @@ def judge(name: str, truth, *, got64=None, got32=None, tf32=None, model_error: f
         if model_error is None:
             raise ValueError(f"{name}: a float32 run is judged against the rounding model's error; "
                              "pass model_error (porting.rounding.simulate)")
+        against = truth if ref32 is None else ref32
         row.model_error = float(model_error)
-        row.port_error = _maxdiff(got32, truth)
-        row.bound = rule.bound32(row.model_error, peak)
+        row.port_error = _maxdiff(got32, against)
+        row.bound = rule.bound32(row.model_error, _peak(against))
         row.score = _ratio(row.port_error, row.bound)
         if tf32 is not None:
             row.tf_error = _maxdiff(tf32, truth)
-            row.tf_score = _ratio(row.tf_error, row.bound)
-            row.ratio = _ratio(row.port_error, row.tf_error)
-            row.max_abs_diff = _maxdiff(tf32, got32)
-            if abs_tol is not None:
-                tf_peak = _peak(tf32)
-                row.abs_passed = bool(row.max_abs_diff <= (abs_tol if scale_free else abs_tol * max(1.0, tf_peak)))
+            if ref32 is None:
+                row.tf_score = _ratio(row.tf_error, row.bound)
+                row.ratio = _ratio(row.port_error, row.tf_error)
+                row.max_abs_diff = _maxdiff(tf32, got32)
     row.passed = all(v is not False for v in (row.exact, row.fit32)) and (got64 is not None or got32 is not None)
     return row
 
@@ -166,8 +169,6 @@ class Report:
     source: str
     weights: str
     inputs: str
-    tolerance: float                  # the old fixed bar on the output (reported)
-    layer_tolerance: float            # the old fixed bar per layer (reported)
     rule: dict = field(default_factory=RULE.to_json)
     layers: list[LayerRow] = field(default_factory=list)
     output: dict = field(default_factory=dict)
@@ -176,7 +177,6 @@ class Report:
     passed: bool = False
     exact: bool | None = None         # float64: every activation within rel64
     fit32: bool | None = None         # float32: every activation within the float32 bound
-    abs_passed: bool | None = None    # what the old fixed bars would have said
     first_failure: str | None = None  # the first layer, in network order, over a bound
     first_inexact: str | None = None  # the first layer over the float64 bound
     kernels: dict = field(default_factory=dict)   # porting.kernels: which kernels ran
@@ -200,8 +200,6 @@ class Report:
         fit = [r.fit32 for r in rows if r.fit32 is not None]
         self.exact = all(exact) if exact else None
         self.fit32 = all(fit) if fit else None
-        marks = [r.abs_passed for r in rows if r.abs_passed is not None]
-        self.abs_passed = all(marks) if marks else None
         self.first_failure = next((r.name for r in rows if not r.passed), None)
         self.first_inexact = next((r.name for r in rows if r.exact is False), None)
         return self
@@ -258,22 +256,42 @@ def float64_inputs(inputs):
     return np.ascontiguousarray(inputs)
 
 
-def model_errors(spec, module64, inputs, samples: int | None = None, clean: dict | None = None):
-    """``(clean float64 trace, {label: the rounding model's float32 error})`` of a float64 module
-    on the kind's verify ``inputs`` (``porting.rounding.simulate``)."""
-    from porting import rounding
+# ----------------------------------------------------------------- the pipeline every check feeds
 
-    x = float64_inputs(inputs)
-    return rounding.simulate(lambda: spec.trace(module64, x, "float64"),
-                             rounding.SAMPLES if samples is None else samples, clean=clean)
+@dataclass
+class PortRuns:
+    """The port's side of one check, as ``port_runs`` computed it."""
+    got64: dict                       # {label: the port's float64 run}: the exact verdict's input
+    got32: dict | None = None         # {label: the port's float32 run}
+    ref32: dict | None = None         # what the float32 run is held to, where not the truth (branches)
+    model_error: dict | None = None   # {label: the rounding model's float32 error}
+    kernels: dict = field(default_factory=dict)   # PyTorch's kernels of the float32 run
+    phases: dict = field(default_factory=dict)    # seconds: "float64", "float32", "rounding model"
+    samples: int | None = None        # noisy runs behind each model error (None: none simulated here)
+    flips: int | None = None          # elements the branch replay moved (branches only)
 
 
-def judge_module(ref: Reference, pt_model, rule: VerdictRule = RULE, weights: str = "",
-                 model_error: dict | None = None, samples: int | None = None) -> Report:
-    """Trace ``pt_model`` on the reference's inputs, in float64 and (unless ``ref.dtype`` is
-    float64) in float32, and judge every activation. ``model_error``: the rounding model's
-    errors per label, when already simulated for this reference (the negative controls share the
-    correct port's); otherwise simulated here on ``pt_model``'s float64 copy."""
+def port_runs(modules: dict, forward, dtype: str, *, samples: int | None = None,
+              model_error: dict | None = None, branches: bool = False, errors=None,
+              summing: bool = True) -> PortRuns:
+    """Run the port for a verdict, the one place it is done: ``forward(models, dtype)`` (models:
+    ``modules``' copies in that dtype, by the same keys) -> ``{label: array}``.
+
+    1. float64: copies of ``modules`` in float64, run once (the exact verdict's input);
+    2. float32 (``dtype="float32"`` only): ``modules`` in float32, off NNPACK
+       (``kernels.summing_kernels``), PyTorch's kernels recorded;
+    3. the rounding model's float32 error of every quantity (``rounding.simulate`` on the float64
+       run), unless ``model_error`` is given (the negative controls share the correct port's),
+       or computed by ``errors(models64, clean, recorded_branches)`` where the caller has its own
+       (a cache).
+
+    ``branches`` (training checks, whose gradients jump where a rounding moves an input across a
+    kink): the float32 run is held to the float64 run on the float32 run's branches (``ref32``),
+    and the rounding model runs on the clean run's branches (``porting.rounding.Branches``).
+    ``summing=False``: the float32 run on whatever kernels the machine picks (AttFind's effects,
+    judged as AttFind computes them)."""
+    from contextlib import nullcontext
+
     import copy
     import time
 
@@ -282,50 +300,98 @@ def judge_module(ref: Reference, pt_model, rule: VerdictRule = RULE, weights: st
     from porting import kernels, rounding
 
     t0 = time.perf_counter()
-    phases = {"tf": round(ref.seconds, 2)}
-    spec = ref.spec
-    pt64 = copy.deepcopy(pt_model).to(torch.float64)
-    got64 = spec.trace(pt64, float64_inputs(ref.inputs), "float64")
-    phases["float64"] = round(time.perf_counter() - t0, 2)
-    got32, pt_kernels = None, kernels.torch_kernels()
-    if ref.dtype == "float32":
-        t1 = time.perf_counter()
-        param = next(pt_model.parameters(), None)
-        m32 = copy.deepcopy(pt_model).to(torch.float32) if param is not None and param.dtype != torch.float32 \
-            else pt_model
+    m64 = {k: copy.deepcopy(m).to(torch.float64) for k, m in modules.items()}
+    clean_branches = None
+    if branches:
+        got64, clean_branches = rounding.recorded(lambda: forward(m64, "float64"))
+    else:
+        got64 = forward(m64, "float64")
+    out = PortRuns(got64, kernels=kernels.torch_kernels(), phases={"float64": round(time.perf_counter() - t0, 2)})
+    if dtype != "float32":
+        return out
+    t1 = time.perf_counter()
+    m32 = {k: m if next(m.parameters(), torch.zeros(0)).dtype == torch.float32 else copy.deepcopy(m).float()
+           for k, m in modules.items()}
+    if branches:
+        out.got32, out.ref32, out.flips = rounding.float32_against_float64(lambda: forward(m32, "float32"),
+                                                                            lambda: forward(m64, "float64"))
         with kernels.summing_kernels():
-            got32 = spec.trace(m32, ref.inputs, "float32")
-            pt_kernels = kernels.torch_kernels()
-        phases["float32"] = round(time.perf_counter() - t1, 2)
-        if model_error is None:
-            t1 = time.perf_counter()
-            _, model_error = model_errors(spec, pt64, ref.inputs, samples, clean=got64)
-            phases["rounding model"] = round(time.perf_counter() - t1, 2)
-    missing = [k for k in ref.tf64 if k not in got64]
-    if missing:
-        raise AssertionError(f"PyTorch trace lacks layers {missing[:5]}")
-    labels = list(ref.tf64)
-    report = Report(ref.kind, ref.dtype, ref.source, weights, ref.described, spec.output_tol["float32"],
-                    spec.layer_tol["float32"], rule.to_json(),
-                    kernels={**ref.kernels, "pytorch": pt_kernels},
-                    rounding_samples=(rounding.SAMPLES if samples is None else samples) if got32 else None)
-    for label in labels:
-        last = label == labels[-1]
+            out.kernels = kernels.torch_kernels()
+    else:
+        with kernels.summing_kernels() if summing else nullcontext():
+            out.got32 = forward(m32, "float32")
+            out.kernels = kernels.torch_kernels()
+    out.phases["float32"] = round(time.perf_counter() - t1, 2)
+    out.model_error = model_error
+    if model_error is None:
+        t1 = time.perf_counter()
+        out.samples = rounding.SAMPLES if samples is None else samples
+        if errors is not None:
+            out.model_error = errors(m64, got64, clean_branches)
+        elif branches:
+            out.model_error = rounding.model_errors_on_branches(lambda: forward(m64, "float64"), out.samples,
+                                                                clean=got64, branches=clean_branches)[1]
+        else:
+            out.model_error = rounding.simulate(lambda: forward(m64, "float64"), out.samples, clean=got64)[1]
+        out.phases["rounding model"] = round(time.perf_counter() - t1, 2)
+    return out
+
+
+def judged(model: str, truth: dict, runs: PortRuns, *, tf32: dict | None = None, rule: VerdictRule = RULE,
+           source: str = "", weights: str = "", described: str = "", tf_kernels: dict | None = None,
+           samples: int | None = None, strict: bool = False) -> Report:
+    """Every quantity of ``truth`` (TF's float64 run, in network order: the last is the output)
+    judged (``judge``) against the port's ``runs``, with TF's float32 run ``tf32`` for
+    information, as a finished ``Report``. ``samples``: the rounding model's noisy runs, where
+    the errors came from elsewhere (a controls' shared model error). ``strict``: the port must
+    return no quantity TF lacks either (a trace may hold more points than TF's)."""
+    from porting import rounding
+
+    missing = [k for k in truth if k not in runs.got64]
+    extra = [k for k in runs.got64 if k not in truth] if strict else []
+    if missing or extra:
+        raise AssertionError(f"{model}: TF and PyTorch compare different quantities: TF only {missing[:5]}, "
+                             f"PyTorch only {extra[:5]}")
+    float32 = runs.got32 is not None
+    report = Report(model, "float32" if float32 else "float64", source, weights, described, rule.to_json(),
+                    kernels={**(tf_kernels or {}), "pytorch": runs.kernels},
+                    rounding_samples=(runs.samples or samples or rounding.SAMPLES) if float32 else None)
+    for label in truth:
         report.layers.append(judge(
-            label, ref.tf64[label], got64=got64[label],
-            got32=None if got32 is None else got32[label], tf32=None if ref.tf32 is None else ref.tf32[label],
-            model_error=None if got32 is None else model_error[label], rule=rule,
-            abs_tol=spec.output_tol["float32"] if last else spec.layer_tol["float32"], scale_free=last))
-    if ref.savedmodel_out is not None and got32 is not None:
+            label, truth[label], got64=runs.got64[label], rule=rule,
+            got32=runs.got32[label] if float32 else None,
+            tf32=tf32[label] if float32 and tf32 is not None else None,
+            model_error=runs.model_error[label] if float32 else None,
+            ref32=runs.ref32[label] if float32 and runs.ref32 is not None else None))
+    report.phases = dict(runs.phases)
+    return report.finish()
+
+
+def judge_module(ref: Reference, pt_model, rule: VerdictRule = RULE, weights: str = "",
+                 model_error: dict | None = None, samples: int | None = None) -> Report:
+    """Trace ``pt_model`` on the reference's inputs, in float64 and (unless ``ref.dtype`` is
+    float64) in float32, and judge every activation (``port_runs``, ``judged``). ``model_error``:
+    the rounding model's errors per label, when already simulated for this reference (the
+    negative controls share the correct port's)."""
+    import time
+
+    t0 = time.perf_counter()
+    spec, x64 = ref.spec, float64_inputs(ref.inputs)
+    runs = port_runs({"port": pt_model}, lambda m, dtype: spec.trace(m["port"], x64 if dtype == "float64" else ref.inputs, dtype),
+                     ref.dtype, samples=samples, model_error=model_error)
+    report = judged(ref.kind, ref.tf64, runs, tf32=ref.tf32, rule=rule, source=ref.source, weights=weights,
+                    described=ref.described, tf_kernels=ref.kernels, samples=samples)
+    if ref.savedmodel_out is not None and runs.got32 is not None:
         # The SavedModel as the notebook loads it is one more float32 implementation of the
         # truth: it must sit within the same bound (it equals the rebuild bit for bit here).
-        out = labels[-1]
+        out = list(ref.tf64)[-1]
         row = judge("savedmodel vs rebuilt TF", ref.tf64[out], got32=ref.savedmodel_out, tf32=ref.tf32[out],
-                    model_error=model_error[out], rule=rule, abs_tol=spec.output_tol["float32"], scale_free=True)
+                    model_error=runs.model_error[out], rule=rule)
         report.savedmodel = asdict(row)
+        report.finish()
     report.seconds = round(ref.seconds + time.perf_counter() - t0, 2)
-    report.phases = phases
-    return report.finish()
+    report.phases = {"tf": round(ref.seconds, 2), **runs.phases}
+    return report
 
 
 # ----------------------------------------------------------------- the report
@@ -375,8 +441,6 @@ def format_report(report: Report) -> str:
     if report.first_failure:
         tail += f"; first failing layer {report.first_failure}"
     tail += f"; {'PASSED' if report.passed else 'FAILED'}"
-    if report.abs_passed is not None:
-        tail += f" (old fixed bars: {'pass' if report.abs_passed else 'over'})"
     lines.append(tail)
     return "\n".join(lines + float32_diagnosis([report]))
 

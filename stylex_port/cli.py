@@ -361,10 +361,7 @@ def report_all(reports: list, json_path) -> int:
                    "every AttFind decision is then re-checked in float32 and the ranking is float32's "
                    "(docs/attfind.md, reduced precision); not with --workers, --discriminator-filter or --independent.")
 @user_errors
-def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, independent, sufficiency,
-            sufficiency_k, shift_size, batch_size, max_images, no_pictures, device, compare, truth_images,
-            truth_coordinates, workers, ray_address, threads_per_worker, worker_weights, discriminator_filter,
-            discriminator_threshold, precision):
+def attfind(weights, dlatents_path, out_dir, no_pictures, compare, worker_weights, **settings):
     """Run AttFind with the PyTorch models: rank the StyleSpace coordinates that flip the classifier.
 
     With the release's examples_1.tfrecord beside --dlatents (or --compare), TF's effects and ours
@@ -374,17 +371,11 @@ def attfind(weights, dlatents_path, num_indices, out_dir, top, examples, indepen
     from attfind.run import Options, run
 
     out = Path(out_dir) if out_dir else Path("runs") / "attfind" / Path(weights).name
-    if workers < 0:
+    if settings["workers"] < 0:
         raise click.BadParameter("must be 0 (this process) or a number of workers", param_hint="--workers")
-    opts = Options(num_indices=num_indices, shift_size=shift_size, batch_size=batch_size, top=top,
-                   examples=examples, independent=independent, sufficiency=sufficiency,
-                   sufficiency_k=sufficiency_k, max_images=max_images, pictures=not no_pictures,
-                   compare=Path(existing(compare)) if compare else None, device=device,
-                   truth_images=truth_images, truth_coordinates=truth_coordinates, workers=workers,
-                   ray_address=ray_address, threads_per_worker=threads_per_worker,
-                   worker_weights=Path(worker_weights) if worker_weights else None,
-                   discriminator_filter=discriminator_filter, discriminator_threshold=discriminator_threshold,
-                   precision=precision)
+    # every other option is a field of Options by the same name
+    opts = Options(**settings, pictures=not no_pictures, compare=Path(existing(compare)) if compare else None,
+                   worker_weights=Path(worker_weights) if worker_weights else None)
     try:
         outcome = run(Path(existing(weights)), Path(existing(dlatents_path)), out, opts, bar=progress_bar,
                       log=log_line)

@@ -57,13 +57,10 @@ class VerifySpec:
     ``make_inputs(config, n, size, seed[, dlatents=])`` gives inputs in the TF model's layout;
     ``check_inputs`` raises AssertionError when they are degenerate; ``nhwc``: the PyTorch module
     takes NCHW where TF takes NHWC (its 4-d activations are compared in TF's layout). The PyTorch
-    side is traced with the module's own ``trace`` (forward hooks; the last entry is the output).
-    ``output_tol`` / ``layer_tol``: the old fixed absolute bars, reported next to the verdict."""
+    side is traced with the module's own ``trace`` (forward hooks; the last entry is the output)."""
 
     make_inputs: Callable[..., object]
     check_inputs: Callable[[object], None]
-    output_tol: Mapping[str, float]
-    layer_tol: Mapping[str, float]
     default_size: Callable[[dict], int] = lambda config: 256
     nhwc: bool = False
     # Models that take dlatents: (the release's dlatents.pkl or None) -> where the inputs come

@@ -74,8 +74,6 @@ def check_inputs(x: np.ndarray) -> None:
 
 VERIFY = VerifySpec(
     make_inputs=make_inputs, check_inputs=check_inputs, nhwc=True,
-    output_tol={"float32": 1e-5, "float64": 1e-10},  # issue 2's bars, on the logits (reported)
-    layer_tol={"float32": 1e-4, "float64": 1e-10},
 )
 
 KIND = ModelKind(

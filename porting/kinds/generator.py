@@ -206,8 +206,6 @@ KIND = ModelKind(
     verify=VerifySpec(
         make_inputs=make_inputs, check_inputs=check_inputs, input_source=input_source,
         default_size=lambda config: config["resolution"],
-        output_tol={"float32": 1e-4, "float64": 1e-9},   # issue 3's bars, on the images (reported)
-        layer_tol={"float32": 1e-4, "float64": 1e-9},
     ),
     onnx=OnnxSpec(output="images", feed=synthesis_feed, net=synthesis_net),
 )

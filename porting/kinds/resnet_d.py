@@ -91,8 +91,6 @@ def _kind(name: str) -> ModelKind:
         verify=VerifySpec(
             make_inputs=make_labelled if labelled else make_images, check_inputs=check_images,
             default_size=lambda config: config["resolution"],
-            output_tol={"float32": 1e-4, "float64": 1e-9},   # issue 4's bars (reported)
-            layer_tol={"float32": 1e-4, "float64": 1e-9},
         ),
         onnx=OnnxSpec(output="score" if labelled else "latent",
                       feed=(lambda module, x: {"images": x[0].astype(np.float32), "labels": x[1].astype(np.float32)})
