@@ -114,9 +114,9 @@ class EffectsWorker:
                 if sha and got != sha:
                     return f"{f}: sha256 {got[:12]}... on this worker, {sha[:12]}... on the driver " \
                            "(another conversion?)"
-            gen = models_pt.load(folder / expected[RELEASE_STEMS["generator"]][0])
-            clf = models_pt.load(folder / expected[RELEASE_STEMS["classifier"]][0])
-            self.backend = TorchEffects(gen, clf, batch_size=batch_size, device=device)
+            stems = (RELEASE_STEMS["generator"], RELEASE_STEMS["classifier"])
+            models = models_pt.load(folder, need=stems)       # the one way in: models_pt.load
+            self.backend = TorchEffects(*(models[s] for s in stems), batch_size=batch_size, device=device)
             import ray
 
             return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "device": str(self.backend.device),

@@ -23,11 +23,10 @@ from attfind.cache import cache_key, compute_effects
 from attfind.discriminator_filter import (DISCRIMINATOR_IMAGES, DISCRIMINATOR_SHIFT, DISCRIMINATOR_THRESHOLD,
                                           DiscriminatorFilter)
 from attfind.errors import AttFindInputError
+from attfind.release import CLASSIFIER, DISCRIMINATOR, GENERATOR, effects_cache, open_release
 from attfind.setting import Setting
 from porting.atomic import write_json
-from models_pt.release_facts import EXAMPLES_FILE, RELEASE_STEMS
-
-GENERATOR, CLASSIFIER, DISCRIMINATOR = (RELEASE_STEMS[k] for k in ("generator", "classifier", "discriminator"))
+from models_pt.release_facts import EXAMPLES_FILE
 
 
 @dataclass
@@ -64,26 +63,6 @@ class Outcome:
     result: sel.AttFindResult
     document: dict
     files: list[Path] = field(default_factory=list)
-
-
-def load_models(weights: Path):
-    """The generator and classifier of a converted release folder (``cli.py convert``), and the
-    manifest's entries."""
-    import models_pt
-
-    weights = Path(weights)
-    if not weights.is_dir():
-        raise AttFindInputError(f"{weights}: expected a converted release folder (with manifest.json), "
-                                "as `cli.py convert --tf-ckpt <release folder>` writes")
-    if not (weights / "manifest.json").exists():
-        raise AttFindInputError(f"{weights}: no manifest.json; convert the whole release folder")
-    entries = models_pt.read_manifest(weights)["models"]
-    missing = [stem for stem in (GENERATOR, CLASSIFIER) if stem not in entries]
-    if missing:
-        raise AttFindInputError(f"{weights / 'manifest.json'}: AttFind needs the generator and the classifier "
-                                f"({CLASSIFIER}); missing: {', '.join(missing)}")
-    return (models_pt.load(weights / entries[GENERATOR]["weights"]),
-            models_pt.load(weights / entries[CLASSIFIER]["weights"]), entries)
 
 
 def build_discriminator_filter(weights: Path, entries: dict, setting: Setting, options: Options) -> DiscriminatorFilter:
@@ -147,20 +126,6 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def read_dlatents(path: Path, max_images: int | None, w_dim: int, weights: Path):
-    """The release's dlatents (restricted unpickler) and their names, checked against the generator."""
-    from models_pt.dlatents import dlatent_matrix, load_dlatents
-
-    items = load_dlatents(path)
-    names, dlatents = [n for n, _ in items], dlatent_matrix(items)
-    if max_images:
-        dlatents, names = dlatents[:max_images], names[:max_images]
-    if dlatents.shape[1] != w_dim:
-        raise AttFindInputError(f"{path}: dlatents have {dlatents.shape[1]} values, the generator "
-                                f"in {weights} takes {w_dim}")
-    return dlatents, names
 
 
 def sufficiency_part(setting: Setting, result, options: Options, log) -> dict:
@@ -235,17 +200,18 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     from attfind.effects_pt import TorchEffects
 
     t_start, out_dir = time.perf_counter(), Path(out_dir)
-    gen, clf, entries = load_models(weights)
-    dlatents, names = read_dlatents(dlatents_path, options.max_images, gen.config["w_dim"], weights)
+    rel = open_release(weights, dlatents_path, max_images=options.max_images, batch_size=options.batch_size,
+                       device=options.device)
+    gen, clf, entries, backend = rel.generator, rel.classifier, rel.entries, rel.backend
+    dlatents, names = rel.dlatents, rel.names
     refuse_reduced_with(options)
     reduced = options.precision != "float32"
-    backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
-    setting = Setting.of(backend, dlatents, options.shift_size)
+    setting = rel.setting(options.shift_size)
     lo, hi = setting.style_min, setting.style_max
     sweep = (TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device,
                           precision=options.precision) if reduced else backend)
     key = cache_key(entries, dlatents, lo, hi, options.shift_size, sweep.arithmetic)
-    cache = out_dir / "effects_cache"
+    cache = effects_cache(out_dir)
     log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "
         f"({2 * len(dlatents) * backend.num_styles} generator + classifier evaluations)")
     t0 = time.perf_counter()

@@ -142,12 +142,13 @@ def main():
     from attfind import selection as sel
     from attfind.effects_pt import TorchEffects
     from attfind.cache import local_source
-    from attfind.run import load_models
+    from attfind.release import open_release
     from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     cores = os.cpu_count()
     print(f"torch {torch.__version__}, {cores} cores; {args.weights}")
-    gen, clf, entries = load_models(args.weights)
+    rel = open_release(args.weights)
+    gen, clf, entries = rel.generator, rel.classifier, rel.entries
     dl = dlatent_matrix(load_dlatents(args.dlatents))[:args.images]
     torch.set_num_threads(cores)
     backend = TorchEffects(gen, clf, batch_size=args.batch_size)

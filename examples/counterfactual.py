@@ -41,15 +41,12 @@ def fail(message: str):
 
 
 def load_models(folder: Path) -> dict:
+    if Path(folder).is_file():
+        fail(f"{folder}: a single weights file; pass the converted release folder (cli.py convert --tf-ckpt RELEASE)")
     try:
-        models = models_pt.load(folder)
+        models = models_pt.load(folder, need=("generator", "encoder", "mobilenet"))
     except models_pt.WeightsError as e:
         fail(str(e))
-    if not isinstance(models, dict):
-        fail(f"{folder}: a single weights file; pass the converted release folder (cli.py convert --tf-ckpt RELEASE)")
-    missing = [name for name in ("generator", "encoder", "mobilenet") if name not in models]
-    if missing:
-        fail(f"{folder}: the converted release lacks {', '.join(missing)} (its manifest.json lists {sorted(models)})")
     if models_pt.read_manifest(folder).get("reference"):
         print(f"note: {folder} holds a seeded reference release: it reconstructs no real face; "
               "convert the released files for meaningful counterfactuals", file=sys.stderr)

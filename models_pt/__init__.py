@@ -135,8 +135,10 @@ def read_manifest(folder: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path, device="cpu", *, check_hashes: bool = True):
-    """A ``.safetensors`` file -> its module; a converted release folder -> ``{name: module}``.
+def load(path: str | Path, device="cpu", *, check_hashes: bool = True, need=None):
+    """A ``.safetensors`` file -> its module; a converted release folder -> ``{name: module}``
+    (``need``: only these names, e.g. ``("generator", "mobilenet")``; one the manifest lacks is an
+    error that names it).
 
     Every file is first checked against the sha256 of the folder's ``manifest.json`` (for a
     single file: the manifest beside it, when it lists the file); ``check_hashes=False`` skips
@@ -144,9 +146,16 @@ def load(path: str | Path, device="cpu", *, check_hashes: bool = True):
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path)
+        models = manifest["models"]
+        if need is not None:
+            missing = [n for n in need if n not in models]
+            if missing:
+                raise WeightsError(f"{path / 'manifest.json'}: no {', '.join(missing)} (it lists "
+                                   f"{', '.join(models) or 'nothing'})")
+            models = {n: models[n] for n in need}
         if check_hashes:
-            check_release_hashes(path, manifest)
-        return {name: load_file(path / e["weights"], device) for name, e in manifest["models"].items()}
+            check_release_hashes(path, {**manifest, "models": models})
+        return {name: load_file(path / e["weights"], device) for name, e in models.items()}
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
     if check_hashes and (path.parent / "manifest.json").exists():

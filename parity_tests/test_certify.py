@@ -154,11 +154,12 @@ def test_tf32_sweep_certified_equals_the_float32_sweep(attfind_release):
     float32's, and the certified ranking is the float32 sweep's (the float32 sweep itself is
     held to TF's by test_attfind_parity)."""
     from attfind.effects_pt import TorchEffects
-    from attfind.run import load_models
+    from attfind.release import open_release
     from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     ref, weights = attfind_release
-    g, c, _ = load_models(weights)
+    rel = open_release(weights)
+    g, c = rel.generator, rel.classifier
     dl = dlatent_matrix(load_dlatents(ref / "dlatents.pkl"))[:12]
     f32, tf32 = TorchEffects(g, c, batch_size=64), TorchEffects(g, c, batch_size=64, precision="tf32")
     lo, hi = sel.style_ranges(f32.styles(dl))

@@ -121,7 +121,8 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
     """Writes ``fid.json``, ``fid.md`` and ``fid.png`` into ``out_dir``; returns the JSON document.
     AttFind's ranking comes from ``attfind_out``'s effect cache (computed there when absent), as
     in ``cli.py flip-rate``."""
-    from stylex_port.analyses.fliprate import FlipOptions, attfind_ranking, load_setting
+    from attfind.release import default_out, effects_cache
+    from stylex_port.analyses.fliprate import FlipOptions, attfind_ranking, flip_setting
     from stylex_port.analyses.inception import load_inception
     from porting.atomic import atomic_path, write_json
 
@@ -129,9 +130,9 @@ def run_fid(weights: Path, dlatents_path: Path, inception_weights: Path, out_dir
     net = load_inception(inception_weights).to(device)   # first: a wrong file fails before any work
     first, last = k_range
     options = FlipOptions(k=last, methods=("attfind",), device=device, max_images=max_images)
-    setting, _, entries = load_setting(weights, dlatents_path, options)
+    setting, _, entries = flip_setting(weights, dlatents_path, options)
     out_dir = Path(out_dir)
-    cache = Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
+    cache = effects_cache(attfind_out or default_out(weights))
     result, record = attfind_ranking(setting, entries, cache, out_dir, options, bar, log)
     labels = sel.split_by_class(setting.base)
     n = len(setting.dlatents)

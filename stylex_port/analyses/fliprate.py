@@ -28,6 +28,7 @@ import numpy as np
 from stylex_port.analyses.wu import WuSelection, wu_ranking
 from attfind import selection as sel
 from attfind import sufficiency
+from attfind.release import default_out, effects_cache
 from attfind.setting import Setting
 
 METHODS = ("attfind", "wu", "random", "ganspace", "attfind-own")
@@ -101,21 +102,18 @@ def check_options(options: FlipOptions) -> None:
         raise AttFindInputError("--k must be at least 1")
 
 
-def load_setting(weights: Path, dlatents_path: Path, options: FlipOptions):
-    """The ported generator and classifier on the release's dlatents: ``(Setting, gen, entries)``."""
-    from attfind.effects_pt import TorchEffects
+def flip_setting(weights: Path, dlatents_path: Path, options: FlipOptions):
+    """The flip rates' ``(Setting, generator, manifest entries)``: the release opened as AttFind
+    opens it (``attfind.release.open_release``), ``--k`` checked against its StyleSpace."""
     from attfind.errors import AttFindInputError
-    from attfind.run import load_models
-    from models_pt.dlatents import dlatent_matrix, load_dlatents
+    from attfind.release import open_release
 
-    gen, clf, entries = load_models(weights)
-    dlatents = dlatent_matrix(load_dlatents(dlatents_path))
-    if options.max_images:
-        dlatents = dlatents[:options.max_images]
-    backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
-    if options.k > backend.num_styles:
-        raise AttFindInputError(f"--k {options.k}: this generator has only {backend.num_styles} StyleSpace coordinates")
-    return Setting.of(backend, dlatents, options.shift_size), gen, entries
+    rel = open_release(weights, dlatents_path, max_images=options.max_images, batch_size=options.batch_size,
+                       device=options.device)
+    if options.k > rel.backend.num_styles:
+        raise AttFindInputError(f"--k {options.k}: this generator has only {rel.backend.num_styles} StyleSpace "
+                                "coordinates")
+    return rel.setting(options.shift_size), rel.generator, rel.entries
 
 
 def attfind_ranking(setting: Setting, entries: dict, cache: Path, out_dir: Path, options: FlipOptions,
@@ -126,8 +124,8 @@ def attfind_ranking(setting: Setting, entries: dict, cache: Path, out_dir: Path,
     key = cache_key(entries, setting.dlatents, setting.style_min, setting.style_max, options.shift_size)
     if options.cache_dir is None and other_run(cache, key):
         log(f"{cache} holds the effects of another run (other images, shift size or weights); "
-            f"this one's go to {out_dir / 'effects_cache'}")
-        cache = out_dir / "effects_cache"
+            f"this one's go to {effects_cache(out_dir)}")
+        cache = effects_cache(out_dir)
     base, effects, computed = compute_effects(setting.backend, setting.dlatents, setting.style_min, setting.style_max,
                                               cache, key, options.shift_size, bar, log)
     setting.base = base
@@ -216,13 +214,13 @@ def run_flip_rate(weights: Path, dlatents_path: Path, out_dir: Path, options: Fl
     t0 = time.perf_counter()
     check_options(options)
     out_dir = Path(out_dir)
-    setting, gen, entries = load_setting(weights, dlatents_path, options)
+    setting, gen, entries = flip_setting(weights, dlatents_path, options)
     doc = {"weights": str(weights), "dlatents": str(dlatents_path), "images": len(setting.dlatents), "k": options.k,
            "shift_size": options.shift_size, "methods": list(options.methods), "bootstrap": options.bootstrap,
            "confidence": options.confidence, "per_k": {}, "selection": {}}
     result = None
     if any(m.startswith("attfind") for m in options.methods):
-        cache = options.cache_dir or Path(attfind_out or Path("runs") / "attfind" / Path(weights).name) / "effects_cache"
+        cache = options.cache_dir or effects_cache(attfind_out or default_out(weights))
         result, doc["selection"]["attfind"] = attfind_ranking(setting, entries, cache, out_dir, options, bar, log)
     else:
         setting.base = backend_logits(setting.backend, setting.dlatents)

@@ -184,17 +184,16 @@ def run_ganspace(weights, out_dir, samples: int = DEFAULT_SAMPLES, components: i
 
     from PIL import Image, ImageDraw
 
-    from attfind.effects_pt import TorchEffects
     from attfind.pictures import CAPTION, TILE, _captioned, _save
-    from attfind.run import load_models
+    from attfind.release import open_release
     from attfind.selection import softmax
     from porting.atomic import write_json
     from models_pt.dlatents import dlatent_matrix, load_dlatents
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    gen, clf, _ = load_models(Path(weights))
-    backend = TorchEffects(gen, clf, device=device)
+    rel = open_release(Path(weights), device=device)
+    gen, backend = rel.generator, rel.backend
     cfg = gen.config
     release = dlatent_matrix(load_dlatents(dlatents_path)) if dlatents_path else None
     z = sample_z(samples, cfg["z_dim"], seed)

@@ -64,18 +64,18 @@ def read_attfind(attfind_out: Path) -> dict:
     return doc
 
 
-def load_setting(doc: dict, weights: Path | None, dlatents_path: Path | None, options: StudyOptions):
-    """The run's models, images and style ranges as an ``attfind.setting.Setting``, with its base logits."""
-    from attfind.effects_pt import TorchEffects
-    from attfind.run import load_models, read_dlatents
+def study_setting(doc: dict, weights: Path | None, dlatents_path: Path | None, options: StudyOptions):
+    """``(Setting, names)``: the AttFind run's release opened as AttFind opens it
+    (``attfind.release.open_release``), with the run's own style ranges and its base logits."""
+    from attfind.release import open_release
     from attfind.setting import Setting
     from stylex_port.analyses.fliprate import backend_logits
 
     weights = Path(weights or doc["weights"])
     dlatents_path = Path(dlatents_path or doc["dlatents"])
-    gen, clf, _ = load_models(weights)
-    dlatents, names = read_dlatents(dlatents_path, options.max_images, gen.config["w_dim"], weights)
-    backend = TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device)
+    rel = open_release(weights, dlatents_path, max_images=options.max_images, batch_size=options.batch_size,
+                       device=options.device)
+    backend, dlatents, names = rel.backend, rel.dlatents, rel.names
     lo, hi = np.asarray(doc["style_min"], np.float32), np.asarray(doc["style_max"], np.float32)
     if lo.shape != (backend.num_styles,):
         raise AttFindInputError(f"{weights}: the generator has {backend.num_styles} StyleSpace coordinates, the "
@@ -167,7 +167,7 @@ def build_study(attfind_out: Path, out_dir: Path, options: StudyOptions = StudyO
     if options.attributes < 2 or options.examples < 1 or options.queries < 1:
         raise AttFindInputError("--attributes must be at least 2, --examples and --queries at least 1")
     doc = read_attfind(attfind_out)
-    setting, names = load_setting(doc, weights, dlatents_path, options)
+    setting, names = study_setting(doc, weights, dlatents_path, options)
     labels = sel.split_by_class(setting.base)
     top = [(int(a["direction"]), int(a["coordinate"])) for a in doc["attributes"][:options.attributes]]
     rng = np.random.default_rng(options.seed)
