@@ -3,8 +3,8 @@
     .venv/bin/python bench/train_check.py --release R --weights W [--float64-only] [--json out.json]
 
 For each model of the release: TF's training step on its float64 and float32 rebuilds
-(``crosscheck.training``), then the port and each of its kind's training controls
-(``porting.controls.TRAIN_CONTROLS``) judged on that one truth (``porting.training``): per
+(``crosscheck.train_check``), then the port and each of its kind's training controls
+(``porting.controls.TRAIN_CONTROLS``) judged on that one truth (``porting.train_check``): per
 candidate the worst float64 score (exact when <= 1; a control must go over), the worst float32
 score against the rounding model's bound (the float32 run held to its float64 run on the same
 branches), the branches the float32 run flipped, TF's own float32 error over the same bound (on
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     import models_pt
-    from crosscheck import training as tft
-    from porting import training as ptt
+    from crosscheck import train_check as tft
+    from porting import train_check as ptt
     from porting.kernels import describe, torch_kernels
     from porting.readers import open_checkpoint
 

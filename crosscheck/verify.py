@@ -109,6 +109,27 @@ def verify_release(src: Path, weights_dir: Path, dtype: str = "float32", num_ima
 ROUND_TRIP = {kind: RELEASE_STEMS[kind] for kind in ("encoder", "classifier", "generator")}   # kind -> stem
 
 
+def release_models(src: Path, weights_dir: Path, manifest: dict, wanted: dict, tf_models: dict | None = None,
+                   modules: dict | None = None) -> tuple[dict, dict, dict]:
+    """``(TF SavedModels, TF float64 rebuilds, PyTorch modules)`` by kind for ``wanted`` (kind ->
+    stem): the ones ``verify_release`` already built (``tf_models``: stem -> ``{"savedmodel":
+    ..., "float64": ...}``; ``modules``: kind -> module) reused, the rest built here, each
+    checkpoint opened once."""
+    tf32, tf64, pt = {}, {}, {}
+    for name, stem in wanted.items():
+        entry = manifest["models"][stem]
+        path = Path(weights_dir) / entry["weights"]
+        built = (tf_models or {}).get(stem) or {}
+        if built.get("savedmodel") is None or built.get("float64") is None:
+            header = models_pt.read_header(path)
+            with open_checkpoint(Path(src) / entry["source"]) as ck:
+                built = {"savedmodel": tf_side.load_savedmodel(ck),
+                         "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
+        tf32[name], tf64[name] = built["savedmodel"], built["float64"]
+        pt[name] = (modules or {}).get(name) or load_to_verify(path)
+    return tf32, tf64, pt
+
+
 def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8, tf_models: dict | None = None,
                rule: VerdictRule = RULE, samples: int | None = None, dtype: str = "float32") -> Report:
     """image -> encoder + classifier -> dlatent -> generator -> reconstruction: the TF rebuilds in
@@ -125,19 +146,7 @@ def round_trip(src: Path, weights_dir: Path, manifest: dict, num_images: int = 8
     from porting.samples import sample_images
 
     t0 = time.perf_counter()
-    tf32, tf64, pt32 = {}, {}, {}
-    for name, stem in ROUND_TRIP.items():
-        entry = manifest["models"][stem]
-        path = Path(weights_dir) / entry["weights"]
-        built = (tf_models or {}).get(stem) or {}
-        if built.get("savedmodel") is not None and built.get("float64") is not None:
-            tf32[name], tf64[name] = built["savedmodel"], built["float64"]
-        else:
-            header = models_pt.read_header(path)
-            with open_checkpoint(Path(src) / entry["source"]) as ck:
-                tf32[name] = tf_side.load_savedmodel(ck)
-                tf64[name] = tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())
-        pt32[name] = load_to_verify(path)
+    tf32, tf64, pt32 = release_models(src, weights_dir, manifest, ROUND_TRIP, tf_models)
     size = pt32["generator"].config["resolution"]
     images = sample_images(num_images, size, seed=3000, channels_last=False)
     check_inputs(images.transpose(0, 2, 3, 1))
@@ -191,18 +200,7 @@ def attfind_effects(src: Path, weights_dir: Path, manifest: dict, tf_models: dic
 
     t0 = time.perf_counter()
     dlatents = dlatent_matrix(load_dlatents(Path(src) / DLATENTS_FILE))
-    tf32, tf64, pt = {}, {}, {}
-    for name, stem in EFFECTS.items():
-        entry = manifest["models"][stem]
-        path = Path(weights_dir) / entry["weights"]
-        built = (tf_models or {}).get(stem) or {}
-        if built.get("savedmodel") is None or built.get("float64") is None:
-            header = models_pt.read_header(path)
-            with open_checkpoint(Path(src) / entry["source"]) as ck:
-                built = {"savedmodel": tf_side.load_savedmodel(ck),
-                         "float64": tf_side.rebuild(header["kind"], header["config"], "float64", ck.read_all())}
-        tf32[name], tf64[name] = built["savedmodel"], built["float64"]
-        pt[name] = (modules or {}).get(name) or load_to_verify(path)
+    tf32, tf64, pt = release_models(src, weights_dir, manifest, EFFECTS, tf_models, modules)
     g, c = pt["generator"], pt["classifier"]
     which = list(range(min(images, len(dlatents))))
     coords = effects_truth.truth_coordinates(len(g.space), coordinates)

@@ -15,8 +15,19 @@ from attfind.discriminator_filter import DISCRIMINATOR_THRESHOLD, DiscriminatorF
 from conftest import needs_real_dlatents, run_cli
 
 
-# --------------------------------------------------------------------------- Wu et al.
+def render_tf(generator, w_layers: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Images (unclamped, NCHW) from per-layer w ``[N, L, D]`` through the notebook's API
+    (``effects_tf.style_vectors``, then ``g_synthesis``), in the dtype of ``w_layers``. Works for
+    any object with that API."""
+    from attfind.effects_tf import style_vectors
 
+    w_layers = np.asarray(w_layers)
+    return np.concatenate([np.asarray(generator.g_synthesis(style_vectors(generator, w_layers[i:i + batch]),
+                                                             training=False))
+                           for i in range(0, len(w_layers), batch)])
+
+
+# --------------------------------------------------------------------------- Wu et al.
 
 def test_wu_finds_the_coordinate_the_class_depends_on():
     rng = np.random.default_rng(0)
@@ -116,7 +127,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release, attfind_sa
 
     w_tf = np.asarray(g_tf.generator_mapping((z, labels), training=False))
     w_pt = gs.map_pt(g_pt, z, labels)
-    img_tf = gs.render_tf(g_tf, gs.edit(w_tf, basis, moves, layers, L).astype(np.float32))
+    img_tf = render_tf(g_tf, gs.edit(w_tf, basis, moves, layers, L).astype(np.float32))
 
     def pt_images(w, lay=layers, mv=moves, dtype=torch.float32, model=g_pt):
         wl = torch.as_tensor(gs.edit(w, basis, mv, lay, L), dtype=dtype)
@@ -141,7 +152,7 @@ def test_ganspace_edit_is_the_same_in_tf_and_pytorch(attfind_release, attfind_sa
         config = kinds.detect(ck.names, str(ck.source)).infer_config(ck.shapes)
         g64 = rebuild("generator", config, "float64", ck.read_all())
     w64_tf = np.asarray(g64.generator_mapping((z.astype(np.float64), labels.astype(np.float64))))
-    img64_tf = gs.render_tf(g64, gs.edit(w64_tf, basis, moves, layers, L))
+    img64_tf = render_tf(g64, gs.edit(w64_tf, basis, moves, layers, L))
     g_pt64 = models_pt.load(weights / "generator.safetensors").double()
     with torch.no_grad():
         w64_pt = g_pt64.mapping(torch.from_numpy(z.astype(np.float64)), torch.from_numpy(labels.astype(np.float64)))

@@ -205,7 +205,7 @@ def test_the_model_stays_finite_where_pytorch_runs_nnpack(small):
 # ----------------------------------------------------------------- training: backward ops, BatchNorm in training
 
 def _train_inputs(kind_name, module):
-    from porting import training as ptt
+    from porting import train_check as ptt
 
     rng = np.random.default_rng(1)
     n = 4
@@ -229,7 +229,7 @@ def _train_inputs(kind_name, module):
 def test_training_quantities_have_rules_and_real_float32_sits_near_the_model(small, kind_name):
     """Every op of a training check (backward ops, second-order terms, BatchNorm with batch
     statistics and its running-statistics update) has a rule, and the port's float32 run, held to
-    its float64 run on the same branches (``porting.training.Branches``), sits within the factor
+    its float64 run on the same branches (``porting.train_check.Branches``), sits within the factor
     of the model; one layer's weights in bfloat16 sit far above it."""
     module, _ = small[kind_name]
     inputs, ptt = _train_inputs(kind_name, module)

@@ -1,8 +1,8 @@
 """verify --train: the port trains as TF does.
 
 On releases of other seeds than the demo's (conftest's ``release``: seeds 7 and 11, 32 px), for
-every model kind: TF's training step on its rebuild (``crosscheck.training``) against the port's
-(``porting.training``), judged by verify's rule (exact in float64, float32 within the rounding
+every model kind: TF's training step on its rebuild (``crosscheck.train_check``) against the port's
+(``porting.train_check``), judged by verify's rule (exact in float64, float32 within the rounding
 model's bound), with every training control (``porting.controls.TRAIN_CONTROLS``) failing: ports
 whose inference pass is exact and whose training is not. Then Keras' Adam against
 ``models_pt.training.KerasAdam`` and ``torch.optim.Adam`` over 3 steps, BatchNorm's two moving-
@@ -19,10 +19,10 @@ import torch
 
 import models_pt
 from conftest import SEEDS, run_cli
-from crosscheck import training as tft
+from crosscheck import train_check as tft
 from porting import controls
 from porting import rounding
-from porting import training as ptt
+from porting import train_check as ptt
 from porting.readers import open_checkpoint
 from porting.verdict import judge
 
@@ -82,9 +82,45 @@ def _digest(value) -> str:
     return h.hexdigest()
 
 
+def tf_adam_steps(kind: str, model, inputs: dict, dtype: str, pt_module, steps: int = ptt.ADAM_STEPS,
+                  settings: dict | None = None) -> dict[str, np.ndarray]:
+    """``steps`` steps of ``tf_keras.optimizers.Adam`` (StyleGAN2's settings by default) on the
+    loss ``sum(output * upstream)`` of the same batch, TF's rebuild in training mode; returns every
+    variable after them, in PyTorch's layout and names (for this file's Adam test alone)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from models_pt.training import STYLEGAN2_ADAM
+
+    settings = dict(settings or STYLEGAN2_ADAM)
+    opt = keras.optimizers.Adam(learning_rate=settings["lr"], beta_1=settings["betas"][0],
+                                beta_2=settings["betas"][1], epsilon=settings["eps"])
+
+    def c(a):
+        return tf.constant(np.asarray(a).astype(dtype))
+
+    upstream = c(inputs["upstream"])
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            if kind == "generator":
+                w = model.generator_mapping((c(inputs["z"]), c(inputs["labels"])))
+                y = model.g_synthesis.run(model.style_vector_calculator(w), noise=[c(a) for a in inputs["noise"]])
+            elif kind == "discriminator":
+                y = model((c(inputs["images"]), c(inputs["labels"])), training=True)
+            else:
+                y = model(c(inputs["images"]), training=True)
+            loss = tf.reduce_sum(y * upstream)
+        variables = model.trainable_variables
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    # (a float64 classifier's moving variance took Keras' non-fused, biased updates: compare the
+    # parameters; the statistics after a step are the training check's)
+    values = {v.name: v.numpy() for v in model.variables}
+    return ptt.tf_to_pt(kind, values, tft._shapes(model), pt_module, gradients=False)
+
+
 @pytest.fixture
 def once(monkeypatch):
-    """``crosscheck.training.tf_quantities`` and ``porting.training.model_errors`` of a classifier,
+    """``crosscheck.train_check.tf_quantities`` and ``porting.train_check.model_errors`` of a classifier,
     each computed once per test run for the same weights and inputs (keyed by their digests).
     The key holds what these callers vary: TF's variables, the module's ``state_dict``, the inputs,
     the dtype and the samples. A module that differs only in something outside its ``state_dict``
@@ -245,7 +281,7 @@ def test_three_adam_steps_keras_rule_and_torch_s_differs(release, stem):
         pytest.skip("one seed is enough")
     kind = pt.kind
     inputs = ptt.train_inputs(kind, pt.config, seed=seed)
-    tf64 = tft.tf_adam_steps(kind, tft.rebuild(kind, pt.config, "float64", variables), inputs, "float64", pt)
+    tf64 = tf_adam_steps(kind, tft.rebuild(kind, pt.config, "float64", variables), inputs, "float64", pt)
     keras64 = ptt.adam_steps(kind, pt, inputs, "float64")
     keras32, ref32, _ = rounding.float32_against_float64(lambda: ptt.adam_steps(kind, pt, inputs, "float32"),
                                                     lambda: ptt.adam_steps(kind, pt, inputs, "float64"))

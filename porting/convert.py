@@ -68,7 +68,7 @@ class Conversion:
         return module.eval()
 
 
-def release_stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
     """'mobilenet' for mobilenet.savedmodel.zip, 'ckpt' for ckpt.index, etc."""
     name = Path(path).name
     for suffix in (".zip", ".index", ".h5", ".hdf5", ".keras", ".savedmodel"):
@@ -126,7 +126,7 @@ def convert_path(src: str | Path, out: str | Path | None = None, model: str | No
     ``.weights.h5`` files; a whole-model ``.h5`` whose config names classes outside the release's)."""
     with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
         conv = convert_checkpoint(ck, model=model, allow_nonfinite=allow_nonfinite, allow_unused=allow_unused)
-    out = Path(out) if out else Path("weights") / f"{release_stem(Path(src))}.safetensors"
+    out = Path(out) if out else Path("weights") / f"{file_stem(Path(src))}.safetensors"
     if out.suffix != ".safetensors":
         raise PortError(f"{out}: output must be a .safetensors file")
     conv.module()   # the converted state must load strictly into a fresh module before anything is written

@@ -27,7 +27,7 @@ a matrix of kernel choices (``docs/verification.md``).
 ``dtype="float64"`` runs the first verdict alone (``cli.py verify --float64``).
 
 **One pipeline for every check.** The forward check (``judge_module``), the training check
-(``porting.training.judge_training``), the round trip and the AttFind effects check
+(``porting.train_check.judge_training``), the round trip and the AttFind effects check
 (``crosscheck.verify``) each give ``port_runs`` their modules and how to run them; it makes the
 float64 copies, runs them, runs the float32 pass off NNPACK, and runs the rounding model, in
 this module only. ``judged`` then judges every quantity against the float64 truth and builds

@@ -39,11 +39,12 @@ from stylex_port.cli_train import COMMANDS as TRAIN_COMMANDS  # noqa: E402
 from models_pt.release_facts import DEFAULT_RELEASE, DLATENTS_FILE  # noqa: E402
 
 
-def build_keras(kind: str, config: dict):
-    """The TF reference model a nameless Keras ``.weights.h5`` loads into (``porting.readers``)."""
-    from crosscheck.tf_side import build_keras as build
+def keras_builder(kind: str, config: dict):
+    """``crosscheck.tf_side.build_keras``, imported when a nameless Keras ``.weights.h5`` needs it
+    (the command line starts without TensorFlow)."""
+    from crosscheck.tf_side import build_keras
 
-    return build(kind, config)
+    return build_keras(kind, config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -161,7 +162,7 @@ def inspect(tf_ckpt, model, trust_graph):
     from porting.convert import prepare
     from porting.readers import open_checkpoint
 
-    with open_checkpoint(existing(tf_ckpt), build_keras=build_keras, trust_graph=trust_graph) as ck:
+    with open_checkpoint(existing(tf_ckpt), build_keras=keras_builder, trust_graph=trust_graph) as ck:
         prep = prepare(ck.names, ck.shapes, tf_ckpt, model, allow_unused=True)
         kind, config, mplan = prep.kind, prep.config, prep.plan
         targets = mplan.tf_to_pt()
@@ -202,7 +203,7 @@ def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused, trust_graph):
             raise click.BadParameter("a release folder holds several models; --model applies to one",
                                      param_hint="--model")
         result = convert_release(Path(tf_ckpt), out, allow_nonfinite=allow_nonfinite, allow_unused=allow_unused,
-                                 build_keras=build_keras)
+                                 build_keras=keras_builder)
         for stem, entry in result.models.items():
             click.echo(f"{stem:<14} {entry['kind']:<14} -> {result.out_dir / entry['weights']}"
                        f" ({len(entry['unused_tf_variables'])} unused TF variables)")
@@ -214,7 +215,7 @@ def convert(tf_ckpt, out, model, allow_nonfinite, allow_unused, trust_graph):
             click.echo(f"manifest: {result.out_dir / 'manifest.json'}")
         sys.exit(EXIT_BAD_INPUT if result.failed or not result.models else 0)
     path, conv = convert_path(existing(tf_ckpt), out, model=model, allow_nonfinite=allow_nonfinite,
-                              allow_unused=allow_unused, build_keras=build_keras, trust_graph=trust_graph)
+                              allow_unused=allow_unused, build_keras=keras_builder, trust_graph=trust_graph)
     click.echo(f"{conv.kind}: {len(conv.state)} tensors from {conv.header['tf_variables']} TF variables "
                f"({len(conv.plan.unused)} unused) -> {path}")
     for name in conv.plan.unused:
@@ -268,7 +269,7 @@ def verify(tf_ckpt, weights, use_float64, json_path, num_images, size, seed, tra
     if folder:
         sys.exit(report_all(verify_release(src, weights_path, dtype, num_images, trust_graph=trust_graph), json_path))
     beside = src.resolve().parent / DLATENTS_FILE   # one zip of a release folder: its dlatents
-    with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
+    with open_checkpoint(src, build_keras=keras_builder, trust_graph=trust_graph) as ck:
         report = verify_checkpoint(ck, weights_path, dtype=dtype, num_images=num_images, size=size, seed=seed,
                                    dlatents=beside if beside.exists() else None)
     click.echo(format_report(report))
@@ -281,9 +282,9 @@ def verify_train(src: Path, folder: bool, weights: Path, dtype: str, json_path, 
                  trust_graph: bool = False) -> int:
     """``verify --train`` of ``src`` (a release ``folder``, or one checkpoint) against the
     existing ``weights``: the exit status."""
-    from crosscheck.training import verify_training, verify_training_release
+    from crosscheck.train_check import verify_training, verify_training_release
     from porting.readers import open_checkpoint
-    from porting.training import TRAIN_IMAGES
+    from porting.train_check import TRAIN_IMAGES
 
     source = click.get_current_context().get_parameter_source("num_images")
     n = TRAIN_IMAGES if source == click.core.ParameterSource.DEFAULT else num_images
@@ -293,7 +294,7 @@ def verify_train(src: Path, folder: bool, weights: Path, dtype: str, json_path, 
     if folder:
         reports = verify_training_release(src, weights, dtype, n, seed=seed)
     else:
-        with open_checkpoint(src, build_keras=build_keras, trust_graph=trust_graph) as ck:
+        with open_checkpoint(src, build_keras=keras_builder, trust_graph=trust_graph) as ck:
             reports = [verify_training(ck, weights, dtype, n, seed=seed)]
     return report_all(reports, json_path)
 

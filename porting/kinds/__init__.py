@@ -15,7 +15,6 @@ module) ``models_pt``, nothing else of the project.
 """
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +129,10 @@ class ModelKind:
         return any(rx.search(n) for n in names)
 
     def module_class(self):
-        module, cls = self.pt_class.split(":")
-        return getattr(importlib.import_module(module), cls)
+        """The PyTorch class, resolved (and checked) as ``models_pt.load`` resolves a header's."""
+        import models_pt
+
+        return models_pt.model_class({"module": self.pt_class, "kind": self.name}, f"porting.kinds.{self.name}")
 
     def unexpected_unused(self, unused: Sequence[str]) -> list[str]:
         return [n for n in unused if not any(re.search(p, n) for p in self.unused_ok)]

@@ -127,18 +127,6 @@ def render_pt(backend, w_layers: np.ndarray, batch: int = 32) -> tuple[np.ndarra
     return backend.edited_outputs(w_layers, batch=batch)
 
 
-def render_tf(generator, w_layers: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Images (unclamped, NCHW) from per-layer w ``[N, L, D]`` through the notebook's API
-    (``effects_tf.style_vectors``, then ``g_synthesis``), in the dtype of ``w_layers``. Works for
-    any object with that API."""
-    from attfind.effects_tf import style_vectors
-
-    w_layers = np.asarray(w_layers)
-    return np.concatenate([np.asarray(generator.g_synthesis(style_vectors(generator, w_layers[i:i + batch]),
-                                                             training=False))
-                           for i in range(0, len(w_layers), batch)])
-
-
 def classifier_moves(backend, dlatents, basis: Basis, layers, num_layers: int, sigma: float) -> dict:
     """How much each component moves the classifier on ``dlatents``: at +sigma and -sigma (in
     units of its std), the change of ``logit1 - logit0`` per image ``[K, 2, N]`` and the mean

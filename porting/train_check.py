@@ -6,7 +6,7 @@ inference never touches: BatchNorm's batch statistics and its running-statistics
 minibatch standard deviation at the batch size trained with, every gradient, and the
 second-order terms of StyleGAN2's regularisers (R1 differentiates the discriminator's input
 gradient, path length the generator's). This module is the PyTorch half of that check and its
-verdict; ``crosscheck.training`` computes the TF half.
+verdict; ``crosscheck.train_check`` computes the TF half.
 
 **What is compared** (per model kind, in training mode, on the same batch, dropout at rate 0 on
 both sides since its masks are random; its rate, like the BatchNorm momentum and the training

@@ -2,7 +2,7 @@
 
 For one model kind, ``tf_quantities`` runs the reference model of ``models_tf`` (rebuilt from
 the checkpoint's variables, dropout at rate 0) in training mode on the batch of
-``porting.training.train_inputs`` and returns what ``porting.training.pt_quantities`` returns
+``porting.train_check.train_inputs`` and returns what ``porting.train_check.pt_quantities`` returns
 for the port: the output, the input gradient, every variable's gradient (mapped into the
 PyTorch layout through the kind's mapping rules), the classifier's moving statistics after the
 step, R1 and its gradients (discriminator), the path length and its gradients (generator),
@@ -22,9 +22,9 @@ import numpy as np
 import models_pt
 from crosscheck import tf_side
 from crosscheck.verify import load_to_verify
-from porting import training as pt_train
+from porting import train_check as pt_train
 from porting.readers import open_checkpoint
-from porting.verdict import RULE, Report, VerdictRule, judge
+from porting.verdict import RULE, Report, VerdictRule
 
 
 def rebuild(kind: str, config: dict, dtype: str, variables: dict):
@@ -65,7 +65,7 @@ def _fused_moving_variance(model, before: dict, images: np.ndarray) -> dict[str,
 
 
 def tf_quantities(kind: str, model, inputs: dict, dtype: str, pt_module) -> dict[str, np.ndarray]:
-    """What ``porting.training.pt_quantities`` computes, on TF's side; parameters in PyTorch's
+    """What ``porting.train_check.pt_quantities`` computes, on TF's side; parameters in PyTorch's
     layout and names (``pt_module`` gives the keys and shapes)."""
     import tensorflow as tf
 
@@ -179,37 +179,3 @@ def verify_training_release(src: Path, weights_dir: Path, dtype: str = "float32"
     return reports
 
 
-def tf_adam_steps(kind: str, model, inputs: dict, dtype: str, pt_module, steps: int = pt_train.ADAM_STEPS,
-                  settings: dict | None = None) -> dict[str, np.ndarray]:
-    """``steps`` steps of ``tf_keras.optimizers.Adam`` (StyleGAN2's settings by default) on the
-    loss ``sum(output * upstream)`` of the same batch, TF's rebuild in training mode; returns every
-    variable after them, in PyTorch's layout and names."""
-    import tensorflow as tf
-    import tf_keras as keras
-
-    from models_pt.training import STYLEGAN2_ADAM
-
-    settings = dict(settings or STYLEGAN2_ADAM)
-    opt = keras.optimizers.Adam(learning_rate=settings["lr"], beta_1=settings["betas"][0],
-                                beta_2=settings["betas"][1], epsilon=settings["eps"])
-
-    def c(a):
-        return tf.constant(np.asarray(a).astype(dtype))
-
-    upstream = c(inputs["upstream"])
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            if kind == "generator":
-                w = model.generator_mapping((c(inputs["z"]), c(inputs["labels"])))
-                y = model.g_synthesis.run(model.style_vector_calculator(w), noise=[c(a) for a in inputs["noise"]])
-            elif kind == "discriminator":
-                y = model((c(inputs["images"]), c(inputs["labels"])), training=True)
-            else:
-                y = model(c(inputs["images"]), training=True)
-            loss = tf.reduce_sum(y * upstream)
-        variables = model.trainable_variables
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    # (a float64 classifier's moving variance took Keras' non-fused, biased updates: compare the
-    # parameters; the statistics after a step are the training check's)
-    values = {v.name: v.numpy() for v in model.variables}
-    return pt_train.tf_to_pt(kind, values, _shapes(model), pt_module, gradients=False)
