@@ -13,7 +13,7 @@ from models_pt.classifier import MobileNetV1
 from models_pt.generator import Generator
 from models_pt.pipeline import encode
 from models_pt.resnet_d import Discriminator, Encoder
-from porting import rounding
+from porting import branches, rounding
 from porting.kinds import get as kind
 
 
@@ -237,7 +237,7 @@ def test_training_quantities_have_rules_and_real_float32_sits_near_the_model(sma
     m64 = copy.deepcopy(m).double()
     clean, errors = ptt.model_errors(kind_name, m64, inputs)
     m32 = copy.deepcopy(m).float()
-    got32, ref32, _ = rounding.float32_against_float64(lambda: ptt.run_pt(kind_name, m32, inputs, "float32"),
+    got32, ref32, _ = branches.float32_against_float64(lambda: ptt.run_pt(kind_name, m32, inputs, "float32"),
                                                   lambda: ptt.run_pt(kind_name, m64, inputs, "float64"))
     live = [k for k in clean if np.any(clean[k])]
     assert len(live) > 10 and all(errors[k] > 0 for k in live), [k for k in live if not errors[k] > 0][:3]

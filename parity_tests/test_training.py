@@ -21,7 +21,7 @@ import models_pt
 from conftest import SEEDS, run_cli
 from crosscheck import train_check as tft
 from porting import controls
-from porting import rounding
+from porting import branches as pinned
 from porting import train_check as ptt
 from porting.readers import open_checkpoint
 from porting.verdict import judge
@@ -283,10 +283,10 @@ def test_three_adam_steps_keras_rule_and_torch_s_differs(release, stem):
     inputs = ptt.train_inputs(kind, pt.config, seed=seed)
     tf64 = tf_adam_steps(kind, tft.rebuild(kind, pt.config, "float64", variables), inputs, "float64", pt)
     keras64 = ptt.adam_steps(kind, pt, inputs, "float64")
-    keras32, ref32, _ = rounding.float32_against_float64(lambda: ptt.adam_steps(kind, pt, inputs, "float32"),
+    keras32, ref32, _ = pinned.float32_against_float64(lambda: ptt.adam_steps(kind, pt, inputs, "float32"),
                                                     lambda: ptt.adam_steps(kind, pt, inputs, "float64"))
     torch64 = ptt.adam_steps(kind, pt, inputs, "float64", optimizer="torch")
-    _, errors = rounding.model_errors_on_branches(lambda: ptt.adam_steps(kind, pt, inputs, "float64"))
+    _, errors = pinned.model_errors_on_branches(lambda: ptt.adam_steps(kind, pt, inputs, "float64"))
     start = dict(pt.named_parameters())
     moved = [k for k in keras64 if np.abs(keras64[k] - start[k].detach().numpy()).max() > 1e-4]
     assert len(moved) >= len(keras64) // 2, f"only {len(moved)} of {len(keras64)} parameters moved"

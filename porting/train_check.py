@@ -46,7 +46,7 @@ from torch import nn
 
 from models_pt import training as pt_training
 from porting import kinds, mapping
-from porting.rounding import model_errors_on_branches
+from porting.branches import model_errors_on_branches
 from porting.verdict import RULE, Report, VerdictRule, judged, port_runs
 
 TRAIN_IMAGES = 4          # images per check: one minibatch-stddev group; R1 and path length are costly

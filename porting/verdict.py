@@ -127,7 +127,7 @@ def judge(name: str, truth, *, got64=None, got32=None, tf32=None, model_error: f
     (``porting.rounding.simulate``) is then required. ``tf32``: TF's float32 run, for the
     information columns (its error, its score against the same bound, |TF - PT|).
     ``ref32``: what the float32 run is held to instead of ``truth`` (a training check: the
-    port's float64 run on the float32 run's branches, ``porting.rounding.Branches``); TF's float32
+    port's float64 run on the float32 run's branches, ``porting.branches.Branches``); TF's float32
     error, on TF's own branches, is then reported without a score."""
     truth, got64, got32, tf32, ref32 = _arr(truth), _arr(got64), _arr(got32), _arr(tf32), _arr(ref32)
     shape = list(truth.shape)
@@ -287,7 +287,7 @@ def port_runs(modules: dict, forward, dtype: str, *, samples: int | None = None,
 
     ``branches`` (training checks, whose gradients jump where a rounding moves an input across a
     kink): the float32 run is held to the float64 run on the float32 run's branches (``ref32``),
-    and the rounding model runs on the clean run's branches (``porting.rounding.Branches``).
+    and the rounding model runs on the clean run's branches (``porting.branches.Branches``).
     ``summing=False``: the float32 run on whatever kernels the machine picks (AttFind's effects,
     judged as AttFind computes them)."""
     from contextlib import nullcontext
@@ -297,13 +297,14 @@ def port_runs(modules: dict, forward, dtype: str, *, samples: int | None = None,
 
     import torch
 
+    from porting import branches as pinned
     from porting import kernels, rounding
 
     t0 = time.perf_counter()
     m64 = {k: copy.deepcopy(m).to(torch.float64) for k, m in modules.items()}
     clean_branches = None
     if branches:
-        got64, clean_branches = rounding.recorded(lambda: forward(m64, "float64"))
+        got64, clean_branches = pinned.recorded(lambda: forward(m64, "float64"))
     else:
         got64 = forward(m64, "float64")
     out = PortRuns(got64, kernels=kernels.torch_kernels(), phases={"float64": round(time.perf_counter() - t0, 2)})
@@ -313,7 +314,7 @@ def port_runs(modules: dict, forward, dtype: str, *, samples: int | None = None,
     m32 = {k: m if next(m.parameters(), torch.zeros(0)).dtype == torch.float32 else copy.deepcopy(m).float()
            for k, m in modules.items()}
     if branches:
-        out.got32, out.ref32, out.flips = rounding.float32_against_float64(lambda: forward(m32, "float32"),
+        out.got32, out.ref32, out.flips = pinned.float32_against_float64(lambda: forward(m32, "float32"),
                                                                             lambda: forward(m64, "float64"))
         with kernels.summing_kernels():
             out.kernels = kernels.torch_kernels()
@@ -329,7 +330,7 @@ def port_runs(modules: dict, forward, dtype: str, *, samples: int | None = None,
         if errors is not None:
             out.model_error = errors(m64, got64, clean_branches)
         elif branches:
-            out.model_error = rounding.model_errors_on_branches(lambda: forward(m64, "float64"), out.samples,
+            out.model_error = pinned.model_errors_on_branches(lambda: forward(m64, "float64"), out.samples,
                                                                 clean=got64, branches=clean_branches)[1]
         else:
             out.model_error = rounding.simulate(lambda: forward(m64, "float64"), out.samples, clean=got64)[1]
