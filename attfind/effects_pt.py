@@ -56,6 +56,11 @@ format, for the convolutions and matrix products (on a CPU emulated, slower than
 see on any machine what a GPU's TF32 sweep would decide); BF16 autocast. Effects in TF32 or BF16
 are for ``attfind.certify``, which re-checks every AttFind decision in float32."""
 
+FORMS = ("plain", "delta")
+"""How the sweep computes an effect (``TorchEffects(form=...)``): ``plain``, the edited image's
+logits minus the base logits, as the notebook does; ``delta``, the change itself carried from the
+edited layer on (``attfind.delta``), whose reduced-precision error scales with the effect."""
+
 
 def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
     """float32 values rounded to TF32's 10-bit mantissa (to nearest, ties to even), kept as
@@ -104,7 +109,7 @@ def _tf32(on: bool):
 class TorchEffects:
     def __init__(self, generator, classifier, batch_size: int = 128, device: str | torch.device = "cpu",
                  optimize: bool = True, dtype: torch.dtype = torch.float32, precision: str = "float32",
-                 fuse: bool | str = False):
+                 fuse: bool | str = False, form: str = "plain"):
         """``generator``, ``classifier``: ported modules (``models_pt.load``); the classifier takes
         NCHW images. ``batch_size``: edited images per forward pass. ``optimize``: run the
         classifier's inference form (``models_pt.inference``: BatchNorm folded, padding
@@ -117,7 +122,9 @@ class TorchEffects:
         ``fuse``: run the generator's fused form (``models_pt.inference.fuse_generator``: fewer
         passes over the activations, float32 rounding within an ulp or so per step of the
         readable one); ``"composite"``: that form with ``composite_up`` (each up-sampling conv
-        and its FIR filter one transposed conv)."""
+        and its FIR filter one transposed conv). ``form`` (``FORMS``): ``"delta"`` computes each
+        effect as the change carried from the edited layer on (``attfind.delta``: the readable
+        generator and classifier, ``fuse`` not with it); the base logits stay the plain ones."""
         import copy
 
         from models_pt.inference import fuse_generator, optimize_for_inference
@@ -129,6 +136,11 @@ class TorchEffects:
         if precision != "float32" and dtype != torch.float32:
             raise ValueError(f"precision {precision!r} reduces float32 arithmetic; dtype is {dtype}")
         self.precision = precision
+        if form not in FORMS:
+            raise ValueError(f"form {form!r}: expected one of {', '.join(FORMS)}")
+        if form == "delta" and fuse:
+            raise ValueError("form 'delta' runs the readable generator; fuse must be False")
+        self.form = form
         # what the sweep's arithmetic is here (part of the effect cache's key)
         self.arithmetic = "tf32-emulated" if precision == "tf32" and self.device.type != "cuda" else precision
         if self.device.type == "cpu":
@@ -146,11 +158,18 @@ class TorchEffects:
         self.fused = {False: False, True: "fused", "composite": "composite"}[fuse]
         if self.fused:      # other float32 rounding: its own effect-cache key
             self.arithmetic += f"-{self.fused}"
+        if form == "delta":
+            self.arithmetic += "-delta"
         if fuse:
             self.generator = fuse_generator(self.generator, composite_up=fuse == "composite")
         elif optimize:  # channels-last activations: oneDNN's convs, the FIR filters above all, 1.4x here
             self.generator = copy.deepcopy(self.generator).to(memory_format=torch.channels_last)
         classifier = classifier.eval().to(device)
+        self.delta = None
+        if form == "delta":
+            from attfind.delta import DeltaPath
+
+            self.delta = DeltaPath(generator.eval().to(device), classifier)
         self.classifier = optimize_for_inference(classifier) if optimize else classifier
         self.batch_size = int(batch_size)
         self.space: StyleSpace = generator.space
@@ -205,31 +224,45 @@ class TorchEffects:
         targets = torch.as_tensor(self.space.targets(style_min, style_max), dtype=style.dtype).to(self.device)
         deltas = self.space.delta(style, targets, shift_size)      # [2, S]
         effects = torch.zeros(2, self.num_styles, base.shape[0], device=self.device, dtype=self.dtype)
+        wanted = None if coordinates is None else {int(j) for j in coordinates}
+        if self.delta is not None:
+            state = self.delta.base(conv, rgb)
         with self._reduced():
-            reference = base if self.precision == "float32" else self._classify(g.synthesis(conv, rgb))[0].to(self.dtype)
-            wanted = None if coordinates is None else {int(j) for j in coordinates}
+            if self.delta is None:
+                reference = base if self.precision == "float32" else self._classify(g.synthesis(conv, rgb))[0]
+                reference = reference.to(self.dtype)
             for layer, size in enumerate(self.space.sizes):
                 lo = self.space.coordinate(layer, 0)
                 channels = [c for c in range(size) if wanted is None or lo + c in wanted]
                 if not channels:
                     continue
-                state = g.synthesis_state(conv, rgb, layer)
+                state_at = None if self.delta is not None else g.synthesis_state(conv, rgb, layer)
                 # rows: (d, channel) for d in 0, 1 and every wanted channel of this layer
                 rows = [(d, c) for d in (0, 1) for c in channels]
                 for i in range(0, len(rows), self.batch_size):
                     chunk = rows[i:i + self.batch_size]
                     d_idx = torch.tensor([d for d, _ in chunk], device=self.device)
                     c_idx = torch.tensor([c for _, c in chunk], device=self.device)
-                    edited = conv[layer].expand(len(chunk), -1).clone()
-                    edited[torch.arange(len(chunk)), c_idx] += deltas[d_idx, lo + c_idx]
-                    styles = [s.expand(len(chunk), -1) for s in conv]
-                    styles[layer] = edited
-                    rgbs = [s.expand(len(chunk), -1) for s in rgb]
-                    logits = self._classify(g.synthesis(styles, rgbs, start=layer, state=state))
-                    effects[d_idx, lo + c_idx] = logits.to(self.dtype) - reference
+                    shifts = deltas[d_idx, lo + c_idx]
+                    if self.delta is not None:
+                        effects[d_idx, lo + c_idx] = self.delta.effects(state, layer, c_idx, shifts).to(self.dtype)
+                    else:
+                        logits = self._edited_logits(conv, rgb, layer, state_at, c_idx, shifts)
+                        effects[d_idx, lo + c_idx] = logits.to(self.dtype) - reference
                     if on_progress is not None:
                         on_progress(len(chunk) / 2)
         return base.cpu().numpy(), effects.cpu().numpy()
+
+    def _edited_logits(self, conv, rgb, layer: int, state, channels, shifts) -> torch.Tensor:
+        """The plain path: the logits of the images whose style layer ``layer`` has channel
+        ``channels[k]`` moved by ``shifts[k]``, synthesised from ``state`` on."""
+        k = len(channels)
+        edited = conv[layer].expand(k, -1).clone()
+        edited[torch.arange(k), channels] += shifts
+        styles = [s.expand(k, -1) for s in conv]
+        styles[layer] = edited
+        rgbs = [s.expand(k, -1) for s in rgb]
+        return self._classify(self.generator.synthesis(styles, rgbs, start=layer, state=state))
 
     def _reduced(self):
         """The context of the sweep's edited images: ``precision``'s arithmetic."""

@@ -53,7 +53,7 @@ def pt_run(attfind_release):
     styles = backend.styles(dlatents)
     lo, hi = sel.style_ranges(styles)
     out = [backend.image(w, lo, hi) for w in dlatents]
-    return {"backend": backend, "dlatents": dlatents, "styles": styles, "lo": lo, "hi": hi,
+    return {"backend": backend, "models": models, "dlatents": dlatents, "styles": styles, "lo": lo, "hi": hi,
             "base": np.stack([b for b, _ in out]), "effects": np.stack([e for _, e in out])}
 
 
@@ -111,16 +111,22 @@ def test_effects_match_the_tfrecord(pt_run, tf_record, truth, model_error):
     assert diff.max() <= 2 * eff["bound"], f"max |PyTorch - TF| effect {diff.max():.2e}, bound {eff['bound']:.2e}"
 
 
-@pytest.mark.parametrize("fuse", [True, "composite"], ids=["fused", "composite"])
-def test_fused_generator_forms_pass_the_effects_verdict(pt_run, tf_record, truth, model_error, fuse):
+@pytest.mark.parametrize("form", [{"fuse": True}, {"fuse": "composite"}, {"form": "delta"}],
+                         ids=["fused", "composite", "delta"])
+def test_fused_generator_forms_pass_the_effects_verdict(pt_run, tf_record, truth, model_error, form):
     """The sweep on ``fuse_generator``'s forms (``TorchEffects(fuse=...)``, faster on a GPU; see
-    docs/benchmarks.md): its effects within the verdict's bound of the float64 truth, and the
-    readable form's ranking and picks on every image."""
+    docs/benchmarks.md) and on the delta path (``attfind.delta``, each effect the change carried
+    from the edited layer on): its effects within the verdict's bound of the float64 truth, and
+    the readable form's ranking and picks on every image."""
     from attfind.effects_pt import TorchEffects
     from attfind.truth import judge_effects
 
-    backend = TorchEffects(pt_run["backend"].generator, pt_run["backend"].classifier, batch_size=96, fuse=fuse,
-                           optimize=False)
+    models = pt_run["models"]
+    if "fuse" in form:
+        backend = TorchEffects(pt_run["backend"].generator, pt_run["backend"].classifier, batch_size=96,
+                               optimize=False, **form)
+    else:
+        backend = TorchEffects(models["generator"], models["mobilenet"], batch_size=96, **form)
     out = [backend.image(w, pt_run["lo"], pt_run["hi"]) for w in pt_run["dlatents"]]
     base, effects = np.stack([b for b, _ in out]), np.stack([e for _, e in out])
     assert not np.array_equal(effects, pt_run["effects"]), "another arithmetic, not the readable form's"
