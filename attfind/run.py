@@ -106,18 +106,18 @@ def certified(sweep, backend, setting: Setting, options: Options, log):
 
     t0 = time.perf_counter()
     args = (setting.dlatents, setting.style_min, setting.style_max, options.shift_size)
-    err = certify.probe_error(sweep, backend, *args)
+    err = certify.probe_bound(sweep, backend, *args, effects=setting.effects)
     result, cert, effects = certify.certified_attfind(
         setting.effects, setting.base, err, certify.recompute_with(backend, *args),
         on_round=lambda r, n: log(f"{options.precision} effects, round {r}: {n} coordinates open, recomputed "
                                   f"in float32 on every image"),
         num_indices=options.num_indices)
     log(f"certified: every AttFind decision re-checked in float32 against a measured error bound "
-        f"({err.min():.1e} to {err.max():.1e}, {cert.worst_ratio:.2f} of it the largest error seen); "
-        f"{len(cert.recomputed)} of {cert.num_styles} coordinates ({cert.fraction:.1%}) recomputed in "
-        f"{time.perf_counter() - t0:.1f} s")
+        f"(a + b |effect|, a up to {err.a.max():.1e}, b up to {err.b.max():.1e}; at most {cert.bound_max:.1e}; "
+        f"{cert.worst_ratio:.2f} of it the largest error seen); {len(cert.recomputed)} of {cert.num_styles} "
+        f"coordinates ({cert.fraction:.1%}) recomputed in {time.perf_counter() - t0:.1f} s")
     part = cert.to_dict()
-    part.update(bound_min=float(err.min()), bound_max=float(err.max()), seconds=round(time.perf_counter() - t0, 2))
+    part.update(bound=err.to_dict(), form=sweep.form, seconds=round(time.perf_counter() - t0, 2))
     return result, part, effects
 
 
@@ -180,7 +180,7 @@ def effects_record(computed: int, total: int, num_styles: int, seconds: float, o
     doc = {"computed_images": computed, "cached_images": total - computed, "torch_threads": torch_threads(),
            "seconds": round(seconds, 2),
            "evaluations_per_second": round(2 * computed * num_styles / seconds, 1) if computed else None,
-           "precision": options.precision, "arithmetic": sweep.arithmetic}
+           "precision": options.precision, "form": getattr(sweep, "form", "plain"), "arithmetic": sweep.arithmetic}
     if cluster is not None:
         doc["cluster"] = cluster.to_json()
     return doc
@@ -208,8 +208,9 @@ def run(weights: Path, dlatents_path: Path, out_dir: Path, options: Options = Op
     reduced = options.precision != "float32"
     setting = rel.setting(options.shift_size)
     lo, hi = setting.style_min, setting.style_max
+    # reduced precision: the delta path (attfind.delta), whose error scales with the effect
     sweep = (TorchEffects(gen, clf, batch_size=options.batch_size, device=options.device,
-                          precision=options.precision) if reduced else backend)
+                          precision=options.precision, form="delta") if reduced else backend)
     key = cache_key(entries, dlatents, lo, hi, options.shift_size, sweep.arithmetic)
     cache = effects_cache(out_dir)
     log(f"AttFind: {len(dlatents)} images x {backend.num_styles} StyleSpace coordinates x 2 directions "

@@ -132,6 +132,58 @@ def test_bad_input_is_refused():
         certify.certified_attfind(noisy(e, last, 1e-2), base, 1e-2, lambda cols: e[:, :, cols[:1]])
 
 
+def test_a_bound_that_grows_with_the_effect_opens_fewer_coordinates():
+    """Errors of 2% of each effect (the delta path's kind), and one coordinate whose effects are
+    large and negative (never a gain, never picked). A flat bound must cover its errors
+    everywhere and opens nearly every coordinate; ``Bound(a, b)`` with ``b`` = 2% opens few.
+    Both give float32's ranking, which the noise alone changes; an understated slope is found
+    and raised."""
+    e, base, last = synthetic()
+    e[:, 0, 10, 0] -= np.float32(3.0)
+    e[:, 1, 10, 1] -= np.float32(3.0)
+    rng = np.random.default_rng(3)
+    lo = (e * (1 + rng.uniform(-0.02, 0.02, size=e.shape))).astype(np.float32)
+    truth = sel.attfind(e, base)
+    assert sel.attfind(lo, base).ranking != truth.ranking
+    worst = float(np.abs(lo.astype(np.float64) - e).max())
+    flat = certify.certified_attfind(lo, base, worst * 1.05, exact_columns(e)[0])
+    grows = certify.Bound(np.full(S, 1e-6), np.full(S, 0.021))
+    scaled = certify.certified_attfind(lo, base, grows, exact_columns(e)[0])
+    for result, cert, _ in (flat, scaled):
+        assert result.ranking == truth.ranking and cert.bound_raised == 0 and cert.worst_ratio <= 1
+    assert flat[1].fraction > 0.9 and scaled[1].fraction < 0.1, (flat[1].fraction, scaled[1].fraction)
+    assert scaled[1].bound_max == pytest.approx(1e-6 + 0.021 * np.abs(lo.astype(np.float64)).max())
+    low = certify.Bound(np.full(S, 1e-6), np.full(S, 0.002))
+    result, cert, _ = certify.certified_attfind(lo, base, low, exact_columns(e)[0])
+    assert cert.bound_raised >= 1 and result.ranking == truth.ranking
+
+
+def test_the_envelope_is_the_tightest_line_above_the_points():
+    """Over the points, a + b * size has the smallest mean: the lowest line at the mean size."""
+    size = np.linspace(0, 2, 50)
+    gap = 0.01 + 0.03 * size
+    gap[::3] *= 0.5                                   # points below the line do not move it
+    a, b = certify.envelope(size, gap)
+    assert (a + b * size >= gap - 1e-12).all() and b > 0.02
+    assert a + b * size.mean() == pytest.approx(0.01 + 0.03 * size.mean())   # no lower line at the mean
+    a, b = certify.envelope(size, np.full(50, 0.02))    # an error that does not grow: flat
+    assert (a, b) == (pytest.approx(0.02), 0.0)
+
+
+def test_the_probe_samples_each_layers_largest_effects():
+    """Spread coordinates miss a layer's one large effect (where a bound that grows with the effect
+    is decided); given the sweep's effects, the probe takes each layer's largest too."""
+    from models_pt.stylespace import StyleSpace
+
+    space = StyleSpace([8, 8])
+    effects = np.zeros((2, 2, 16, 2))
+    effects[:, 1, 5, 0] = 3.0
+    effects[0, 0, 12, 1] = -2.0
+    spread = certify.probe_sample(space, 2)
+    assert spread == [0, 7, 8, 15]
+    assert set(certify.probe_sample(space, 2, effects)) >= {5, 12} | set(spread)
+
+
 def test_tf32_rounding_keeps_ten_mantissa_bits_to_nearest_even():
     import torch
 
@@ -178,8 +230,9 @@ def test_tf32_sweep_certified_equals_the_float32_sweep(attfind_release):
 
 @pytest.mark.slow
 def test_cli_attfind_tf32_gives_the_float32_ranking(attfind_release, attfind_run, tmp_path):
-    """``cli.py attfind --precision tf32`` on the AttFind release: the ranking of the suite's float32
-    run and of TF's tfrecord, the certificate in attfind.json, the float32 verdict not claimed."""
+    """``cli.py attfind --precision tf32`` (the delta path) on the AttFind release: the ranking of
+    the suite's float32 run and of TF's tfrecord, the certificate with its bound ``a + b |effect|``
+    in attfind.json, the float32 verdict not claimed; with ``--workers``, one line of refusal."""
     import json
 
     from conftest import run_cli
@@ -195,6 +248,7 @@ def test_cli_attfind_tf32_gives_the_float32_ranking(attfind_release, attfind_run
     assert doc["effects"]["precision"] == "tf32" and float32["effects"]["precision"] == "float32"
     cert = doc["certificate"]
     assert 0 < cert["fraction"] < 1 and cert["worst_ratio"] <= 1 and cert["bound_max"] > 0
+    assert doc["effects"]["form"] == cert["form"] == "delta" and cert["bound"]["form"] == "a + b |effect|"
     assert doc["tfrecord"]["same_ranking"] is True and "verdict" not in doc["tfrecord"]
     assert "effects verdict: not run" in r.output
     refused = run_cli("attfind", "--weights", weights, "--dlatents", ref / "dlatents.pkl", "--out", tmp_path / "w",

@@ -359,7 +359,9 @@ def report_all(reports: list, json_path) -> int:
 @click.option("--discriminator-threshold", default=0.2, show_default=True)
 @click.option("--precision", type=click.Choice(["float32", "tf32", "bf16"]), default="float32", show_default=True,
               help="The sweep's arithmetic. tf32 (tensor cores on a GPU; emulated, slower, on a CPU) or bf16: "
-                   "every AttFind decision is then re-checked in float32 and the ranking is float32's "
+                   "the effects are computed as changes carried from the edited layer on (the delta path, whose "
+                   "error scales with the effect), every AttFind decision is then re-checked in float32 and the "
+                   "ranking is float32's "
                    "(docs/attfind.md, reduced precision); not with --workers, --discriminator-filter or --independent.")
 @user_errors
 def attfind(weights, dlatents_path, out_dir, no_pictures, compare, worker_weights, **settings):
