@@ -9,7 +9,9 @@
 3. The release's 256 px configuration (``attfind_flops.release_models``: widths up to 512,
    MobileNetV1 1.0, random weights, which do not change the work) on ``--images-256`` images,
    for each of ``--batch-sizes-256`` and each generator form of ``--forms`` (readable; fused and
-   composite, ``models_pt.inference.fuse_generator``): the float32 sweep's evaluations/s and %
+   composite, ``models_pt.inference.fuse_generator``; delta, ``attfind.delta``: the readable
+   modules, each effect computed as the change carried from the edited layer on, certified with
+   a bound ``a + b |effect|``): the float32 sweep's evaluations/s and %
    of the device's peaks (FLOPs counted by ``attfind_flops``) and its ranking against the first
    form's; each ``--precision`` sweep (default TF32; on a CPU emulated, for checking, not speed)
    alone and certified (``attfind.certify``: every AttFind decision re-checked in float32, the
@@ -45,9 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attfind.effects_pt import PRECISIONS  # noqa: E402
 
-FORMS = ("readable", "fused", "composite")
-"""The generator's forms at 256 px: the readable module, ``fuse_generator``'s, and that with
-``composite_up`` (``TorchEffects(fuse=...)``: False, True, "composite")."""
+FORMS = ("readable", "fused", "composite", "delta")
+"""The generator's forms at 256 px: the readable module, ``fuse_generator``'s, that with
+``composite_up`` (``TorchEffects(fuse=...)``: False, True, "composite"), and the delta path
+(``TorchEffects(form="delta")``, readable modules)."""
+
+
+def backend_args(form: str) -> dict:
+    """``TorchEffects``' arguments for a form of ``FORMS``."""
+    if form == "delta":
+        return {"form": "delta"}
+    return {"fuse": {"readable": False, "fused": True, "composite": "composite"}[form]}
 
 
 def sweep_rate(backend, dlatents, lo, hi, images: int) -> tuple[float, float]:
@@ -79,7 +89,7 @@ def main():
                          "layers, so the rate is a full sweep's (overrides --coordinates-256).")
     ap.add_argument("--precision", choices=PRECISIONS, nargs="+", default=["tf32"],
                     help="The reduced precisions certified against float32 at 256 px (float32: none).")
-    ap.add_argument("--forms", choices=FORMS, nargs="+", default=list(FORMS),
+    ap.add_argument("--forms", choices=FORMS, nargs="+", default=list(FORMS[:3]),
                     help="The generator forms swept at 256 px (models_pt.inference.fuse_generator; "
                          "composite: also the up-sampling conv and its FIR as one transposed conv); the "
                          "first one's float32 ranking is the one every other is checked against.")
@@ -173,7 +183,8 @@ def profile_batch(backend, w, lo, hi, batch: int) -> None:
         torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
     total = sum(e.self_device_time_total for e in events)
-    print(f"   profile, {backend.precision}, {backend.fused or 'readable'}: {2 * len(cols)} edits "
+    print(f"   profile, {backend.precision}, {backend.fused or ('delta' if backend.form == 'delta' else 'readable')}: "
+          f"{2 * len(cols)} edits "
           f"of layer 0, {total / 1e3:.1f} ms of kernels")
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:10]:
         print(f"     {100 * e.self_device_time_total / total:5.1f}%  {e.count:5d} x  {e.key[:90]}")
@@ -232,8 +243,8 @@ def sweep_form(args, g, clf, w, sample, batch, device, form, first, evaluations,
     from attfind.effects_pt import TorchEffects
 
     space = g.space
-    fuse = {"readable": False, "fused": True, "composite": "composite"}[form]
-    f32 = TorchEffects(g, clf, batch_size=batch, device=device, fuse=fuse)
+    fuse = backend_args(form)
+    f32 = TorchEffects(g, clf, batch_size=batch, device=device, **fuse)
     lo, hi = sel.style_ranges(f32.styles(w))
     base, e32, t32 = sweep(f32, w, lo, hi, sample, device)
     ranking = sel.attfind(e32, base).ranking
@@ -252,11 +263,11 @@ def sweep_form(args, g, clf, w, sample, batch, device, form, first, evaluations,
     if args.profile:
         profile_batch(f32, w[0], lo, hi, batch)
         if "tf32" in args.precision:
-            profile_batch(TorchEffects(g, clf, batch_size=batch, device=device, fuse=fuse, precision="tf32"),
+            profile_batch(TorchEffects(g, clf, batch_size=batch, device=device, precision="tf32", **fuse),
                           w[0], lo, hi, batch)
     if form == first["form"]:
         coords = [space.coordinate(layer, 0) for layer in range(len(space.sizes))]
-        on_cpu = TorchEffects(g, clf, batch_size=batch, fuse=fuse).image(w[0], lo, hi, coordinates=coords)
+        on_cpu = TorchEffects(g, clf, batch_size=batch, **fuse).image(w[0], lo, hi, coordinates=coords)
         on_cpu = on_cpu[1][:, coords]
         on_gpu = f32.image(w[0], lo, hi, coordinates=coords)[1][:, coords]
         print(f"   float32 effects, {form} form, CUDA vs CPU ({len(coords)} coordinates): max abs diff "
@@ -287,7 +298,7 @@ def certified(args, g, clf, batch, device, fuse, precision, w, lo, hi, sample, f
     from attfind import selection as sel
     from attfind.effects_pt import TorchEffects
 
-    reduced = TorchEffects(g, clf, batch_size=batch, device=device, precision=precision, fuse=fuse)
+    reduced = TorchEffects(g, clf, batch_size=batch, device=device, precision=precision, **fuse)
     reduced.image(w[0], lo, hi, coordinates=sample[:2])                     # warm-up
     low, t_low = timed(lambda: np.stack([reduced.image(x, lo, hi, coordinates=sample)[1][:, sample] for x in w]),
                        device)
@@ -298,16 +309,24 @@ def certified(args, g, clf, batch, device, fuse, precision, w, lo, hi, sample, f
               f"uncertified, equal to float32's: {sel.attfind(low, base).ranking == sel.attfind(e32, base).ranking}",
               flush=True)
         return
-    err, t_probe = timed(lambda: certify.probe_error(reduced, f32, w, lo, hi, per_layer=2, images=2), device)
+    if reduced.form == "delta":         # the bound a + b |effect|, its probe on each layer's largest too
+        whole = np.zeros((*low.shape[:2], reduced.num_styles, low.shape[3]))
+        whole[:, :, sample] = low
+        err, t_probe = timed(lambda: certify.probe_bound(reduced, f32, w, lo, hi, per_layer=2, images=2,
+                                                         effects=whole).columns(sample), device)
+    else:
+        err, t_probe = timed(lambda: certify.probe_error(reduced, f32, w, lo, hi, per_layer=2, images=2)[sample],
+                             device)
     exact = certify.recompute_with(f32, w, lo, hi)
     (result, cert, _), t_cert = timed(lambda: certify.certified_attfind(
-        low, base, err[sample], lambda cols: exact([sample[i] for i in cols])), device)
+        low, base, err, lambda cols: exact([sample[i] for i in cols])), device)
     total = t_probe + t_low + t_cert
     print(f"     {precision}: {evaluations / t_low:,.1f}/s alone ({percent(t_low)}; {t32 / t_low:.2f}x float32); "
           f"certified {evaluations / total:,.1f}/s ({t32 / total:.2f}x float32; without the error probe, which a "
           f"full sweep amortizes, {evaluations / (total - t_probe):,.1f}/s, {t32 / (total - t_probe):.2f}x); "
           f"{cert.fraction:.1%} of the coordinates recomputed in float32, {cert.rounds} rounds, bound raised "
-          f"{cert.bound_raised}x, max |{precision} - float32| {np.abs(low - e32).max():.1e}; ranking equal to "
+          f"{cert.bound_raised}x, bound at most {cert.bound_max:.1e}, max |{precision} - float32| "
+          f"{np.abs(low - e32).max():.1e}, median {np.median(np.abs(low - e32)):.1e}; ranking equal to "
           f"this form's float32 sweep's: {result.ranking == sel.attfind(e32, base).ranking}, to the first "
           f"form's: {result.ranking == truth}", flush=True)
 
