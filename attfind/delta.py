@@ -11,8 +11,9 @@ model's own dtype, and only the *change* is computed from the edited layer on:
   skips, MobileNet's convolutions with their BatchNorm folded in, padding, pooling, the logits'
   1x1 conv) takes the change through the same op; biases and the noise drop out;
 - every elementwise non-linearity (leaky ReLU, ReLU6, the classifier's clamp to [-1, 1]) gives
-  ``f(base + change) - f(base)``, computed from the stored base in a form whose rounding is
-  relative to the change (``delta_lrelu``, ``delta_clamp``), in the base's dtype;
+  ``f(base + change) - f(base)``, computed from the stored base (``Kink``) as
+  ``clamp(change, lo - base, hi - base) + (base - clamp(base))``: an exact identity whose
+  rounding is relative to the change, in the base's dtype;
 - at the edited layer, style channel ``c`` moving by ``t`` changes the modulated conv's output
   by ``B * (d' - d) + t * d' * R_c`` (``B``: the base conv's output before demodulation, ``d``
   and ``d'``: the demodulation factors before and after, ``R_c``: input channel ``c`` convolved
