@@ -75,6 +75,7 @@ def bf16_kernels() -> bool:
 def child_onednn_bf16(args) -> None:
     """The child of step 2: both paths in float32 under the BF16 math mode, to ``--child``."""
     models, dl, lo, hi = release(args)
+    dl = dl[:args.images]
     from attfind.effects_pt import TorchEffects
 
     out = {}
@@ -96,7 +97,7 @@ def release(args):
     models = models_pt.load(args.weights)
     dl = dlatent_matrix(load_dlatents(args.dlatents))
     lo, hi = sel.style_ranges(TorchEffects(models["generator"], models["mobilenet"]).styles(dl))
-    return models, dl[:args.images], lo, hi
+    return models, dl, lo, hi
 
 
 def certificates(g, c, dl, lo, hi, base, e32, reduced: dict, batch: int) -> dict:
@@ -128,7 +129,9 @@ def certificates(g, c, dl, lo, hi, base, e32, reduced: dict, batch: int) -> dict
 
 
 def truth_part(g, c, dl, lo, hi, e_plain, e_delta, images: int, batch: int) -> dict:
-    """Step 3: float32 plain and delta against the float64 truth, and their verdict scores."""
+    """Step 3: float32 plain and delta against the float64 truth, and their verdict scores, on the
+    first ``images`` of ``dl`` (every dlatent: the rounding model takes its style ranges from them,
+    as ``lo, hi`` were)."""
     import torch
 
     from attfind import truth
@@ -222,7 +225,8 @@ def main():
 
     from attfind.effects_pt import TorchEffects
 
-    models, dl, lo, hi = release(args)
+    models, every, lo, hi = release(args)       # the style ranges come from every dlatent
+    dl = every[:args.images]
     g, c = models["generator"], models["mobilenet"]
     f32 = TorchEffects(g, c, batch_size=args.batch_size)
     base, e32, rate32 = sweep(f32, dl, lo, hi)
@@ -259,7 +263,7 @@ def main():
         else:
             print("2. oneDNN's BF16 math mode: skipped, this CPU has no BF16 kernels (it would change nothing)")
     if args.truth_images:
-        doc["float64"] = truth_part(g, c, dl, lo, hi, e32, e32_delta, min(args.truth_images, len(dl)),
+        doc["float64"] = truth_part(g, c, every, lo, hi, e32, e32_delta, min(args.truth_images, len(dl)),
                                     args.batch_size)
     print("4. certificates against float32:")
     doc["certificates"] = certificates(g, c, dl, lo, hi, base, e32, reduced, args.batch_size)

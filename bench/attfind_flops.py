@@ -130,11 +130,7 @@ def release_widths(resolution: int) -> list[int]:
 
 def release_models(resolution: int):
     """The release's generator and classifier configurations with random weights (the work does
-    not depend on the weights). The style biases are 0 and the noise strengths 0.1, so the
-    styles lie near 1 as trained ones do; the classifier's BatchNorm statistics are those of 16
-    of the generator's images (with PyTorch's initial ones, every image gets the same logits to
-    1e-3, and AttFind's effects would be rounding noise), and its class-1 bias puts their median
-    on the boundary (AttFind needs images of both classes)."""
+    not depend on the weights), made to behave like trained ones by ``calibrate`` on 16 images."""
     import torch
 
     from models_pt.classifier import MobileNetV1
@@ -146,6 +142,19 @@ def release_models(resolution: int):
     g = Generator(resolution=resolution, channels=release_widths(resolution), z_dim=512, w_dim=514, label_size=2,
                   mapping_layers=8, mapping_lr_mul=MAPPING_LR_MUL).eval()
     c = MobileNetV1(alpha=1.0, depth_multiplier=1, num_classes=2, **CLASSIFIER_ASSUMED).eval()
+    calibrate(g, c, torch.randn(16, g.config["w_dim"]))
+    return g, c
+
+
+def calibrate(g, c, dlatents) -> None:
+    """Random models made to behave like trained ones, in place, for inference only: the style
+    biases 0 and the noise strengths 0.1, so the styles lie near 1 as trained ones do; the
+    classifier's BatchNorm statistics those of the images of ``dlatents`` (with PyTorch's
+    initial ones, every image gets the same logits to 1e-3, and AttFind's effects would be
+    rounding noise), and its class-1 bias putting their median on the boundary (AttFind needs
+    images of both classes)."""
+    import torch
+
     for name, p in [*g.named_parameters(), *c.named_parameters()]:
         p.requires_grad_(False)     # inference only (and FlopCounterMode's module tracker needs no grad hooks then)
         if name.endswith("bias") and "styles" in name:
@@ -153,7 +162,7 @@ def release_models(resolution: int):
         elif "noise_strength" in name:
             p.fill_(0.1)
     with torch.no_grad():
-        images = g.synthesis(*g.style_vectors(torch.randn(16, g.config["w_dim"]))).clamp(-1, 1)
+        images = g.synthesis(*g.style_vectors(torch.as_tensor(dlatents))).clamp(-1, 1)
         for m in c.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.reset_running_stats()
@@ -162,7 +171,6 @@ def release_models(resolution: int):
         c.eval()
         logits = c(images)                 # the classes' bias, so that half of the images fall in each
         c.head.conv.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
-    return g, c
 
 
 def flops_of(fn) -> float:

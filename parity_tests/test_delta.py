@@ -10,6 +10,9 @@ noise (checked).
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,11 +21,21 @@ from attfind import selection as sel
 from attfind.delta import DeltaPath, delta_clamp, delta_lrelu
 from attfind.effects_pt import TorchEffects
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-def small_models(w: np.ndarray, seed: int = 0, channels=(16, 16, 16, 16), alpha: float = 0.25):
-    """A 32 px generator and a MobileNetV1 with random weights: style biases 0 (styles near 1, as
-    trained ones), noise strength 0.1, the classifier's statistics from the images of dlatents
-    ``w [N, 18]`` and its class bias splitting them in half (both classes present)."""
+
+# Two configurations: the release's classifier layout at small widths, and one the release does not
+# have (TF 'same' padding on the strided convs, other widths and seed): the delta path's classifier
+# takes both paddings through models_pt.inference's padding absorption.
+CONFIGS = {"explicit": dict(seed=0, channels=(16, 16, 16, 16), alpha=0.25, strided_padding="explicit"),
+           "same": dict(seed=1, channels=(24, 16, 8, 8), alpha=0.5, strided_padding="same")}
+
+
+def small_models(w: np.ndarray, seed: int, channels, alpha: float, strided_padding: str):
+    """A 32 px generator and a MobileNetV1 with random weights, calibrated on the images of
+    dlatents ``w [N, 18]`` (``bench/attfind_flops.calibrate``: styles near 1, the classifier's
+    statistics from those images, its class bias splitting them in half)."""
+    import attfind_flops as af
     from models_pt.classifier import MobileNetV1
     from models_pt.generator import Generator
     from models_pt.release_facts import CLASSIFIER_ASSUMED
@@ -30,29 +43,16 @@ def small_models(w: np.ndarray, seed: int = 0, channels=(16, 16, 16, 16), alpha:
     torch.manual_seed(seed)
     g = Generator(resolution=4 * 2 ** (len(channels) - 1), channels=list(channels), z_dim=16, w_dim=18,
                   label_size=2, mapping_layers=2, mapping_lr_mul=0.01).eval()
-    c = MobileNetV1(alpha=alpha, depth_multiplier=1, num_classes=2, **CLASSIFIER_ASSUMED).eval()
-    with torch.no_grad():
-        for name, p in [*g.named_parameters(), *c.named_parameters()]:
-            if name.endswith("bias") and "styles" in name:
-                p.zero_()
-            elif "noise_strength" in name:
-                p.fill_(0.1)
-        images = g.synthesis(*g.style_vectors(torch.as_tensor(w))).clamp(-1, 1)
-        for m in c.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        c.train()(images)
-        c.eval()
-        gap = (c(images)[:, 1] - c(images)[:, 0]).sort().values
-        c.head.conv.bias[1] -= (gap[len(gap) // 2 - 1] + gap[len(gap) // 2]) / 2      # half of them each side
+    c = MobileNetV1(alpha=alpha, depth_multiplier=1, num_classes=2,
+                    **{**CLASSIFIER_ASSUMED, "strided_padding": strided_padding}).eval()
+    af.calibrate(g, c, w)
     return g, c
 
 
-@pytest.fixture(scope="module")
-def models():
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def models(request):
     w = torch.randn(4, 18, generator=torch.Generator().manual_seed(1)).numpy()
-    g, c = small_models(w)
+    g, c = small_models(w, **CONFIGS[request.param])
     lo, hi = sel.style_ranges(TorchEffects(g, c).styles(w))
     return g, c, w, lo, hi
 
@@ -84,6 +84,20 @@ def test_the_non_linearities_differences_round_relative_to_the_change():
         assert err.max() < 4 * 2 ** -24 * 2 ** 0.5, err.max()
         assert naive_err.max() > 1000 * err.max()
         assert (got.double() - want).abs()[:100].max() < 1e-6          # where the sign flips: ulps of p
+
+
+def test_the_base_image_is_the_readable_modules(models):
+    """``DeltaPath.base`` writes the modulated convs out to keep their parts: its image is the
+    readable generator's, bit for bit, in float32."""
+    from attfind.delta import Kink
+
+    g, c, w, *_ = models
+    with torch.no_grad():
+        conv, rgb = g.style_vectors(torch.as_tensor(w[:1]))
+        want = Kink.of(g.synthesis(conv, rgb), -1.0, 1.0)
+        got = DeltaPath(g, c).base(conv, rgb).image
+    assert torch.equal(got.below, want.below) and torch.equal(got.off, want.off), \
+        (got.below - want.below).abs().max()
 
 
 def test_float64_delta_path_is_the_plain_path_and_wrong_ones_are_not(models, monkeypatch):
